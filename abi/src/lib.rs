@@ -1,0 +1,14 @@
+//! The Xen guest ABI as Rust types and constants, shared by the hypervisor
+//! and Dom0. Layouts and numbers only: the logic that reads or writes them
+//! lives with its owner. Source of truth: Xen's `xen/include/public/`.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod console_io;
+pub mod cpuid;
+pub mod elfnote;
+pub mod errno;
+pub mod hypercall;
+pub mod sched;
+pub mod start_info;
+pub mod version;

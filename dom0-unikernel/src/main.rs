@@ -1,0 +1,3 @@
+//! Placeholder replaced by the hypervisor entry.
+#![no_std]
+#![no_main]

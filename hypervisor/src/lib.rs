@@ -1,0 +1,8 @@
+//! The Xenolith hypervisor's logic: everything that can be reasoned about
+//! and tested without the machine. The binary (`main.rs` and `hw/`) wires it
+//! to the hardware.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod boot;
+pub mod memory;

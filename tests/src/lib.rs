@@ -1,0 +1,1 @@
+//! QEMU harness for the integration tests.
