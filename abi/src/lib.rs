@@ -6,6 +6,7 @@
 
 pub mod console_io;
 pub mod cpuid;
+pub mod domain;
 pub mod elfnote;
 pub mod errno;
 pub mod hypercall;

@@ -1,3 +1,7 @@
-//! Dom0's logic, testable on the host.
+//! Dom0's logic, testable on the host: reading what the hypervisor hands
+//! it at boot, and its command line.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+pub mod cmdline;
+pub mod start_info;

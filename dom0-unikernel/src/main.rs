@@ -1,3 +1,155 @@
-//! Placeholder replaced by the hypervisor entry.
+//! Dom0, the privileged unikernel: entered by the hypervisor at its PVH
+//! entry, it takes its memory and reports ready. Device drivers, xenstore
+//! and the toolstack arrive in later stages.
 #![no_std]
 #![no_main]
+
+mod console;
+mod hypercall;
+
+use baremetal::exceptions::{CrashReport, ExceptionFrame};
+use dom0::cmdline::{self, TestFault};
+use dom0::start_info::{self, Physical, StartInfo};
+use linked_list_allocator::LockedHeap;
+use log::{info, warn};
+use xenolith_abi::cpuid::XEN_CPUID_BASE;
+use xenolith_abi::sched::ShutdownReason;
+
+baremetal::entry_point!();
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Most of Dom0's RAM the heap takes for now.
+const HEAP_LIMIT: u64 = 64 * 1024 * 1024;
+
+unsafe extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// Dom0 runs on the identity map its entry code built (first 4 GiB).
+struct IdentityMemory;
+
+impl Physical for IdentityMemory {
+    fn read(&self, address: u64, buffer: &mut [u8]) -> bool {
+        let Some(end) = address.checked_add(buffer.len() as u64) else {
+            return false;
+        };
+        if address < 0x1000 || end > 1 << 32 {
+            return false;
+        }
+        // SAFETY: inside the identity-mapped first 4 GiB and off page 0;
+        // the hypervisor only hands Dom0 addresses of its own RAM.
+        unsafe {
+            core::ptr::copy_nonoverlapping(address as *const u8, buffer.as_mut_ptr(), buffer.len())
+        };
+        true
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
+    baremetal::descriptors::load();
+    baremetal::exceptions::set_handler(on_exception);
+    console::init();
+
+    let info = match start_info::parse(&IdentityMemory, u64::from(start_info_address)) {
+        Ok(info) => info,
+        Err(error) => {
+            log::error!("dom0: {error}");
+            hypercall::shutdown(ShutdownReason::Crash);
+        }
+    };
+    let options = cmdline::parse(&info.cmdline, |word| warn!("dom0: unknown option {word:?}"));
+    let heap = init_heap(&info);
+
+    let milliseconds = baremetal::cpu::rdtsc() / u64::from(tsc_khz().max(1));
+    info!(
+        "dom0 ready: memory {} MiB, {} ms since hypervisor entry (heap {} KiB, {} modules, command line {:?})",
+        info.ram_bytes() >> 20,
+        milliseconds,
+        heap / 1024,
+        info.modules.len(),
+        info.cmdline.as_str()
+    );
+
+    match options.fault {
+        Some(TestFault::PageFault) => {
+            // SAFETY: deliberately reads an unmapped address to test the
+            // crash report; the fault handler never returns here.
+            unsafe { core::ptr::read_volatile(0x7fff_0000_0000 as *const u64) };
+        }
+        Some(TestFault::TripleFault) => triple_fault(),
+        None => {}
+    }
+    if options.poweroff {
+        info!("dom0: powering off as asked");
+        hypercall::shutdown(ShutdownReason::Poweroff);
+    }
+    loop {
+        // Nothing to do until an event arrives: halt with interrupts on.
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}
+
+/// Gives the heap the RAM above the image, below the boot data.
+fn init_heap(info: &StartInfo) -> u64 {
+    // Taking the address of a linker symbol reads nothing.
+    let image_end = (&raw const __image_end as u64).next_multiple_of(4096);
+    let _ = &raw const __image_start;
+    let Some(ram) = info.memory.iter().find(|region| {
+        region.kind == 1 && region.range.start <= image_end && image_end < region.range.end
+    }) else {
+        warn!("dom0: no RAM after the image; running without a heap");
+        return 0;
+    };
+    let boot_data = info
+        .modules
+        .iter()
+        .map(|module| module.range.start)
+        .chain([info.block.start]);
+    let end = boot_data
+        .filter(|&start| start >= image_end)
+        .fold(ram.range.end, u64::min);
+    let size = end.saturating_sub(image_end).min(HEAP_LIMIT);
+    // SAFETY: [image_end, image_end + size) is Dom0 RAM that holds neither
+    // the image, the boot modules nor the start info, and nothing else
+    // uses it.
+    unsafe { HEAP.lock().init(image_end as *mut u8, size as usize) };
+    size
+}
+
+/// The TSC frequency from the Xen CPUID leaf base+3.
+fn tsc_khz() -> u32 {
+    baremetal::cpu::cpuid(XEN_CPUID_BASE + 3, 0)[2]
+}
+
+fn triple_fault() -> ! {
+    let empty = x86_64::structures::DescriptorTablePointer {
+        limit: 0,
+        base: x86_64::VirtAddr::new(0),
+    };
+    // SAFETY: deliberately destroys the IDT and traps to test the
+    // hypervisor's triple-fault report; nothing runs after.
+    unsafe {
+        x86_64::instructions::tables::lidt(&empty);
+        core::arch::asm!("int3");
+    }
+    baremetal::cpu::halt_forever()
+}
+
+fn on_exception(frame: &mut ExceptionFrame) {
+    if frame.vector >= 32 {
+        return;
+    }
+    let report = CrashReport::capture(frame);
+    console::write_emergency(format_args!("dom0: {report}\n"));
+    hypercall::shutdown(ShutdownReason::Crash);
+}
+
+#[panic_handler]
+fn panic(panic: &core::panic::PanicInfo<'_>) -> ! {
+    console::write_emergency(format_args!("dom0: panic: {panic}\n"));
+    hypercall::shutdown(ShutdownReason::Crash)
+}

@@ -5,4 +5,9 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod console;
+pub mod dom0;
+pub mod hypercall;
 pub mod memory;
+pub mod svm;
+pub mod vcpu;

@@ -1,3 +1,153 @@
-//! Placeholder replaced by the hypervisor entry.
+//! The Xenolith hypervisor binary: entered by GRUB (multiboot2) or a PVH
+//! loader, it takes the machine, builds Dom0 and runs it under AMD SVM.
 #![no_std]
 #![no_main]
+
+mod dom0_loader;
+mod dom0_vcpu;
+mod host_memory;
+mod hw;
+mod logger;
+
+use core::fmt;
+
+use baremetal::exceptions::{CrashReport, ExceptionFrame};
+use hypervisor::boot::{self, BootInfo, cmdline};
+use hypervisor::memory::HostPhysAddr;
+use log::{error, info, warn};
+
+use crate::hw::power::{self, StopReason};
+
+baremetal::entry_point!();
+
+// The multiboot2 header (magic, architecture i386, length, checksum, end
+// tag) GRUB looks for in the first 32 KiB of the image.
+core::arch::global_asm!(
+    r#"
+    .section .multiboot2, "a"
+    .p2align 3
+multiboot2_header:
+    .long 0xe85250d6
+    .long 0
+    .long multiboot2_header_end - multiboot2_header
+    .long -(0xe85250d6 + (multiboot2_header_end - multiboot2_header))
+    .short 0
+    .short 0
+    .long 8
+multiboot2_header_end:
+    .text
+    "#,
+    options(att_syntax)
+);
+
+/// Stops with a one-line reason: the answer to bad boot input.
+fn fatal(reason: fmt::Arguments<'_>) -> ! {
+    error!("fatal: {reason}");
+    power::stop(StopReason::Fatal)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn baremetal_main(magic: u32, info_address: u32) -> ! {
+    hw::serial::init();
+    baremetal::descriptors::load();
+    baremetal::exceptions::set_handler(on_exception);
+    hw::pic::mask_all();
+    let entry_tsc = baremetal::entry::boot_tsc();
+    let tsc_hz = hw::pit::measure_tsc_hz();
+    logger::init(
+        entry_tsc,
+        tsc_hz.unwrap_or(2_000_000_000),
+        log::LevelFilter::Info,
+    );
+    info!("Xenolith hypervisor {}", env!("CARGO_PKG_VERSION"));
+    match tsc_hz {
+        Some(hz) => info!("TSC runs at {} MHz", hz / 1_000_000),
+        None => warn!("no PIT to measure the TSC against; assuming 2 GHz"),
+    }
+
+    let boot = read_boot_info(magic, info_address);
+    let options = cmdline::parse(&boot.cmdline);
+    log::set_max_level(options.log_level.filter());
+    for warning in &options.warnings {
+        warn!(
+            "command line: {:?}: {}",
+            warning.word.as_str(),
+            warning.reason
+        );
+    }
+    report_boot_info(&boot);
+
+    let svm = match hw::svm::check() {
+        Ok(features) => features,
+        Err(reason) => fatal(format_args!("SVM not available: {reason}")),
+    };
+    info!(
+        "SVM with nested paging, {} address space ids{}",
+        svm.address_space_ids,
+        if svm.next_rip_save {
+            ", next-RIP save"
+        } else {
+            ", no next-RIP save"
+        }
+    );
+
+    let mut frames = host_memory::frame_allocator(&boot);
+    let plan = dom0_loader::plan(&boot, &options, &mut frames);
+    host_memory::take_over_paging(&boot, &mut frames);
+    let dom0 = dom0_loader::load(&boot, &options, plan, &mut frames);
+    dom0_vcpu::run_dom0(dom0, &options, &boot.cmdline, &mut frames)
+}
+
+fn read_boot_info(magic: u32, info_address: u32) -> BootInfo {
+    let memory = hw::memory::LoaderMemory;
+    let address = HostPhysAddr(u64::from(info_address));
+    let parsed = match magic {
+        boot::multiboot2::MAGIC => boot::multiboot2::parse(&memory, address),
+        baremetal::entry::PVH_ENTRY_MAGIC => boot::pvh::parse(&memory, address),
+        other => Err(boot::BootInfoError::UnknownLoader { magic: other }),
+    };
+    parsed.unwrap_or_else(|error| fatal(format_args!("{error}")))
+}
+
+fn report_boot_info(boot: &BootInfo) {
+    info!(
+        "loader: {:?}, command line: {:?}",
+        boot.loader,
+        boot.cmdline.as_str()
+    );
+    for region in &boot.memory {
+        info!(
+            "memory {:#014x}-{:#014x} {:?} ({} KiB)",
+            region.range.start.0,
+            region.range.end.0,
+            region.kind,
+            region.range.len() / 1024
+        );
+    }
+    for (index, module) in boot.modules.iter().enumerate() {
+        info!(
+            "module {index}: {} ({} KiB) {:?}",
+            module.range,
+            module.range.len() / 1024,
+            module.cmdline.as_str()
+        );
+    }
+}
+
+/// Exceptions in the hypervisor itself are bugs: report and stop. An
+/// external interrupt that slipped through is acknowledged and ignored.
+fn on_exception(frame: &mut ExceptionFrame) {
+    if frame.vector >= 32 {
+        hw::pic::acknowledge(frame.vector);
+        return;
+    }
+    let report = CrashReport::capture(frame);
+    hw::serial::write_fmt_emergency(format_args!("\nhypervisor crashed: {report}\n"));
+    power::stop(StopReason::Fatal)
+}
+
+#[panic_handler]
+fn panic(panic: &core::panic::PanicInfo<'_>) -> ! {
+    hw::serial::write_fmt_emergency(format_args!("\nhypervisor panic: {panic}\n"));
+    power::stop(StopReason::Fatal)
+}

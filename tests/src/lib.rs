@@ -1,1 +1,856 @@
-//! QEMU harness for the integration tests.
+//! QEMU harness for the integration tests: boots the appliance the way a user
+//! would, reads its serial console as it arrives, and fails with the whole
+//! console log when something does not show up in time.
+//!
+//! Every wait has a deadline (QEMU's software emulation is slow but a boot
+//! takes seconds, not minutes), and a running QEMU is killed when its
+//! [`Running`] handle is dropped, so a failing test never leaves one behind.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// QEMU's exit status when Dom0 powered the machine off cleanly.
+pub const EXIT_POWEROFF: i32 = 1;
+/// QEMU's exit status when Dom0 crashed (exception or triple fault).
+pub const EXIT_DOM0_CRASHED: i32 = 3;
+/// QEMU's exit status when the hypervisor stopped at boot on bad input.
+pub const EXIT_FATAL: i32 = 5;
+/// QEMU's exit status on a machine reset (QEMU runs with `-no-reboot`).
+pub const EXIT_RESET: i32 = 0;
+
+/// How long a boot may take to reach a given line. Most take a few seconds;
+/// the margin covers a loaded 2-core machine running tests in parallel.
+/// `XENOLITH_TEST_TIMEOUT_SECS` overrides it.
+pub fn boot_timeout() -> Duration {
+    let seconds = std::env::var("XENOLITH_TEST_TIMEOUT_SECS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(seconds)
+}
+
+/// A test failure that carries what QEMU printed, so the report shows what a
+/// user would have seen.
+pub struct Failure {
+    message: String,
+}
+
+impl Failure {
+    /// A failure with only a message (no QEMU involved).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.message)
+    }
+}
+
+// Tests return `Result<(), Failure>`; the test runner prints the error with
+// `Debug`, which must keep the log's line breaks readable.
+impl fmt::Debug for Failure {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl From<std::io::Error> for Failure {
+    fn from(error: std::io::Error) -> Self {
+        Self::new(format!("I/O error: {error}"))
+    }
+}
+
+/// The repository root (the workspace containing this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The directory `scripts/build` writes boot images to
+/// (`XENOLITH_IMAGE_DIR`, or `target/image` in the repository).
+pub fn image_dir() -> PathBuf {
+    match std::env::var_os("XENOLITH_IMAGE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => repo_root().join("target").join("image"),
+    }
+}
+
+/// The boot images made by `scripts/build`.
+#[derive(Clone, Debug)]
+pub struct Images {
+    /// The hypervisor ELF (multiboot2 and PVH entry).
+    pub hypervisor: PathBuf,
+    /// The Dom0 unikernel ELF.
+    pub dom0: PathBuf,
+    /// The GRUB ISO with an empty hypervisor command line.
+    pub iso: PathBuf,
+}
+
+/// The boot images, or a failure telling the reader to run `scripts/build`.
+pub fn images() -> Result<Images, Failure> {
+    let dir = image_dir();
+    let images = Images {
+        hypervisor: dir.join("hypervisor.elf"),
+        dom0: dir.join("dom0.elf"),
+        iso: dir.join("xenolith.iso"),
+    };
+    for path in [&images.hypervisor, &images.dom0, &images.iso] {
+        if !path.is_file() {
+            return Err(Failure::new(format!(
+                "boot image {} is missing: run scripts/build first",
+                path.display()
+            )));
+        }
+    }
+    Ok(images)
+}
+
+/// A directory for one test's files, removed when dropped. Unique per
+/// process and call, so tests running in parallel never share files.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a fresh directory under the system's temporary directory.
+    pub fn new(label: &str) -> Result<Self, Failure> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "xenolith-test-{label}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path)
+            .map_err(|error| Failure::new(format!("cannot create {}: {error}", path.display())))?;
+        Ok(Self { path })
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `bytes` to `name` inside the directory and returns its path.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, Failure> {
+        let path = self.path.join(name);
+        std::fs::write(&path, bytes)
+            .map_err(|error| Failure::new(format!("cannot write {}: {error}", path.display())))?;
+        Ok(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Makes a GRUB ISO with `scripts/mkiso` whose hypervisor command line is
+/// `cmdline`, inside `dir`.
+pub fn make_iso(dir: &TempDir, cmdline: &str) -> Result<PathBuf, Failure> {
+    let images = images()?;
+    let iso = dir.path().join("xenolith.iso");
+    let output = Command::new(repo_root().join("scripts").join("mkiso"))
+        .arg(&iso)
+        .arg("--cmdline")
+        .arg(cmdline)
+        .arg("--hypervisor")
+        .arg(&images.hypervisor)
+        .arg("--dom0")
+        .arg(&images.dom0)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| Failure::new(format!("cannot run scripts/mkiso: {error}")))?;
+    if !output.status.success() {
+        return Err(Failure::new(format!(
+            "scripts/mkiso failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(iso)
+}
+
+/// What QEMU boots.
+#[derive(Clone, Debug)]
+enum Boot {
+    Iso(PathBuf),
+    Kernel {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        append: String,
+    },
+}
+
+/// A QEMU command line for one boot of the appliance, with the project's
+/// defaults (`-accel tcg -cpu EPYC -m 1G -smp 1`, isa-debug-exit on 0xf4,
+/// `-no-reboot`) and the serial console on a pipe.
+#[derive(Clone, Debug)]
+pub struct Qemu {
+    boot: Boot,
+    memory: String,
+    cpu: String,
+    cpus: u32,
+    extra: Vec<String>,
+}
+
+impl Qemu {
+    fn with_boot(boot: Boot) -> Self {
+        Self {
+            boot,
+            memory: "1G".into(),
+            cpu: "EPYC".into(),
+            cpus: 1,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Boots an ISO through the BIOS and GRUB.
+    pub fn iso(iso: impl Into<PathBuf>) -> Self {
+        Self::with_boot(Boot::Iso(iso.into()))
+    }
+
+    /// Boots `kernel` directly (`-kernel`, PVH entry) with `initrd` as the
+    /// Dom0 module (none when `None`) and `append` as its command line.
+    pub fn kernel(
+        kernel: impl Into<PathBuf>,
+        initrd: Option<PathBuf>,
+        append: impl Into<String>,
+    ) -> Self {
+        Self::with_boot(Boot::Kernel {
+            kernel: kernel.into(),
+            initrd,
+            append: append.into(),
+        })
+    }
+
+    /// Boots the built hypervisor directly with the built Dom0 and the
+    /// command line `append`.
+    pub fn built_kernel(append: impl Into<String>) -> Result<Self, Failure> {
+        let images = images()?;
+        Ok(Self::kernel(images.hypervisor, Some(images.dom0), append))
+    }
+
+    /// Guest RAM, in QEMU's syntax (`1G`, `24M`).
+    pub fn memory(mut self, memory: impl Into<String>) -> Self {
+        self.memory = memory.into();
+        self
+    }
+
+    /// The CPU model, in QEMU's syntax (`EPYC`, `EPYC,-svm`).
+    pub fn cpu(mut self, cpu: impl Into<String>) -> Self {
+        self.cpu = cpu.into();
+        self
+    }
+
+    /// The number of virtual CPUs.
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// One more QEMU argument, appended after the defaults.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra.push(arg.into());
+        self
+    }
+
+    /// The QEMU program: `XENOLITH_QEMU`, or `qemu-system-x86_64`.
+    fn program() -> String {
+        std::env::var("XENOLITH_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into())
+    }
+
+    /// The full argument list (without the program).
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-accel",
+            "tcg",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+            "-parallel",
+            "none",
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+        args.extend([
+            "-cpu".into(),
+            self.cpu.clone(),
+            "-m".into(),
+            self.memory.clone(),
+            "-smp".into(),
+            self.cpus.to_string(),
+        ]);
+        match &self.boot {
+            Boot::Iso(iso) => {
+                args.extend(["-cdrom".into(), iso.display().to_string()]);
+                args.extend(["-boot".into(), "d".into()]);
+            }
+            Boot::Kernel {
+                kernel,
+                initrd,
+                append,
+            } => {
+                args.extend(["-kernel".into(), kernel.display().to_string()]);
+                if let Some(initrd) = initrd {
+                    args.extend(["-initrd".into(), initrd.display().to_string()]);
+                }
+                args.extend(["-append".into(), append.clone()]);
+            }
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    /// The command line as a shell would show it, for failure reports.
+    pub fn command_line(&self) -> String {
+        let mut line = Self::program();
+        for arg in self.args() {
+            line.push(' ');
+            if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '\'') {
+                line.push_str(&format!("'{}'", arg.replace('\'', "'\\''")));
+            } else {
+                line.push_str(&arg);
+            }
+        }
+        line
+    }
+
+    /// Starts QEMU. The serial console is read in the background from now on.
+    pub fn spawn(&self) -> Result<Running, Failure> {
+        let mut child = Command::new(Self::program())
+            .args(self.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| {
+                Failure::new(format!(
+                    "cannot start {} ({error}): run scripts/setup",
+                    Self::program()
+                ))
+            })?;
+        let serial = Arc::new(Stream::default());
+        let stderr = Arc::new(Stream::default());
+        let mut readers = Vec::new();
+        if let Some(pipe) = child.stdout.take() {
+            readers.push(Stream::pump(pipe, Arc::clone(&serial)));
+        }
+        if let Some(pipe) = child.stderr.take() {
+            readers.push(Stream::pump(pipe, Arc::clone(&stderr)));
+        }
+        Ok(Running {
+            child,
+            command_line: self.command_line(),
+            started: Instant::now(),
+            serial,
+            stderr,
+            cursor: 0,
+            status: None,
+            readers,
+        })
+    }
+}
+
+/// Bytes arriving from one of QEMU's pipes, with a signal for waiters.
+#[derive(Default)]
+struct Stream {
+    state: Mutex<StreamState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct StreamState {
+    bytes: Vec<u8>,
+    closed: bool,
+}
+
+impl Stream {
+    /// Copies `pipe` into `stream` on a thread until end of file.
+    fn pump(mut pipe: impl Read + Send + 'static, stream: Arc<Stream>) -> thread::JoinHandle<()> {
+        thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            loop {
+                let count = match pipe.read(&mut buffer) {
+                    Ok(count) => count,
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => 0,
+                };
+                let mut state = stream.lock();
+                if count == 0 {
+                    state.closed = true;
+                } else {
+                    state.bytes.extend_from_slice(&buffer[..count]);
+                }
+                let closed = state.closed;
+                drop(state);
+                stream.changed.notify_all();
+                if closed {
+                    break;
+                }
+            }
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StreamState> {
+        // A reader thread cannot panic while holding the lock, but a
+        // poisoned lock still holds good bytes.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.lock().bytes).replace('\r', "")
+    }
+}
+
+/// A running QEMU. Killed when dropped.
+pub struct Running {
+    child: Child,
+    command_line: String,
+    started: Instant,
+    serial: Arc<Stream>,
+    stderr: Arc<Stream>,
+    /// Where the next [`Running::wait_for`] starts searching the serial log.
+    cursor: usize,
+    status: Option<ExitStatus>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// The QEMU process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Time since QEMU was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Everything the serial console printed so far (carriage returns removed).
+    pub fn serial(&self) -> String {
+        self.serial.text()
+    }
+
+    /// Everything QEMU itself printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// A failure whose message is `what` followed by the command line, the
+    /// serial log and QEMU's stderr.
+    pub fn failure(&self, what: impl fmt::Display) -> Failure {
+        let stderr = self.stderr();
+        let stderr = stderr
+            .lines()
+            .filter(|line| !line.contains("TCG doesn't support requested feature"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Failure::new(format!(
+            "{what}\n  after {:.1} s\n  command: {}\n--- serial console ---\n{}\n--- QEMU stderr \
+             (TCG feature warnings omitted) ---\n{stderr}\n--- end ---",
+            self.elapsed().as_secs_f64(),
+            self.command_line,
+            self.serial().trim_end(),
+        ))
+    }
+
+    /// Whether QEMU has exited; records its status when it has.
+    fn poll_exit(&mut self) -> Result<Option<ExitStatus>, Failure> {
+        if self.status.is_none() {
+            self.status = self
+                .child
+                .try_wait()
+                .map_err(|error| self.failure(format!("cannot query QEMU: {error}")))?;
+        }
+        Ok(self.status)
+    }
+
+    /// Whether QEMU is still running.
+    pub fn is_running(&mut self) -> Result<bool, Failure> {
+        Ok(self.poll_exit()?.is_none())
+    }
+
+    /// Waits until the serial console prints `needle` after the previous
+    /// match, and returns the whole line it is on (once the line is complete,
+    /// or as far as it got if the console closes or time runs out).
+    /// Fails with the full log on timeout or if QEMU exits first.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String, Failure> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let exited = self.poll_exit()?;
+            let state = self.serial.lock();
+            let now = Instant::now();
+            let from = self.cursor.min(state.bytes.len());
+            if let Some(offset) = find(&state.bytes[from..], needle.as_bytes()) {
+                let start = from + offset;
+                let end = start + needle.len();
+                let line_start = state.bytes[..start]
+                    .iter()
+                    .rposition(|&byte| byte == b'\n')
+                    .map_or(0, |position| position + 1);
+                let line_end = state.bytes[end..]
+                    .iter()
+                    .position(|&byte| byte == b'\n')
+                    .map(|position| end + position);
+                if line_end.is_some() || state.closed || now >= deadline {
+                    let line_end = line_end.unwrap_or(state.bytes.len());
+                    let line = String::from_utf8_lossy(&state.bytes[line_start..line_end])
+                        .replace('\r', "");
+                    self.cursor = end;
+                    return Ok(line);
+                }
+                // Found, but the rest of the line is still on its way.
+            } else if exited.is_some() && state.closed {
+                let silent = state.bytes.is_empty();
+                drop(state);
+                let how = if silent && exited.and_then(|status| status.code()) == Some(1) {
+                    "status 1 with no serial output: QEMU itself failed, see its stderr".into()
+                } else {
+                    describe(exited)
+                };
+                return Err(self.failure(format!(
+                    "QEMU exited ({how}) before the serial console printed {needle:?}"
+                )));
+            } else if now >= deadline {
+                drop(state);
+                return Err(self.failure(format!(
+                    "timed out after {:.0} s waiting for {needle:?} on the serial console",
+                    timeout.as_secs_f64()
+                )));
+            }
+            // Wake up at least every 50 ms to notice QEMU exiting.
+            let wait = deadline
+                .saturating_duration_since(now)
+                .clamp(Duration::from_millis(1), Duration::from_millis(50));
+            drop(
+                self.serial
+                    .changed
+                    .wait_timeout(state, wait)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+        }
+    }
+
+    /// Waits for QEMU to exit and returns its exit status. Fails with the
+    /// full log on timeout (QEMU is then killed) or if QEMU died of a signal.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<i32, Failure> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.poll_exit()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(self.failure(format!(
+                    "QEMU still running after {:.0} s; expected it to exit",
+                    timeout.as_secs_f64()
+                )));
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        self.drain();
+        status
+            .code()
+            .ok_or_else(|| self.failure(format!("QEMU ended without an exit status ({status})")))
+    }
+
+    /// Waits for QEMU to exit with `expected`; fails otherwise.
+    pub fn expect_exit(&mut self, expected: i32, timeout: Duration) -> Result<(), Failure> {
+        let status = self.wait_exit(timeout)?;
+        if status == expected {
+            Ok(())
+        } else {
+            Err(self.failure(format!(
+                "QEMU exited with status {status}, expected {expected} ({})",
+                meaning(expected)
+            )))
+        }
+    }
+
+    /// Fails unless the serial log so far contains every one of `needles`.
+    pub fn assert_serial_contains(&self, needles: &[&str]) -> Result<(), Failure> {
+        let serial = self.serial();
+        let missing: Vec<&str> = needles
+            .iter()
+            .copied()
+            .filter(|needle| !serial.contains(needle))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(self.failure(format!("serial console lacks {missing:?}")))
+        }
+    }
+
+    /// Fails if the serial log so far contains any of `needles`.
+    pub fn assert_serial_lacks(&self, needles: &[&str]) -> Result<(), Failure> {
+        let serial = self.serial();
+        let present: Vec<&str> = needles
+            .iter()
+            .copied()
+            .filter(|needle| serial.contains(needle))
+            .collect();
+        if present.is_empty() {
+            Ok(())
+        } else {
+            Err(self.failure(format!("serial console unexpectedly shows {present:?}")))
+        }
+    }
+
+    /// The first complete line of the serial log that contains every one of
+    /// `needles`, in that order.
+    pub fn serial_line_with(&self, needles: &[&str]) -> Option<String> {
+        self.serial()
+            .lines()
+            .find(|line| {
+                let mut rest = *line;
+                needles.iter().all(|needle| match rest.find(needle) {
+                    Some(position) => {
+                        rest = &rest[position + needle.len()..];
+                        true
+                    }
+                    None => false,
+                })
+            })
+            .map(str::to_string)
+    }
+
+    /// CPU time (user + system) QEMU has used so far, from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> Result<Duration, Failure> {
+        let path = format!("/proc/{}/stat", self.pid());
+        let stat = std::fs::read_to_string(&path)
+            .map_err(|error| self.failure(format!("cannot read {path}: {error}")))?;
+        // The command name (field 2) may hold spaces; fields after it are
+        // plain numbers. utime and stime are fields 14 and 15.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .ok_or_else(|| self.failure(format!("cannot parse {path}: {stat:?}")))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |index: usize| -> Result<u64, Failure> {
+            fields
+                .get(index)
+                .and_then(|field| field.parse::<u64>().ok())
+                .ok_or_else(|| self.failure(format!("cannot parse {path}: {stat:?}")))
+        };
+        // fields[0] is field 3 (state), so field N is fields[N - 3].
+        let total = ticks(14 - 3)? + ticks(15 - 3)?;
+        Ok(Duration::from_secs_f64(
+            total as f64 / clock_ticks_per_second() as f64,
+        ))
+    }
+
+    /// Kills QEMU (if still running) and waits for it.
+    pub fn kill(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+        self.drain();
+    }
+
+    /// Lets the reader threads finish once QEMU is gone, so the log is
+    /// complete.
+    fn drain(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+fn describe(status: Option<ExitStatus>) -> String {
+    match status.and_then(|status| status.code()) {
+        Some(code) => format!("status {code}: {}", meaning(code)),
+        None => "killed by a signal".into(),
+    }
+}
+
+/// What a QEMU exit status means for Xenolith.
+pub fn meaning(status: i32) -> &'static str {
+    match status {
+        EXIT_POWEROFF => "Dom0 powered off",
+        EXIT_DOM0_CRASHED => "Dom0 crashed",
+        EXIT_FATAL => "hypervisor fatal error at boot",
+        EXIT_RESET => "machine reset",
+        _ => "unexpected",
+    }
+}
+
+/// The kernel's clock tick rate for `/proc` times (`getconf CLK_TCK`; 100 on
+/// every Linux this runs on).
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|&ticks| ticks > 0)
+        .unwrap_or(100)
+}
+
+/// Millisecond figures in `text`: every number directly followed by `ms`
+/// (with or without a space), e.g. `42 ms` or `1.5ms`.
+pub fn millisecond_figures(text: &str) -> Vec<f64> {
+    let mut figures = Vec::new();
+    let bytes = text.as_bytes();
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index].is_ascii_digit() && (index == 0 || !is_word_byte(bytes[index - 1])) {
+            let start = index;
+            while index < bytes.len() && (bytes[index].is_ascii_digit() || bytes[index] == b'.') {
+                index += 1;
+            }
+            let number = &text[start..index];
+            let mut unit = index;
+            if bytes.get(unit) == Some(&b' ') {
+                unit += 1;
+            }
+            let is_ms = bytes.get(unit) == Some(&b'm')
+                && bytes.get(unit + 1) == Some(&b's')
+                && !bytes.get(unit + 2).is_some_and(|&byte| is_word_byte(byte));
+            if is_ms && let Ok(value) = number.trim_end_matches('.').parse::<f64>() {
+                figures.push(value);
+            }
+        } else {
+            index += 1;
+        }
+    }
+    figures
+}
+
+fn is_word_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_'
+}
+
+/// A minimal ELF64 executable for x86-64: the header, one `PT_LOAD` program
+/// header loading the file at physical and virtual address `load_address`,
+/// and a `hlt; jmp` loop as code. No notes, no sections.
+pub fn minimal_elf64(load_address: u64) -> Vec<u8> {
+    const HEADER_SIZE: u16 = 64;
+    const PROGRAM_HEADER_SIZE: u16 = 56;
+    let code: [u8; 3] = [0xf4, 0xeb, 0xfd]; // hlt; jmp to hlt
+    let entry = load_address + u64::from(HEADER_SIZE + PROGRAM_HEADER_SIZE);
+    let file_size = u64::from(HEADER_SIZE + PROGRAM_HEADER_SIZE) + code.len() as u64;
+
+    let mut elf = Vec::with_capacity(file_size as usize);
+    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]); // ELF64, LE, v1, SysV
+    elf.extend_from_slice(&[0; 8]);
+    elf.extend_from_slice(&2u16.to_le_bytes()); // e_type: EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // e_machine: x86-64
+    elf.extend_from_slice(&1u32.to_le_bytes()); // e_version
+    elf.extend_from_slice(&entry.to_le_bytes()); // e_entry
+    elf.extend_from_slice(&u64::from(HEADER_SIZE).to_le_bytes()); // e_phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    elf.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    elf.extend_from_slice(&HEADER_SIZE.to_le_bytes()); // e_ehsize
+    elf.extend_from_slice(&PROGRAM_HEADER_SIZE.to_le_bytes()); // e_phentsize
+    elf.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    elf.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    elf.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
+    elf.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
+
+    elf.extend_from_slice(&1u32.to_le_bytes()); // p_type: PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // p_flags: R X
+    elf.extend_from_slice(&0u64.to_le_bytes()); // p_offset
+    elf.extend_from_slice(&load_address.to_le_bytes()); // p_vaddr
+    elf.extend_from_slice(&load_address.to_le_bytes()); // p_paddr
+    elf.extend_from_slice(&file_size.to_le_bytes()); // p_filesz
+    elf.extend_from_slice(&0x1000u64.to_le_bytes()); // p_memsz
+    elf.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+
+    elf.extend_from_slice(&code);
+    elf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_millisecond_figures() {
+        assert_eq!(
+            millisecond_figures("dom0 ready: memory 256 MiB, 42 ms since hypervisor entry"),
+            vec![42.0]
+        );
+        assert_eq!(
+            millisecond_figures("hypervisor entry -> dom0 entry: 1.25ms (x 3 ms)"),
+            vec![1.25, 3.0]
+        );
+        assert!(millisecond_figures("256 MiB, 3 msec, v2ms, 4 mss").is_empty());
+    }
+
+    #[test]
+    fn minimal_elf_is_well_formed() {
+        let elf = minimal_elf64(0x10_0000);
+        assert_eq!(&elf[..4], b"\x7fELF");
+        assert_eq!(elf[4], 2, "ELF64");
+        let program_header_offset =
+            u64::from_le_bytes(elf[32..40].try_into().expect("8 bytes")) as usize;
+        assert_eq!(program_header_offset, 64);
+        let paddr = u64::from_le_bytes(
+            elf[program_header_offset + 24..program_header_offset + 32]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        assert_eq!(paddr, 0x10_0000);
+        let file_size = u64::from_le_bytes(
+            elf[program_header_offset + 32..program_header_offset + 40]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        assert_eq!(file_size, elf.len() as u64);
+    }
+
+    #[test]
+    fn finds_needles() {
+        assert_eq!(find(b"abcabc", b"ca"), Some(2));
+        assert_eq!(find(b"abc", b"abcd"), None);
+    }
+}

@@ -2,6 +2,7 @@
 //! was: GRUB through multiboot2, or QEMU's `-kernel` through the PVH note.
 
 pub mod cmdline;
+pub mod memory_map;
 pub mod multiboot2;
 pub mod pvh;
 
@@ -111,7 +112,10 @@ impl fmt::Display for BootInfoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::UnknownLoader { magic } => {
-                write!(f, "unknown loader (boot magic {magic:#x}); boot with multiboot2 or PVH")
+                write!(
+                    f,
+                    "unknown loader (boot magic {magic:#x}); boot with multiboot2 or PVH"
+                )
             }
             Self::BadMagic { found } => write!(f, "boot information has bad magic {found:#x}"),
             Self::Unreadable(error) => write!(f, "boot information unreadable: {error}"),

@@ -160,6 +160,10 @@ pub struct OutOfBounds {
 
 impl fmt::Display for OutOfBounds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} bytes at {:#x} are out of bounds", self.len, self.address.0)
+        write!(
+            f,
+            "{} bytes at {:#x} are out of bounds",
+            self.len, self.address.0
+        )
     }
 }

@@ -1,0 +1,49 @@
+//! Dom0's command line: words after `--` on the hypervisor's line, and
+//! after `dom0` on its boot module line.
+
+/// A fault to provoke on purpose, for tests of crash reporting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestFault {
+    /// Touch an unmapped page.
+    PageFault,
+    /// Destroy the IDT and trap: the CPU shuts down.
+    TripleFault,
+}
+
+/// What the command line asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Power the machine off once ready.
+    pub poweroff: bool,
+    pub fault: Option<TestFault>,
+}
+
+/// Parses Dom0's options; unknown words are returned for a warning.
+pub fn parse(cmdline: &str, mut unknown: impl FnMut(&str)) -> Options {
+    let mut options = Options::default();
+    for word in cmdline.split_whitespace() {
+        match word {
+            "poweroff" => options.poweroff = true,
+            "fault=page" => options.fault = Some(TestFault::PageFault),
+            "fault=triple" => options.fault = Some(TestFault::TripleFault),
+            _ => unknown(word),
+        }
+    }
+    options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_switches_and_reports_the_rest() {
+        let mut unknown = Vec::new();
+        let options = parse(" poweroff fault=triple bogus ", |word| {
+            unknown.push(word.to_string())
+        });
+        assert!(options.poweroff);
+        assert_eq!(options.fault, Some(TestFault::TripleFault));
+        assert_eq!(unknown, ["bogus"]);
+    }
+}

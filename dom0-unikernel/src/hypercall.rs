@@ -1,0 +1,55 @@
+//! Hypercalls to the Xenolith hypervisor (the Xen ABI: VMMCALL on AMD).
+
+use xenolith_abi::console_io::CONSOLEIO_WRITE;
+use xenolith_abi::hypercall::HypercallNumber;
+use xenolith_abi::sched::{SCHEDOP_SHUTDOWN, ShutdownReason};
+
+/// A two-argument hypercall (the rest are zero).
+///
+/// # Safety
+/// The arguments must be valid for hypercall `number` (pointers to memory
+/// the hypervisor may read or write).
+unsafe fn call(number: HypercallNumber, first: u64, second: u64, third: u64) -> i64 {
+    let result: u64;
+    // SAFETY: VMMCALL traps to the hypervisor, which only touches what the
+    // arguments name; it clobbers nothing but RAX.
+    unsafe {
+        core::arch::asm!(
+            "vmmcall",
+            inlateout("rax") number.0 => result,
+            in("rdi") first,
+            in("rsi") second,
+            in("rdx") third,
+            options(nostack)
+        );
+    }
+    result as i64
+}
+
+/// Writes bytes to the hypervisor's console.
+pub fn console_write(bytes: &[u8]) {
+    // SAFETY: the buffer is valid for `bytes.len()` bytes of reading.
+    unsafe {
+        call(
+            HypercallNumber::CONSOLE_IO,
+            CONSOLEIO_WRITE,
+            bytes.len() as u64,
+            bytes.as_ptr() as u64,
+        )
+    };
+}
+
+/// Asks the hypervisor to stop Dom0 (and with it the machine).
+pub fn shutdown(reason: ShutdownReason) -> ! {
+    let argument = reason.as_raw();
+    // SAFETY: the argument is a `struct sched_shutdown` on our stack.
+    unsafe {
+        call(
+            HypercallNumber::SCHED_OP,
+            SCHEDOP_SHUTDOWN,
+            &raw const argument as u64,
+            0,
+        )
+    };
+    baremetal::cpu::halt_forever()
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Writes the fuzz targets' seed corpus: a few valid inputs per target.
+
+Run from anywhere; it rewrites corpus/<target>/seed-*. Addresses match the
+bases the targets place their input at (multiboot2: 1 MiB, pvh: 4 KiB).
+"""
+import pathlib
+import struct
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def multiboot2(tags):
+    """Header, the tags 8-byte aligned, the end tag; total_size filled in."""
+    body = b""
+    for kind, payload in tags + [(0, b"")]:
+        tag = struct.pack("<II", kind, 8 + len(payload)) + payload
+        body += tag + b"\0" * (-len(tag) % 8)
+    return struct.pack("<II", 8 + len(body), 0) + body
+
+
+def mb2_memory_map(entries, entry_size=24):
+    data = struct.pack("<II", entry_size, 0)
+    for base, length, kind in entries:
+        data += struct.pack("<QQII", base, length, kind, 0).ljust(entry_size, b"\0")
+    return data
+
+
+def mb2_module(start, end, text):
+    return struct.pack("<II", start, end) + text + b"\0"
+
+
+PC_MAP = [
+    (0, 0x9FC00, 1),
+    (0x9FC00, 0x400, 2),
+    (0xF0000, 0x10000, 2),
+    (0x100000, 0x7FEE0000, 1),
+    (0x7FFE0000, 0x20000, 3),
+    (0xFFFC0000, 0x40000, 2),
+    (0x100000000, 0x80000000, 1),
+]
+
+MULTIBOOT2 = {
+    "grub": multiboot2([
+        (1, b"dom0_mem=1G loglevel=debug -- console=hvc0\0"),
+        (2, b"GRUB 2.12\0"),
+        (3, mb2_module(0x200000, 0x280123, b"/boot/dom0.elf verbose")),
+        (3, mb2_module(0x300000, 0x300000, b"")),
+        (4, struct.pack("<II", 639, 1047552)),
+        (6, mb2_memory_map(PC_MAP)),
+        (14, b"RSD PTR \x55BOCHS \x00\x00\x00\xfe\x7f"),
+        (15, b"RSD PTR \x55BOCHS \x02\x00\x00\xfe\x7f\x24\x00\x00\x00" + b"\0" * 16),
+        (21, struct.pack("<I", 0x200000)),
+    ]),
+    "minimal": multiboot2([(6, mb2_memory_map([(0x1000, 0x1000, 1)]))]),
+    "overlapping-map": multiboot2([
+        (1, b"\xffbad utf8\0"),
+        (6, mb2_memory_map([(0x100000, 0x100000, 1), (0, 0x200000, 1), (0x180000, 0x1000, 4)], 32)),
+        (14, b"\0" * 20),
+    ]),
+}
+
+
+def pvh(start_info_fields, blobs, size=0x700):
+    """A memory image at 0x1000: start info at 0, `blobs` {offset: bytes}."""
+    image = bytearray(size)
+    image[0:56] = struct.pack("<IIIIQQQQII", *start_info_fields)
+    for offset, blob in blobs.items():
+        image[offset:offset + len(blob)] = blob
+    return bytes(image)
+
+
+def pvh_memmap(entries):
+    return b"".join(struct.pack("<QQII", base, length, kind, 0) for base, length, kind in entries)
+
+
+BASE = 0x1000
+MAGIC = 0x336EC578
+QEMU_MAP = PC_MAP[:4] + [(0xFEFFC000, 0x4000, 2), (0x100000000, 0x40000000, 1)]
+
+PVH = {
+    # QEMU's option ROM: -initrd as module 0 with no command line.
+    "qemu": pvh(
+        (MAGIC, 1, 0, 1, BASE + 0x100, BASE + 0x400, 0xF5A40, BASE + 0x200, len(QEMU_MAP), 0),
+        {
+            0x100: struct.pack("<QQQQ", 0x7FF00000, 0x123456, 0, 0),
+            0x200: pvh_memmap(QEMU_MAP),
+            0x400: b"loglevel=trace -- console=ttyS0\0",
+        },
+    ),
+    "no-modules": pvh(
+        (MAGIC, 1, 0, 0, 0, 0, 0, BASE + 0x200, 1, 0),
+        {0x200: pvh_memmap([(0, 0x8000000, 1)])},
+    ),
+    "two-modules": pvh(
+        (MAGIC, 1, 3, 2, BASE + 0x100, BASE + 0x400, 0, BASE + 0x200, 3, 0),
+        {
+            0x100: struct.pack("<QQQQ", 0x200000, 0x1000, BASE + 0x500, 0)
+            + struct.pack("<QQQQ", 0x300000, 0, BASE + 0x600, 0),
+            0x200: pvh_memmap([(0, 0x200000, 1), (0x100000, 0x100000, 1), (0x180000, 0x1000, 4)]),
+            0x400: b"dom0_crash=reboot\0",
+            0x500: b"dom0 verbose\0",
+            0x600: b"\xff\0",
+        },
+    ),
+}
+
+CMDLINE = {
+    "options": b"dom0_mem=512M loglevel=debug dom0_crash=reboot",
+    "dom0-args": b"loglevel=warn -- console=hvc0  root=/dev/xvda -- quiet",
+    "warnings": b"quiet dom0_mem=0 dom0_mem=99999999999G loglevel=loud dom0_crash=explode =x",
+    "bytes": b"dom0_mem=1g\xff\xfe -- \xc3\0after nul",
+}
+
+for target, seeds in [("multiboot2", MULTIBOOT2), ("pvh", PVH), ("hypervisor_cmdline", CMDLINE)]:
+    folder = HERE / "corpus" / target
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in seeds.items():
+        (folder / f"seed-{name}").write_bytes(data)

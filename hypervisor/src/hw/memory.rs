@@ -1,0 +1,162 @@
+//! Host-physical memory through the identity map: the hypervisor reaches
+//! every frame at the virtual address equal to its physical address.
+
+use hypervisor::memory::frames::FrameAllocator;
+use hypervisor::memory::guest_walk::{GuestMemoryError, GuestPhysicalMemory};
+use hypervisor::memory::paging::{ENTRIES_PER_TABLE, TableMemory};
+use hypervisor::memory::{
+    GuestPhysAddr, HostPhysAddr, HostRange, OutOfBounds, PAGE_SIZE, PhysicalMemory,
+};
+
+/// Frames the boot page tables map: the first 4 GiB.
+pub const BOOT_MAPPED: HostPhysAddr = HostPhysAddr(1 << 32);
+
+/// Reads of loader structures: anything the boot map covers. (QEMU's PVH
+/// loader puts its memory map in page 0, so page 0 is readable here.)
+pub struct LoaderMemory;
+
+impl PhysicalMemory for LoaderMemory {
+    fn read(&self, address: HostPhysAddr, buffer: &mut [u8]) -> Result<(), OutOfBounds> {
+        let fault = OutOfBounds {
+            address,
+            len: buffer.len(),
+        };
+        let end = address.checked_add(buffer.len() as u64).ok_or(fault)?;
+        if end > BOOT_MAPPED {
+            return Err(fault);
+        }
+        // SAFETY: the range lies inside the identity-mapped first 4 GiB;
+        // loader structures are plain RAM we only read.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                address.0 as *const u8,
+                buffer.as_mut_ptr(),
+                buffer.len(),
+            )
+        };
+        Ok(())
+    }
+}
+
+/// A slice over host memory the hypervisor owns (a boot module).
+///
+/// # Safety
+/// `range` must be mapped, reserved from the frame allocator, and not be
+/// written while the slice lives.
+pub unsafe fn bytes(range: HostRange) -> &'static [u8] {
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::slice::from_raw_parts(range.start.0 as *const u8, range.len() as usize) }
+}
+
+/// Copies `len` bytes between host-physical addresses (ranges may overlap).
+///
+/// # Safety
+/// Both ranges must be mapped and owned by the caller.
+pub unsafe fn copy(destination: HostPhysAddr, source: HostPhysAddr, len: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        core::ptr::copy(
+            source.0 as *const u8,
+            destination.0 as *mut u8,
+            len as usize,
+        )
+    };
+}
+
+/// Writes `data` at a host-physical address.
+///
+/// # Safety
+/// The range must be mapped and owned by the caller.
+pub unsafe fn write(destination: HostPhysAddr, data: &[u8]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), destination.0 as *mut u8, data.len()) };
+}
+
+/// Fills a host-physical range with zeros.
+///
+/// # Safety
+/// The range must be mapped and owned by the caller.
+pub unsafe fn zero(range: HostRange) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::ptr::write_bytes(range.start.0 as *mut u8, 0, range.len() as usize) };
+}
+
+/// A hypervisor object in frames it allocated for it.
+///
+/// # Safety
+/// `address` must be mapped, aligned for `T`, at least `size_of::<T>()`
+/// bytes long, owned by the hypervisor and not otherwise referenced; the
+/// bytes must be a valid `T` (all-zero or fully initialised).
+pub unsafe fn object<T>(address: HostPhysAddr) -> &'static mut T {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &mut *(address.0 as *mut T) }
+}
+
+/// Page-table frames, allocated below 4 GiB so the boot map reaches them.
+pub struct TableFrames<'a> {
+    pub frames: &'a mut FrameAllocator,
+}
+
+impl TableMemory for TableFrames<'_> {
+    fn read_entry(&self, table: HostPhysAddr, index: usize) -> u64 {
+        debug_assert!(index < ENTRIES_PER_TABLE);
+        // SAFETY: `table` is a frame this allocator handed out for a page
+        // table; `index < 512` keeps the read inside it.
+        unsafe { core::ptr::read_volatile((table.0 as *const u64).add(index % ENTRIES_PER_TABLE)) }
+    }
+
+    fn write_entry(&mut self, table: HostPhysAddr, index: usize, entry: u64) {
+        // SAFETY: as for `read_entry`; page tables are hypervisor-owned.
+        unsafe {
+            core::ptr::write_volatile((table.0 as *mut u64).add(index % ENTRIES_PER_TABLE), entry)
+        }
+    }
+
+    fn allocate_table(&mut self) -> Option<HostPhysAddr> {
+        let frame = self
+            .frames
+            .allocate(PAGE_SIZE, PAGE_SIZE, BOOT_MAPPED)
+            .ok()?;
+        // SAFETY: the frame was just allocated to us and lies below 4 GiB.
+        unsafe { zero(frame) };
+        Some(frame.start)
+    }
+}
+
+/// Dom0's RAM seen from the hypervisor: identity-mapped, so a
+/// guest-physical address is the host-physical one, within `ram`.
+pub struct Dom0Ram {
+    pub ram: HostRange,
+}
+
+impl Dom0Ram {
+    fn check(&self, address: GuestPhysAddr, len: usize) -> Result<HostPhysAddr, GuestMemoryError> {
+        let range = HostRange::new(HostPhysAddr(address.0), len as u64)
+            .ok_or(GuestMemoryError { address })?;
+        if self.ram.contains_range(&range) {
+            Ok(range.start)
+        } else {
+            Err(GuestMemoryError { address })
+        }
+    }
+}
+
+impl GuestPhysicalMemory for Dom0Ram {
+    fn read(&self, address: GuestPhysAddr, buffer: &mut [u8]) -> Result<(), GuestMemoryError> {
+        let host = self.check(address, buffer.len())?;
+        // SAFETY: inside Dom0's RAM, which the hypervisor maps; a racing
+        // guest write can only change the bytes copied, which are copied
+        // once and validated afterwards.
+        unsafe {
+            core::ptr::copy_nonoverlapping(host.0 as *const u8, buffer.as_mut_ptr(), buffer.len())
+        };
+        Ok(())
+    }
+
+    fn write(&mut self, address: GuestPhysAddr, data: &[u8]) -> Result<(), GuestMemoryError> {
+        let host = self.check(address, data.len())?;
+        // SAFETY: inside Dom0's RAM, which the hypervisor maps.
+        unsafe { write(host, data) };
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! Ending the machine: power off, reboot, halt. Under QEMU the
+//! `isa-debug-exit` device lets tests see why the machine stopped.
+
+use x86_64::instructions::port::Port;
+
+/// Why the machine stops, as QEMU's exit status encodes it
+/// (`isa-debug-exit` exits with `value << 1 | 1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// Dom0 asked for power off: status 1.
+    Poweroff = 0,
+    /// Dom0 crashed: status 3.
+    Dom0Crashed = 1,
+    /// The hypervisor could not go on: status 5.
+    Fatal = 2,
+}
+
+/// Whether we run under QEMU: its fw_cfg interface answers "QEMU".
+fn running_under_qemu() -> bool {
+    let mut selector = Port::<u16>::new(0x510);
+    let mut data = Port::<u8>::new(0x511);
+    let mut signature = [0u8; 4];
+    // SAFETY: fw_cfg's selector and data ports; selecting the signature
+    // item (0) and reading it has no other effect. On hardware without
+    // fw_cfg the ports float and the signature does not match.
+    unsafe {
+        selector.write(0);
+        for byte in &mut signature {
+            *byte = data.read();
+        }
+    }
+    &signature == b"QEMU"
+}
+
+/// Tells QEMU's `isa-debug-exit` device (if present) to end QEMU.
+fn qemu_exit(reason: StopReason) {
+    if running_under_qemu() {
+        // SAFETY: port 0xf4 is isa-debug-exit under QEMU (the hypervisor
+        // keeps it from Dom0); without the device the write is ignored.
+        unsafe { Port::<u32>::new(0xf4).write(reason as u32) };
+    }
+}
+
+/// Stops the machine for `reason`: QEMU exits, hardware halts.
+pub fn stop(reason: StopReason) -> ! {
+    qemu_exit(reason);
+    log::info!("machine halted; it is safe to power it off");
+    baremetal::cpu::halt_forever()
+}
+
+/// Resets the machine: the reset control register, the keyboard
+/// controller, then a triple fault.
+pub fn reboot() -> ! {
+    log::info!("rebooting");
+    // SAFETY: port 0xcf9 is the chipset reset control, 0x64 the keyboard
+    // controller; both only reset the machine, which is what we want.
+    unsafe {
+        Port::<u8>::new(0xcf9).write(0x06);
+        Port::<u8>::new(0x64).write(0xfe);
+    }
+    let empty = x86_64::structures::DescriptorTablePointer {
+        limit: 0,
+        base: x86_64::VirtAddr::new(0),
+    };
+    // SAFETY: loading an empty IDT and trapping triple-faults the CPU,
+    // which resets it: the last resort of every x86 reboot path.
+    unsafe {
+        x86_64::instructions::tables::lidt(&empty);
+        core::arch::asm!("int3");
+    }
+    baremetal::cpu::halt_forever()
+}
