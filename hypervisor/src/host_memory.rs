@@ -20,6 +20,7 @@ unsafe extern "C" {
     static __text_end: u8;
     static __rodata_end: u8;
     static __image_end: u8;
+    static baremetal_boot_stack: u8;
 }
 
 /// The hypervisor image's sections, from the linker script.
@@ -139,11 +140,17 @@ pub fn take_over_paging(boot: &BootInfo, frames: &mut FrameAllocator) {
         .rodata_end
         .align_up(PAGE_SIZE)
         .unwrap_or(image.rodata_end);
+    // The lowest page of the boot stack stays unmapped: an overflow
+    // faults (and is reported from the fatal-exception stack) instead of
+    // silently overwriting the data below.
+    let stack_guard = HostPhysAddr(&raw const baremetal_boot_stack as u64);
+    let above_guard = HostPhysAddr(stack_guard.0 + PAGE_SIZE);
     let plan = [
         (HostPhysAddr(PAGE_SIZE), image.start, PageFlags::DATA),
         (image.start, text_end, PageFlags::TEXT),
         (text_end, rodata_end, PageFlags::READ_ONLY_DATA),
-        (rodata_end, top, PageFlags::DATA),
+        (rodata_end, stack_guard, PageFlags::DATA),
+        (above_guard, top, PageFlags::DATA),
     ];
     for (start, end, flags) in plan {
         let range = HostRange { start, end };

@@ -104,7 +104,7 @@ impl fmt::Display for Dom0Error {
                 at,
             } => write!(
                 f,
-                "no room for Dom0: it needs {} MiB of contiguous RAM at {at}, the machine has {} MiB there",
+                "no room for Dom0: it needs {} MiB of contiguous RAM from {at}, the machine has {} MiB there",
                 wanted >> 20,
                 available >> 20
             ),
