@@ -66,9 +66,10 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
 
     let milliseconds = baremetal::cpu::rdtsc() / u64::from(tsc_khz().max(1));
     info!(
-        "dom0 ready: memory {} MiB, {} ms since hypervisor entry (heap {} KiB, {} modules, command line {:?})",
+        "dom0 ready: memory {} MiB, {} ms since hypervisor entry, uses {} KiB (heap {} KiB, {} modules, command line {:?})",
         info.ram_bytes() >> 20,
         milliseconds,
+        memory_in_use() / 1024,
         heap / 1024,
         info.modules.len(),
         info.cmdline.as_str()
@@ -97,7 +98,6 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
 fn init_heap(info: &StartInfo) -> u64 {
     // Taking the address of a linker symbol reads nothing.
     let image_end = (&raw const __image_end as u64).next_multiple_of(4096);
-    let _ = &raw const __image_start;
     let Some(ram) = info.memory.iter().find(|region| {
         region.kind == 1 && region.range.start <= image_end && image_end < region.range.end
     }) else {
@@ -118,6 +118,13 @@ fn init_heap(info: &StartInfo) -> u64 {
     // uses it.
     unsafe { HEAP.lock().init(image_end as *mut u8, size as usize) };
     size
+}
+
+/// Bytes Dom0 uses: its image (code, data, stacks) and the heap in use.
+fn memory_in_use() -> u64 {
+    // Taking the addresses of linker symbols reads nothing.
+    let image = &raw const __image_end as u64 - &raw const __image_start as u64;
+    image + HEAP.lock().used() as u64
 }
 
 /// The TSC frequency from the Xen CPUID leaf base+3.

@@ -201,7 +201,7 @@ pub fn run_dom0(
             vcpu_id: 0,
             domain_id: 0,
             guest_cr4: 0,
-            tsc_khz: tsc_khz as u32,
+            tsc_khz,
         },
         crash_action: options.dom0_crash,
     };

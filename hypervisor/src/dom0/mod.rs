@@ -147,12 +147,11 @@ pub fn parse_image(bytes: &[u8]) -> Result<Dom0Image, Dom0Error> {
                     continue;
                 };
                 for note in notes {
-                    if let elf::note::Note::Unknown(any) = note {
-                        if any.name_str().is_ok_and(|name| name == "Xen")
-                            && any.n_type == u64::from(XEN_ELFNOTE_PHYS32_ENTRY)
-                        {
-                            entry = read_entry(any.desc);
-                        }
+                    if let elf::note::Note::Unknown(any) = note
+                        && any.name_str().is_ok_and(|name| name == "Xen")
+                        && any.n_type == u64::from(XEN_ELFNOTE_PHYS32_ENTRY)
+                    {
+                        entry = read_entry(any.desc);
                     }
                 }
             }

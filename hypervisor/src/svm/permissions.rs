@@ -52,10 +52,10 @@ impl MsrPermissionMap {
 
     /// Lets the guest read and write `msr` directly.
     pub fn pass_through(&mut self, msr: u32) {
-        if let Some(bit) = Self::bit_index(msr) {
-            if let Some(byte) = self.bits.get_mut(bit / 8) {
-                *byte &= !(0b11 << (bit % 8));
-            }
+        if let Some(bit) = Self::bit_index(msr)
+            && let Some(byte) = self.bits.get_mut(bit / 8)
+        {
+            *byte &= !(0b11 << (bit % 8));
         }
     }
 
