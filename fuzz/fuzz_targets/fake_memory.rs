@@ -11,7 +11,10 @@ pub struct FakeMemory<'a> {
 
 impl PhysicalMemory for FakeMemory<'_> {
     fn read(&self, address: HostPhysAddr, buffer: &mut [u8]) -> Result<(), OutOfBounds> {
-        let fault = OutOfBounds { address, len: buffer.len() };
+        let fault = OutOfBounds {
+            address,
+            len: buffer.len(),
+        };
         let offset = address.raw().checked_sub(self.base).ok_or(fault)?;
         let offset = usize::try_from(offset).map_err(|_| fault)?;
         let end = offset.checked_add(buffer.len()).ok_or(fault)?;

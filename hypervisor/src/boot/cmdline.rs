@@ -229,8 +229,6 @@ pub fn copy_lossy(bytes: &[u8]) -> CmdLine {
 }
 
 #[cfg(test)]
-// A failed unwrap is a failed test.
-#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::boot::MAX_CMDLINE;

@@ -164,8 +164,6 @@ pub(crate) mod testing {
 }
 
 #[cfg(test)]
-// A failed unwrap is a failed test.
-#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::testing::XorShift;
     use super::*;

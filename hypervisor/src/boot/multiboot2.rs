@@ -273,8 +273,6 @@ fn u64_at(bytes: &[u8], offset: usize) -> Option<u64> {
 }
 
 #[cfg(test)]
-// A failed unwrap is a failed test.
-#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::boot::memory_map::testing::{FakeMemory, XorShift};

@@ -209,8 +209,6 @@ fn u64_at(bytes: &[u8], offset: usize) -> u64 {
 }
 
 #[cfg(test)]
-// A failed unwrap is a failed test.
-#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::boot::memory_map::testing::{FakeMemory, XorShift};
