@@ -135,16 +135,26 @@ fn report_boot_info(boot: &BootInfo) {
 }
 
 /// Exceptions in the hypervisor itself are bugs: report and stop. An
-/// external interrupt that slipped through is acknowledged and ignored.
+/// external interrupt that slipped through is acknowledged and ignored; an
+/// NMI (held while a guest ran, delivered at STGI) is noted.
 fn on_exception(frame: &mut ExceptionFrame) {
     if frame.vector >= 32 {
         hw::pic::acknowledge(frame.vector);
+        return;
+    }
+    if frame.vector == NMI {
+        // No logging here: the NMI may have interrupted a log writer.
+        NMI_COUNT.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         return;
     }
     let report = CrashReport::capture(frame);
     hw::serial::write_fmt_emergency(format_args!("\nhypervisor crashed: {report}\n"));
     power::stop(StopReason::Fatal)
 }
+
+const NMI: u64 = 2;
+/// NMIs taken so far (for diagnostics).
+static NMI_COUNT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 #[panic_handler]
 fn panic(panic: &core::panic::PanicInfo<'_>) -> ! {
