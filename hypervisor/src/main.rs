@@ -76,6 +76,7 @@ extern "C" fn baremetal_main(magic: u32, info_address: u32) -> ! {
         );
     }
     report_boot_info(&boot);
+    power::discover(&hw::memory::LoaderMemory, boot.rsdp);
 
     let svm = match hw::svm::check() {
         Ok(features) => features,

@@ -1,7 +1,54 @@
 //! Ending the machine: power off, reboot, halt. Under QEMU the
 //! `isa-debug-exit` device lets tests see why the machine stopped.
 
+use hypervisor::acpi::{self, PowerControl, ResetSpace};
+use spin::Once;
 use x86_64::instructions::port::Port;
+
+/// The firmware's power controls, read from ACPI at boot (the tables may
+/// sit in loader memory that is reused later).
+static ACPI: Once<Option<PowerControl>> = Once::new();
+
+/// Reads and keeps the ACPI power controls; call once at boot.
+pub fn discover(
+    memory: &impl hypervisor::memory::PhysicalMemory,
+    rsdp: Option<hypervisor::memory::HostPhysAddr>,
+) {
+    ACPI.call_once(|| match acpi::power_control(memory, rsdp) {
+        Ok(control) => {
+            log::info!(
+                "ACPI: power off through port {:#x} (sleep type {}), reset {}",
+                control.pm1a_control,
+                control.sleep_type_a,
+                if control.reset.is_some() {
+                    "register"
+                } else {
+                    "by port 0xcf9"
+                }
+            );
+            Some(control)
+        }
+        Err(error) => {
+            log::warn!("{error}; the machine can halt but not power itself off");
+            None
+        }
+    });
+}
+
+/// ACPI S5: write SLP_TYP | SLP_EN to the PM1 control registers.
+fn acpi_poweroff() {
+    let Some(Some(control)) = ACPI.get() else {
+        return;
+    };
+    // SAFETY: the PM1 control ports come from the firmware's FADT; writing
+    // SLP_EN with the S5 sleep type powers the machine off, our intent.
+    unsafe {
+        Port::<u16>::new(control.pm1a_control).write(acpi::poweroff_value(control.sleep_type_a));
+        if let Some(port) = control.pm1b_control {
+            Port::<u16>::new(port).write(acpi::poweroff_value(control.sleep_type_b));
+        }
+    }
+}
 
 /// Why the machine stops, as QEMU's exit status encodes it
 /// (`isa-debug-exit` exits with `value << 1 | 1`).
@@ -41,9 +88,13 @@ fn qemu_exit(reason: StopReason) {
     }
 }
 
-/// Stops the machine for `reason`: QEMU exits, hardware halts.
+/// Stops the machine for `reason`: QEMU exits; hardware powers off
+/// through ACPI when Dom0 asked for it, and halts otherwise.
 pub fn stop(reason: StopReason) -> ! {
     qemu_exit(reason);
+    if reason == StopReason::Poweroff {
+        acpi_poweroff();
+    }
     log::info!("machine halted; it is safe to power it off");
     baremetal::cpu::halt_forever()
 }
@@ -52,6 +103,14 @@ pub fn stop(reason: StopReason) -> ! {
 /// controller, then a triple fault.
 pub fn reboot() -> ! {
     log::info!("rebooting");
+    if let Some(Some(PowerControl {
+        reset: Some(reset), ..
+    })) = ACPI.get()
+        && let ResetSpace::IoPort(port) = reset.space
+    {
+        // SAFETY: the FADT names this port and value as the reset register.
+        unsafe { Port::<u8>::new(port).write(reset.value) };
+    }
     // SAFETY: port 0xcf9 is the chipset reset control, 0x64 the keyboard
     // controller; both only reset the machine, which is what we want.
     unsafe {
