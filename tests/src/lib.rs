@@ -16,11 +16,11 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// QEMU's exit status when Dom0 powered the machine off cleanly.
-pub const EXIT_POWEROFF: i32 = 1;
+pub const EXIT_POWEROFF: i32 = 33;
 /// QEMU's exit status when Dom0 crashed (exception or triple fault).
-pub const EXIT_DOM0_CRASHED: i32 = 3;
+pub const EXIT_DOM0_CRASHED: i32 = 35;
 /// QEMU's exit status when the hypervisor stopped at boot on bad input.
-pub const EXIT_FATAL: i32 = 5;
+pub const EXIT_FATAL: i32 = 37;
 /// QEMU's exit status on a machine reset (QEMU runs with `-no-reboot`).
 pub const EXIT_RESET: i32 = 0;
 
@@ -211,6 +211,7 @@ pub struct Qemu {
     memory: String,
     cpu: String,
     cpus: u32,
+    debug_exit: bool,
     extra: Vec<String>,
 }
 
@@ -221,6 +222,7 @@ impl Qemu {
             memory: "1G".into(),
             cpu: "EPYC".into(),
             cpus: 1,
+            debug_exit: true,
             extra: Vec::new(),
         }
     }
@@ -269,6 +271,13 @@ impl Qemu {
         self
     }
 
+    /// Leaves out the isa-debug-exit device, as on real hardware: the
+    /// hypervisor must then power off through ACPI.
+    pub fn without_debug_exit(mut self) -> Self {
+        self.debug_exit = false;
+        self
+    }
+
     /// One more QEMU argument, appended after the defaults.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.extra.push(arg.into());
@@ -285,8 +294,6 @@ impl Qemu {
         let mut args: Vec<String> = [
             "-accel",
             "tcg",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
             "-no-reboot",
             "-display",
             "none",
@@ -300,6 +307,12 @@ impl Qemu {
         .iter()
         .map(|arg| arg.to_string())
         .collect();
+        if self.debug_exit {
+            args.extend([
+                "-device".into(),
+                "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
+            ]);
+        }
         args.extend([
             "-cpu".into(),
             self.cpu.clone(),
@@ -769,43 +782,68 @@ fn is_word_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_'
 }
 
-/// A minimal ELF64 executable for x86-64: the header, one `PT_LOAD` program
-/// header loading the file at physical and virtual address `load_address`,
-/// and a `hlt; jmp` loop as code. No notes, no sections.
+/// A minimal ELF64 executable for x86-64 that is a well-formed PVH kernel:
+/// the header, a `PT_LOAD` program header loading the whole file at physical
+/// and virtual address `load_address`, a `PT_NOTE` with Xen's
+/// `PHYS32_ENTRY` note, and a `hlt; jmp` loop as code. No sections.
 pub fn minimal_elf64(load_address: u64) -> Vec<u8> {
-    const HEADER_SIZE: u16 = 64;
-    const PROGRAM_HEADER_SIZE: u16 = 56;
-    let code: [u8; 3] = [0xf4, 0xeb, 0xfd]; // hlt; jmp to hlt
-    let entry = load_address + u64::from(HEADER_SIZE + PROGRAM_HEADER_SIZE);
-    let file_size = u64::from(HEADER_SIZE + PROGRAM_HEADER_SIZE) + code.len() as u64;
+    const HEADER_SIZE: u64 = 64;
+    const PROGRAM_HEADER_SIZE: u64 = 56;
+    const PROGRAM_HEADERS: u64 = 2;
+    const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+    const NOTE_SIZE: u64 = 12 + 4 + 4; // header, "Xen\0", 32-bit entry
+    const CODE: [u8; 3] = [0xf4, 0xeb, 0xfd]; // hlt; jmp back to hlt
+
+    let note_offset = HEADER_SIZE + PROGRAM_HEADERS * PROGRAM_HEADER_SIZE;
+    let code_offset = note_offset + NOTE_SIZE;
+    let file_size = code_offset + CODE.len() as u64;
+    let entry = load_address + code_offset;
 
     let mut elf = Vec::with_capacity(file_size as usize);
+    let put16 = |elf: &mut Vec<u8>, value: u16| elf.extend_from_slice(&value.to_le_bytes());
     elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]); // ELF64, LE, v1, SysV
     elf.extend_from_slice(&[0; 8]);
-    elf.extend_from_slice(&2u16.to_le_bytes()); // e_type: EXEC
-    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // e_machine: x86-64
+    put16(&mut elf, 2); // e_type: EXEC
+    put16(&mut elf, 0x3e); // e_machine: x86-64
     elf.extend_from_slice(&1u32.to_le_bytes()); // e_version
     elf.extend_from_slice(&entry.to_le_bytes()); // e_entry
-    elf.extend_from_slice(&u64::from(HEADER_SIZE).to_le_bytes()); // e_phoff
+    elf.extend_from_slice(&HEADER_SIZE.to_le_bytes()); // e_phoff
     elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
     elf.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    elf.extend_from_slice(&HEADER_SIZE.to_le_bytes()); // e_ehsize
-    elf.extend_from_slice(&PROGRAM_HEADER_SIZE.to_le_bytes()); // e_phentsize
-    elf.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
-    elf.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
-    elf.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
-    elf.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
+    put16(&mut elf, HEADER_SIZE as u16); // e_ehsize
+    put16(&mut elf, PROGRAM_HEADER_SIZE as u16); // e_phentsize
+    put16(&mut elf, PROGRAM_HEADERS as u16); // e_phnum
+    put16(&mut elf, 64); // e_shentsize
+    put16(&mut elf, 0); // e_shnum
+    put16(&mut elf, 0); // e_shstrndx
 
-    elf.extend_from_slice(&1u32.to_le_bytes()); // p_type: PT_LOAD
-    elf.extend_from_slice(&5u32.to_le_bytes()); // p_flags: R X
-    elf.extend_from_slice(&0u64.to_le_bytes()); // p_offset
-    elf.extend_from_slice(&load_address.to_le_bytes()); // p_vaddr
-    elf.extend_from_slice(&load_address.to_le_bytes()); // p_paddr
-    elf.extend_from_slice(&file_size.to_le_bytes()); // p_filesz
-    elf.extend_from_slice(&0x1000u64.to_le_bytes()); // p_memsz
-    elf.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+    let program_header = |elf: &mut Vec<u8>,
+                          kind: u32,
+                          flags: u32,
+                          offset: u64,
+                          size: u64,
+                          memory_size: u64,
+                          align: u64| {
+        elf.extend_from_slice(&kind.to_le_bytes());
+        elf.extend_from_slice(&flags.to_le_bytes());
+        elf.extend_from_slice(&offset.to_le_bytes());
+        elf.extend_from_slice(&(load_address + offset).to_le_bytes()); // p_vaddr
+        elf.extend_from_slice(&(load_address + offset).to_le_bytes()); // p_paddr
+        elf.extend_from_slice(&size.to_le_bytes());
+        elf.extend_from_slice(&memory_size.to_le_bytes());
+        elf.extend_from_slice(&align.to_le_bytes());
+    };
+    program_header(&mut elf, 1, 5, 0, file_size, 0x1000, 0x1000); // PT_LOAD, R X
+    program_header(&mut elf, 4, 4, note_offset, NOTE_SIZE, NOTE_SIZE, 4); // PT_NOTE, R
 
-    elf.extend_from_slice(&code);
+    elf.extend_from_slice(&4u32.to_le_bytes()); // n_namesz
+    elf.extend_from_slice(&4u32.to_le_bytes()); // n_descsz
+    elf.extend_from_slice(&XEN_ELFNOTE_PHYS32_ENTRY.to_le_bytes()); // n_type
+    elf.extend_from_slice(b"Xen\0");
+    // The entry fits in 32 bits for any load address a test uses.
+    elf.extend_from_slice(&(entry as u32).to_le_bytes());
+
+    elf.extend_from_slice(&CODE);
     elf
 }
 
@@ -846,6 +884,9 @@ mod tests {
                 .expect("8 bytes"),
         );
         assert_eq!(file_size, elf.len() as u64);
+        let note = &elf[64 + 2 * 56..];
+        assert_eq!(&note[..12], &[4, 0, 0, 0, 4, 0, 0, 0, 18, 0, 0, 0]);
+        assert_eq!(&note[12..16], b"Xen\0");
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! Bad input at boot: a missing or broken Dom0 image, too little memory or a
 //! CPU without SVM makes the hypervisor print `fatal:` with the reason and
-//! stop with QEMU status 5 — promptly, never a hang.
+//! stop with QEMU status 37 — promptly, never a hang.
 //!
 //! Dom0's command line asks for `poweroff`, so a hypervisor that wrongly
-//! carries on ends the test quickly (status 1) instead of by timeout.
+//! carries on ends the test quickly (status 33) instead of by timeout.
 
 use xenolith_tests::{EXIT_FATAL, Failure, Qemu, TempDir, boot_timeout, images, minimal_elf64};
 
 /// Where the hypervisor is loaded; a Dom0 segment here overlaps it.
 const HYPERVISOR_LOAD_ADDRESS: u64 = 0x10_0000;
 
-/// Boots `qemu`, expects a `fatal:` line naming `reason` and exit status 5.
+/// Boots `qemu`, expects a `fatal:` line naming `reason` and exit status 37.
 fn expect_fatal(qemu: Qemu, reason: &str) -> Result<(), Failure> {
     let mut running = qemu.spawn()?;
     running.wait_for("fatal:", boot_timeout())?;

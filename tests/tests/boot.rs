@@ -71,6 +71,19 @@ fn kernel_boot_reaches_dom0_ready_and_powers_off() -> Result<(), Failure> {
 }
 
 #[test]
+fn without_the_debug_exit_device_poweroff_goes_through_acpi() -> Result<(), Failure> {
+    // As on hardware: no isa-debug-exit, so the hypervisor writes the ACPI
+    // S5 sleep type to PM1a; QEMU powers off and exits with status 0.
+    let mut qemu = Qemu::built_kernel("-- poweroff")?
+        .without_debug_exit()
+        .spawn()?;
+    qemu.wait_for("ACPI: power off through port", boot_timeout())?;
+    qemu.wait_for("dom0 powered off", boot_timeout())?;
+    qemu.expect_exit(0, boot_timeout())?;
+    qemu.assert_serial_lacks(TROUBLE)
+}
+
+#[test]
 fn idle_dom0_stays_up_without_spinning() -> Result<(), Failure> {
     // The plain ISO, as `scripts/run` boots it: no poweroff.
     let mut qemu = Qemu::iso(images()?.iso).spawn()?;

@@ -1,6 +1,6 @@
 //! Dom0 crashes: an exception in Dom0 or a triple fault is reported on the
 //! serial console with the faulting RIP, and the machine stops with QEMU
-//! status 3 (or resets, with `dom0_crash=reboot`).
+//! status 35 (or resets, with `dom0_crash=reboot`).
 
 use xenolith_tests::{EXIT_DOM0_CRASHED, EXIT_RESET, Failure, Qemu, boot_timeout};
 

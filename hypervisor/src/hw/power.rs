@@ -51,15 +51,16 @@ fn acpi_poweroff() {
 }
 
 /// Why the machine stops, as QEMU's exit status encodes it
-/// (`isa-debug-exit` exits with `value << 1 | 1`).
+/// (`isa-debug-exit` exits with `value << 1 | 1`). The values start at
+/// 0x10 so no status collides with QEMU's own failure status 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
-    /// Dom0 asked for power off: status 1.
-    Poweroff = 0,
-    /// Dom0 crashed: status 3.
-    Dom0Crashed = 1,
-    /// The hypervisor could not go on: status 5.
-    Fatal = 2,
+    /// Dom0 asked for power off: status 33.
+    Poweroff = 0x10,
+    /// Dom0 crashed: status 35.
+    Dom0Crashed = 0x11,
+    /// The hypervisor could not go on: status 37.
+    Fatal = 0x12,
 }
 
 /// Whether we run under QEMU: its fw_cfg interface answers "QEMU".
