@@ -19,3 +19,19 @@ pub fn halt_forever() -> ! {
         x86_64::instructions::hlt();
     }
 }
+
+/// Resets the CPU the hard way: an empty IDT and a trap triple-fault it.
+/// The last resort of every x86 reboot path (and a test of crash reports).
+pub fn triple_fault() -> ! {
+    let empty = x86_64::structures::DescriptorTablePointer {
+        limit: 0,
+        base: x86_64::VirtAddr::new(0),
+    };
+    // SAFETY: with no IDT the trap cannot be delivered, so the CPU shuts
+    // down; that is the purpose, and nothing runs after it.
+    unsafe {
+        x86_64::instructions::tables::lidt(&empty);
+        core::arch::asm!("int3");
+    }
+    halt_forever()
+}

@@ -81,7 +81,7 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
             // crash report; the fault handler never returns here.
             unsafe { core::ptr::read_volatile(0x7fff_0000_0000 as *const u64) };
         }
-        Some(TestFault::TripleFault) => triple_fault(),
+        Some(TestFault::TripleFault) => baremetal::cpu::triple_fault(),
         None => {}
     }
     if options.poweroff {
@@ -130,20 +130,6 @@ fn memory_in_use() -> u64 {
 /// The TSC frequency from the Xen CPUID leaf base+3.
 fn tsc_khz() -> u32 {
     baremetal::cpu::cpuid(XEN_CPUID_BASE + 3, 0)[2]
-}
-
-fn triple_fault() -> ! {
-    let empty = x86_64::structures::DescriptorTablePointer {
-        limit: 0,
-        base: x86_64::VirtAddr::new(0),
-    };
-    // SAFETY: deliberately destroys the IDT and traps to test the
-    // hypervisor's triple-fault report; nothing runs after.
-    unsafe {
-        x86_64::instructions::tables::lidt(&empty);
-        core::arch::asm!("int3");
-    }
-    baremetal::cpu::halt_forever()
 }
 
 fn on_exception(frame: &mut ExceptionFrame) {

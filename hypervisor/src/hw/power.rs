@@ -118,15 +118,5 @@ pub fn reboot() -> ! {
         Port::<u8>::new(0xcf9).write(0x06);
         Port::<u8>::new(0x64).write(0xfe);
     }
-    let empty = x86_64::structures::DescriptorTablePointer {
-        limit: 0,
-        base: x86_64::VirtAddr::new(0),
-    };
-    // SAFETY: loading an empty IDT and trapping triple-faults the CPU,
-    // which resets it: the last resort of every x86 reboot path.
-    unsafe {
-        x86_64::instructions::tables::lidt(&empty);
-        core::arch::asm!("int3");
-    }
-    baremetal::cpu::halt_forever()
+    baremetal::cpu::triple_fault()
 }

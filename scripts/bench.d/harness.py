@@ -1,0 +1,518 @@
+#!/usr/bin/env python3
+"""Boot Xen 4.17 + Linux Dom0 and Xenolith in the same QEMU, alternating, and
+print one Markdown table of figures (median [min-max] of N runs, and the ratio
+Xen / Xenolith). Called by scripts/bench, which builds both sides first.
+
+Standard library only. Each run is one boot: QEMU starts, the harness waits for
+Dom0's ready line on the serial console (power-on -> Dom0 ready), reads Dom0's
+memory figure from that line, lets the machine settle, then samples the QEMU
+process's CPU time over an idle window, and stops QEMU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import os
+import platform
+import re
+import select
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+XEN = "xen"
+XENOLITH = "xenolith"
+SIDE_TITLES = {XEN: "Xen 4.17 + Linux Dom0", XENOLITH: "Xenolith"}
+
+# Console lines the harness looks for.
+BANNER = {
+    XENOLITH: re.compile(r"\] Xenolith hypervisor \d"),
+    XEN: re.compile(r"^\(XEN\) Xen version 4\.17"),
+}
+XENOLITH_READY = re.compile(r"\(d0\) dom0 ready: memory (\d+) MiB")
+XENOLITH_USES = re.compile(r"dom0 ready: .*?\buses (\d+) KiB")
+XEN_READY = re.compile(r"XEN-DOM0-READY\b(.*)")
+XEN_FIELD = re.compile(r"(\w+)=(\S+)")
+# Linux's boot-time memory line: the resident kernel image (init is freed later).
+LINUX_MEMORY = re.compile(
+    r"Memory: \d+K/(\d+)K available \((\d+)K kernel code, (\d+)K rwdata, "
+    r"(\d+)K rodata, \d+K init, (\d+)K bss"
+)
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+class RunFailed(Exception):
+    pass
+
+
+@dataclass
+class Machine:
+    """The emulated machine both sides boot on."""
+
+    memory: str
+    cpus: int
+    cpu: str
+    dom0_mem_mib: int
+
+    def qemu_base(self) -> list[str]:
+        return [
+            "qemu-system-x86_64",
+            "-accel", "tcg,thread=multi",
+            "-cpu", self.cpu,
+            "-m", self.memory,
+            "-smp", str(self.cpus),
+            "-nic", "none",
+            "-display", "none",
+            "-serial", "stdio",
+            "-monitor", "none",
+            "-parallel", "none",
+            "-no-reboot",
+            "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        ]  # fmt: skip
+
+
+@dataclass
+class Side:
+    name: str
+    files: dict[str, Path]  # role -> file
+    command: list[str]
+    timeout: float
+    results: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, figure: str, value: float | None) -> None:
+        if value is not None:
+            self.results.setdefault(figure, []).append(value)
+
+
+def module_path(path: Path) -> str:
+    # QEMU's multiboot loader splits -initrd on commas and a module's path
+    # ends at the first space.
+    text = str(path)
+    if "," in text or " " in text:
+        raise SystemExit(f"bench: error: {text}: a path with ',' or ' ' cannot be a multiboot module")
+    return text
+
+
+def xenolith_side(args: argparse.Namespace, machine: Machine) -> Side:
+    image = Path(args.xenolith_dir)
+    files = {"hypervisor": image / "hypervisor.elf", "dom0": image / "dom0.elf"}
+    command = machine.qemu_base() + [
+        "-kernel", str(files["hypervisor"]),
+        "-initrd", str(files["dom0"]),
+        # No Dom0 arguments: Dom0 idles after ready.
+        "-append", f"dom0_mem={machine.dom0_mem_mib}M --",
+    ]  # fmt: skip
+    return Side(XENOLITH, files, command, args.xenolith_timeout)
+
+
+def xen_side(args: argparse.Namespace, machine: Machine) -> Side:
+    ref = Path(args.xen_dir)
+    files = {
+        "hypervisor": ref / "xen-4.17-amd64",
+        "dom0": ref / "vmlinuz",
+        "initrd": ref / "dom0-initrd.cpio.gz",
+    }
+    mem = machine.dom0_mem_mib
+    command = machine.qemu_base() + [
+        "-kernel", module_path(files["hypervisor"]),
+        "-append", f"console=com1 com1=115200,8n1 dom0_mem={mem}M,max:{mem}M",
+        "-initrd",
+        f"{module_path(files['dom0'])} console=hvc0 earlyprintk=xen,{module_path(files['initrd'])}",
+    ]  # fmt: skip
+    return Side(XEN, files, command, args.xen_timeout)
+
+
+def process_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time of each thread of a process, in seconds, by thread id.
+
+    From /proc/PID/task/TID/schedstat (nanoseconds on the CPU), which is far
+    finer than the clock ticks of /proc/PID/stat.
+    """
+    times = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as stat:
+                times[int(task)] = int(stat.read().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            pass  # the thread ended meanwhile
+    return times
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the process's threads used between two samples (a thread
+    that ended in between is not counted; one that started counts in full)."""
+    return sum(seconds - before.get(tid, 0.0) for tid, seconds in after.items())
+
+
+def die_with_parent() -> None:
+    """In the QEMU child before exec: get SIGKILL if the harness dies, so no
+    emulator outlives it (PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class Console:
+    """Follows one boot's serial console and notes what the figures need."""
+
+    def __init__(self, side: str, machine: Machine):
+        self.side = side
+        self.machine = machine
+        self.banner_at: float | None = None
+        self.ready_at: float | None = None
+        self.memory_kib: float | None = None  # Dom0 memory in use
+        self.linux_image_kib: int | None = None
+
+    def line(self, now: float, line: str) -> None:
+        if self.banner_at is None and BANNER[self.side].search(line):
+            self.banner_at = now
+        if self.side == XENOLITH:
+            self.xenolith_line(now, line)
+        else:
+            self.xen_line(now, line)
+
+    def xenolith_line(self, now: float, line: str) -> None:
+        ready = XENOLITH_READY.search(line)
+        if not ready:
+            return
+        if int(ready.group(1)) != self.machine.dom0_mem_mib:
+            raise RunFailed(f"Dom0 has {ready.group(1)} MiB, not the {self.machine.dom0_mem_mib} MiB asked for")
+        uses = XENOLITH_USES.search(line)
+        self.memory_kib = float(uses.group(1)) if uses else None
+        self.ready_at = now
+
+    def xen_line(self, now: float, line: str) -> None:
+        memory = LINUX_MEMORY.search(line)
+        if memory:
+            total, code, rwdata, rodata, bss = map(int, memory.groups())
+            if abs(total - self.machine.dom0_mem_mib * 1024) > 1024:
+                raise RunFailed(f"Dom0 has {total} KiB, not the {self.machine.dom0_mem_mib} MiB asked for")
+            self.linux_image_kib = code + rwdata + rodata + bss
+            return
+        ready = XEN_READY.search(line)
+        if not ready:
+            return
+        meminfo = dict(XEN_FIELD.findall(ready.group(1)))
+        try:
+            allocated = int(meminfo["MemTotal"]) - int(meminfo["MemAvailable"])
+        except (KeyError, ValueError):
+            raise RunFailed(f"ready line without MemTotal/MemAvailable: {line!r}") from None
+        if self.linux_image_kib is None:
+            raise RunFailed("no 'Memory: ... kernel code' line from Linux before Dom0 ready")
+        # Comparable with Xenolith's figure, which counts its image: the
+        # resident kernel image plus what is allocated (not available).
+        self.memory_kib = float(self.linux_image_kib + allocated)
+        self.ready_at = now
+
+
+def run_once(side: Side, machine: Machine, args: argparse.Namespace, log_path: Path) -> None:
+    """One boot of SIDE: records ready time, memory in use and idle CPU."""
+    with open(log_path, "wb") as out:
+        out.write(("$ " + shlex.join(side.command) + "\n").encode())
+        out.flush()
+        started = time.monotonic()
+        process = subprocess.Popen(
+            side.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            preexec_fn=die_with_parent,
+        )
+        try:
+            console = wait_ready(process, side, machine, started, out)
+            time.sleep(args.settle)
+            if process.poll() is not None:
+                raise RunFailed(f"QEMU exited (status {process.returncode}) while settling")
+            cpu_before = process_cpu_seconds(process.pid)
+            window_start = time.monotonic()
+            drain(process, out, window_start + args.idle)
+            if process.poll() is not None:
+                raise RunFailed(f"QEMU exited (status {process.returncode}) while idle")
+            cpu_after = process_cpu_seconds(process.pid)
+            window = time.monotonic() - window_start
+        finally:
+            stop(process)
+            if process.stdout:
+                process.stdout.close()
+    banner = (console.banner_at - started) * 1000.0
+    ready = (console.ready_at - started) * 1000.0
+    idle = 100.0 * cpu_used(cpu_before, cpu_after) / window
+    side.add("banner", banner)
+    side.add("ready", ready)
+    side.add("memory", console.memory_kib)
+    side.add("idle", idle)
+    memory_text = f"{console.memory_kib:,.0f} KiB" if console.memory_kib is not None else "not reported"
+    log(
+        f"  {SIDE_TITLES[side.name]}: banner {banner:,.0f} ms, ready {ready:,.0f} ms, "
+        f"Dom0 memory in use {memory_text}, idle CPU {idle:.2f}%"
+    )
+
+
+def read_lines(process: subprocess.Popen, out, deadline: float, pending: bytearray):
+    """Yield (time, line) for each serial line until DEADLINE or QEMU exits."""
+    fd = process.stdout.fileno()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if not readable:
+            return
+        chunk = os.read(fd, 65536)
+        now = time.monotonic()
+        if not chunk:
+            process.wait()
+            return
+        out.write(chunk)
+        out.flush()  # QEMU's stderr goes to the same file
+        pending.extend(chunk)
+        while b"\n" in pending:
+            line, _, rest = pending.partition(b"\n")
+            pending[:] = rest
+            yield now, line.decode("utf-8", "replace").rstrip("\r")
+
+
+def wait_ready(process, side: Side, machine: Machine, started: float, out) -> Console:
+    console = Console(side.name, machine)
+    pending = bytearray()
+    for now, line in read_lines(process, out, started + side.timeout, pending):
+        console.line(now, line)
+        if console.ready_at is not None:
+            if console.banner_at is None:
+                raise RunFailed("Dom0 ready, but no hypervisor banner before it")
+            return console
+    if process.poll() is not None:
+        raise RunFailed(f"QEMU exited with status {process.returncode} before Dom0 was ready")
+    raise RunFailed(f"no Dom0 ready line within {side.timeout:.0f} s")
+
+
+def drain(process, out, deadline: float) -> None:
+    """Keep reading the console (so QEMU never blocks on it) until DEADLINE."""
+    pending = bytearray()
+    for _ in read_lines(process, out, deadline, pending):
+        pass
+    if process.poll() is None and time.monotonic() < deadline:
+        time.sleep(max(0.0, deadline - time.monotonic()))
+
+
+# --- the table ---------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    key: str
+    title: str
+    unit: str
+    digits: int
+
+
+MEASURED = [
+    Figure("size_hypervisor", "image size: hypervisor", "KiB", 0),
+    Figure("size_dom0", "image size: Dom0 kernel", "KiB", 0),
+    Figure("size_initrd", "image size: Dom0 initrd/root", "KiB", 0),
+    Figure("size_total", "image size: total", "KiB", 0),
+    Figure("memory", "Dom0 memory in use after boot", "KiB", 0),
+    Figure("banner", "power-on → hypervisor's first console line", "ms", 0),
+    Figure("ready", "power-on → Dom0 ready", "ms", 0),
+    Figure("idle", "host CPU, idle appliance", "% of a core", 2),
+]
+
+# Figures the issue asks for whose capability does not exist on both sides yet,
+# with what is missing.
+NOT_YET = [
+    ("create request → guest first console line", "Xenolith cannot create guests yet"),
+    ("create request → guest userspace", "Xenolith cannot create guests yet"),
+    ("event channel latency", "Xenolith has no event channels yet"),
+    ("hypercall latency", "no Dom0 benchmark probe on either side yet"),
+    ("block IOPS", "Xenolith has no blkback yet"),
+    ("block MB/s", "Xenolith has no blkback yet"),
+    ("network throughput", "Xenolith has no netback yet"),
+    ("network RTT", "Xenolith has no netback yet"),
+    ("Dom0 CPU time per I/O", "Xenolith has no backends yet"),
+]
+
+
+def fmt(value: float, digits: int) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def cell(values: list[float] | None, figure: Figure) -> str:
+    if not values:
+        return "not yet measurable"
+    median = statistics.median(values)
+    low, high = min(values), max(values)
+    text = f"{fmt(median, figure.digits)} {figure.unit}"
+    if fmt(low, figure.digits) != fmt(high, figure.digits):
+        text += f" [{fmt(low, figure.digits)}–{fmt(high, figure.digits)}]"
+    return text
+
+
+def ratio(xen: list[float] | None, xenolith: list[float] | None) -> str:
+    if not xen or not xenolith:
+        return "—"
+    a, b = statistics.median(xen), statistics.median(xenolith)
+    if b == 0:
+        return "—"
+    r = a / b
+    return f"{r:,.0f}×" if r >= 100 else f"{r:.3g}×"
+
+
+def table(sides: dict[str, Side]) -> list[str]:
+    xen, xenolith = sides[XEN], sides[XENOLITH]
+    lines = [
+        f"| figure | {SIDE_TITLES[XEN]} | {SIDE_TITLES[XENOLITH]} | ratio Xen ÷ Xenolith |",
+        "|---|---|---|---|",
+    ]
+    for figure in MEASURED:
+        a, b = xen.results.get(figure.key), xenolith.results.get(figure.key)
+        if figure.key == "size_initrd" and a and b and max(b) == 0:
+            right = "none (0 KiB)"
+            lines.append(f"| {figure.title} | {cell(a, figure)} | {right} | — |")
+            continue
+        if not a or not b:
+            # Measured on one side only: not comparable yet.
+            left = cell(a, figure) if a else "not yet measurable"
+            right = cell(b, figure) if b else "not yet measurable"
+            lines.append(f"| {figure.title} | {left} | {right} | not yet measurable |")
+            continue
+        lines.append(f"| {figure.title} | {cell(a, figure)} | {cell(b, figure)} | {ratio(a, b)} |")
+    for title, why in NOT_YET:
+        lines.append(f"| {title} | not yet measurable | not yet measurable ({why}) | — |")
+    return lines
+
+
+def qemu_version() -> str:
+    try:
+        first = subprocess.run(
+            ["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return "unknown"
+    return first.replace("QEMU emulator version ", "")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def header(args: argparse.Namespace, machine: Machine, load: tuple, load_end: tuple) -> list[str]:
+    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    versions = Path(args.xen_dir, "versions")
+    packages = []
+    if versions.is_file():
+        packages = [
+            " ".join(line.split()[:2])
+            for line in versions.read_text().splitlines()
+            if not line.startswith("dom0-init")
+        ]
+    return [
+        f"Run {now}: {args.runs} run(s) of each side, alternating"
+        + (" (--quick: checks the harness, figures are not meaningful)" if args.quick else ""),
+        f"Host: {os.cpu_count()} CPUs, {cpu_model()}; "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start, "
+        f"{load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f} at end",
+        f"QEMU {qemu_version()}: -accel tcg,thread=multi -cpu {machine.cpu} "
+        f"-m {machine.memory} -smp {machine.cpus}; Dom0 {machine.dom0_mem_mib} MiB on both sides",
+        "Reference: " + ("; ".join(packages) if packages else "(versions unknown)"),
+        f"Serial logs: {args.log_dir}",
+    ]
+
+
+def sizes(side: Side) -> None:
+    total = 0
+    for role in ("hypervisor", "dom0", "initrd"):
+        path = side.files.get(role)
+        size = path.stat().st_size if path else 0
+        key = "size_" + role
+        side.results[key] = [size / 1024]
+        total += size
+    side.results["size_total"] = [total / 1024]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--xen-dir", required=True)
+    parser.add_argument("--xenolith-dir", required=True)
+    parser.add_argument("--log-dir", required=True)
+    parser.add_argument("--out", help="also write the report here")
+    parser.add_argument("--memory", default="2G")
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--cpu", default="EPYC,-monitor,-smap")
+    parser.add_argument("--dom0-mem", type=int, default=512, help="MiB, both sides")
+    parser.add_argument("--settle", type=float, default=2.0, help="seconds after ready before the idle window")
+    parser.add_argument("--idle", type=float, default=5.0, help="idle window, seconds")
+    parser.add_argument("--xen-timeout", type=float, default=180.0)
+    parser.add_argument("--xenolith-timeout", type=float, default=30.0)
+    args = parser.parse_args()
+    # A SIGTERM (a timeout around the whole script) unwinds like Ctrl-C, so
+    # the QEMU being run is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+
+    machine = Machine(args.memory, args.cpus, args.cpu, args.dom0_mem)
+    sides = {XENOLITH: xenolith_side(args, machine), XEN: xen_side(args, machine)}
+    for side in sides.values():
+        for path in side.files.values():
+            if not path.is_file():
+                raise SystemExit(f"bench: error: {path} missing")
+        sizes(side)
+
+    log_dir = Path(args.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()
+    started = time.monotonic()
+    for run in range(1, args.runs + 1):
+        log(f"run {run}/{args.runs}")
+        for name in (XENOLITH, XEN):
+            log_path = log_dir / f"{name}-{run}.log"
+            try:
+                run_once(sides[name], machine, args, log_path)
+            except RunFailed as error:
+                tail = log_path.read_text(errors="replace").splitlines()[-15:]
+                print("\n".join("    " + line for line in tail), file=sys.stderr)
+                log(f"error: {SIDE_TITLES[name]}, run {run}: {error} (serial log: {log_path})")
+                return 1
+    log(f"all runs done in {time.monotonic() - started:.0f} s")
+
+    report = header(args, machine, load, os.getloadavg()) + [""] + table(sides)
+    text = "\n".join(report) + "\n"
+    print(text, end="")
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
