@@ -97,6 +97,23 @@ pub fn hypervisor_footprint(frames: &FrameAllocator, dom0_ram: HostRange) -> u64
     image().range().len() + allocated.saturating_sub(dom0_ram.len())
 }
 
+#[global_allocator]
+static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+
+/// The hypervisor's heap: domain and channel bookkeeping, sized by the
+/// hypervisor's own caps, never by a guest's request alone.
+pub const HEAP_SIZE: u64 = 8 * 1024 * 1024;
+
+/// Gives the heap its frames (below 4 GiB, mapped by every page table).
+pub fn init_heap(frames: &mut FrameAllocator) {
+    let range = frames
+        .allocate(HEAP_SIZE, PAGE_SIZE, crate::hw::memory::BOOT_MAPPED)
+        .unwrap_or_else(|error| fatal(format_args!("no memory for the hypervisor heap: {error}")));
+    // SAFETY: the range was just allocated to the hypervisor, is identity
+    // mapped and used by nothing else.
+    unsafe { HEAP.lock().init(range.start.0 as *mut u8, range.len() as usize) };
+}
+
 /// Highest address the identity map covers: all RAM and firmware ranges,
 /// and at least the 32-bit device window.
 pub fn top_of_memory(boot: &BootInfo) -> HostPhysAddr {

@@ -4,6 +4,8 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod acpi;
 pub mod boot;
 pub mod console;

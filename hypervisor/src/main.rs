@@ -95,6 +95,7 @@ extern "C" fn baremetal_main(magic: u32, info_address: u32) -> ! {
     let mut frames = host_memory::frame_allocator(&boot);
     let plan = dom0_loader::plan(&boot, &options, &mut frames);
     host_memory::take_over_paging(&boot, &mut frames);
+    host_memory::init_heap(&mut frames);
     let dom0 = dom0_loader::load(&boot, &options, plan, &mut frames);
     dom0_vcpu::run_dom0(dom0, &options, &boot.cmdline, &mut frames)
 }
