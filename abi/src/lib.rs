@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod console_io;
+pub mod control;
 pub mod cpuid;
 pub mod domain;
 pub mod elfnote;

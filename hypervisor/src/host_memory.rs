@@ -111,7 +111,10 @@ pub fn init_heap(frames: &mut FrameAllocator) {
         .unwrap_or_else(|error| fatal(format_args!("no memory for the hypervisor heap: {error}")));
     // SAFETY: the range was just allocated to the hypervisor, is identity
     // mapped and used by nothing else.
-    unsafe { HEAP.lock().init(range.start.0 as *mut u8, range.len() as usize) };
+    unsafe {
+        HEAP.lock()
+            .init(range.start.0 as *mut u8, range.len() as usize)
+    };
 }
 
 /// Highest address the identity map covers: all RAM and firmware ranges,

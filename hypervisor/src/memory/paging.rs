@@ -384,6 +384,70 @@ impl<K: TableKind> PageTables<K> {
     }
 }
 
+impl<K: TableKind> PageTables<K> {
+    /// Removes the 4 KiB mapping of `input` and returns what it mapped to.
+    /// A large page around it is first split into smaller ones with the
+    /// same attributes, so only this page goes. `Ok(None)` when nothing was
+    /// mapped there.
+    pub fn unmap_page(
+        &self,
+        memory: &mut impl TableMemory,
+        input: K::Input,
+    ) -> Result<Option<HostPhysAddr>, MapError> {
+        let input = K::raw(input) & !(PAGE_SIZE - 1);
+        if input >= INPUT_ADDRESS_LIMIT {
+            return Err(MapError::OutOfRange);
+        }
+        let mut table = self.root;
+        for level in (1..=ROOT_LEVEL).rev() {
+            let index = table_index(input, level);
+            let entry = memory.read_entry(table, index);
+            if entry & PageFlags::PRESENT.bits() == 0 {
+                return Ok(None);
+            }
+            if level == 1 {
+                memory.write_entry(table, index, 0);
+                return Ok(Some(HostPhysAddr(entry & ADDRESS_MASK)));
+            }
+            if is_leaf(entry, level) {
+                split_leaf(memory, table, index, entry, level)?;
+            }
+            table = HostPhysAddr(memory.read_entry(table, index) & ADDRESS_MASK);
+        }
+        Ok(None)
+    }
+}
+
+/// Replaces the large leaf `entry` (slot `index` of `table`, at `level`)
+/// with a table of next-level leaves covering the same range.
+fn split_leaf(
+    memory: &mut impl TableMemory,
+    table: HostPhysAddr,
+    index: usize,
+    entry: u64,
+    level: u8,
+) -> Result<(), MapError> {
+    let child = memory.allocate_table().ok_or(MapError::OutOfFrames)?;
+    let span = entry_span(level - 1);
+    let base = entry & ADDRESS_MASK & !(entry_span(level) - 1);
+    // The attribute bits are shared; the page-size bit stays only where the
+    // children are themselves large pages. (Bit 12, the large-page PAT bit,
+    // is cleared as part of the address.)
+    let attributes = entry & !ADDRESS_MASK & !PAGE_SIZE_BIT;
+    let child_size_bit = if level - 1 > 1 { PAGE_SIZE_BIT } else { 0 };
+    for slot in 0..ENTRIES_PER_TABLE {
+        memory.write_entry(
+            child,
+            slot,
+            (base + slot as u64 * span) | attributes | child_size_bit,
+        );
+    }
+    let table_bits =
+        (entry & (PageFlags::PRESENT.bits() | PageFlags::USER.bits())) | PageFlags::WRITABLE.bits();
+    memory.write_entry(table, index, child.raw() | table_bits);
+    Ok(())
+}
+
 impl PageTables<Hypervisor> {
     /// Maps `range` at the same virtual address: the identity map of RAM
     /// and devices.
@@ -1271,5 +1335,60 @@ mod tests {
             "PageFlags(WRITABLE | UNCACHED | NO_EXECUTE)"
         );
         assert_eq!(format!("{:?}", PageFlags::EMPTY), "PageFlags(EMPTY)");
+    }
+
+    #[test]
+    fn unmapping_one_page_of_a_large_page_keeps_the_rest() {
+        let mut memory = FakeTables::new();
+        let tables = NestedPageTables::new_root(&mut memory).unwrap();
+        let base = 0x4000_0000;
+        tables
+            .map(
+                &mut memory,
+                GuestPhysAddr(0),
+                HostPhysAddr(base),
+                HUGE_PAGE_SIZE,
+                PageFlags::WRITABLE,
+                PageSize::Huge,
+            )
+            .unwrap();
+        let gone = tables
+            .unmap_page(&mut memory, GuestPhysAddr(0x20_3000))
+            .unwrap();
+        assert_eq!(gone, Some(HostPhysAddr(base + 0x20_3000)));
+        assert_eq!(tables.translate(&memory, GuestPhysAddr(0x20_3000)), None);
+        let kept = tables.translate(&memory, GuestPhysAddr(0x20_4000)).unwrap();
+        assert_eq!(kept.physical, HostPhysAddr(base + 0x20_4000));
+        assert_eq!(kept.size, PageSize::Small);
+        assert!(kept.flags.contains(PageFlags::WRITABLE | PageFlags::USER));
+        let far = tables
+            .translate(&memory, GuestPhysAddr(0x3000_0000))
+            .unwrap();
+        assert_eq!(far.physical, HostPhysAddr(base + 0x3000_0000));
+        assert_eq!(far.size, PageSize::Large);
+        assert_eq!(
+            tables
+                .unmap_page(&mut memory, GuestPhysAddr(0x20_3000))
+                .unwrap(),
+            None
+        );
+        // The hole can be mapped again, elsewhere.
+        tables
+            .map(
+                &mut memory,
+                GuestPhysAddr(0x20_3000),
+                HostPhysAddr(0x9000),
+                PAGE_SIZE,
+                PageFlags::WRITABLE,
+                PageSize::Small,
+            )
+            .unwrap();
+        assert_eq!(
+            tables
+                .translate(&memory, GuestPhysAddr(0x20_3000))
+                .unwrap()
+                .physical,
+            HostPhysAddr(0x9000)
+        );
     }
 }

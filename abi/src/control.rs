@@ -1,0 +1,52 @@
+//! Xenolith's control interface: how Dom0 creates, starts, inspects and
+//! destroys domains. Hypercall 36 (Xen's `domctl` slot) with Xenolith's
+//! own versioned layout; only the privileged domain may call it.
+//! `docs/control-interface.md` documents it for Dom0 authors.
+//!
+//! Request (144 bytes, as `xen_domctl`): `cmd` u32 @0,
+//! `interface_version` u32 @4 (must equal [`VERSION`]), `domain` u16 @8
+//! (in/out), then a 128-byte payload @16 whose layout depends on `cmd`.
+
+/// Hypercall number (Xen's `__HYPERVISOR_domctl`).
+pub const HYPERCALL: u64 = 36;
+/// The layout version this hypervisor speaks ("XC" 1).
+pub const VERSION: u32 = 0x5843_0001;
+/// Size of a request.
+pub const REQUEST_SIZE: usize = 144;
+/// Offset of the payload.
+pub const PAYLOAD: usize = 16;
+
+/// Create a paused PVH domain. In: `max_vcpus` u32 @16, `flags` u32 @20
+/// (bit 0 HVM: not yet supported), `memory_kib` u64 @24. Out: `domain`.
+pub const CREATE: u32 = 1;
+/// Destroy a domain and return its memory.
+pub const DESTROY: u32 = 2;
+/// Stop a domain's vCPUs from running.
+pub const PAUSE: u32 = 3;
+/// Let a domain's vCPUs run.
+pub const UNPAUSE: u32 = 4;
+/// Describe the first domain with an id ≥ `domain` (so Dom0 can list
+/// them all). Out: `domain` (the one described), `flags` u32 @16 (Xen's
+/// getdomaininfo bits: 2 shutdown, 3 paused, 5 running; shutdown reason in
+/// 23:16), `vcpus` u32 @20, `pages` u64 @24, `max_pages` u64 @32,
+/// `cpu_time_ns` u64 @40. -ESRCH when there is none.
+pub const GET_INFO: u32 = 5;
+/// Copy from Dom0 into a paused domain's RAM (the domain builder). In:
+/// `guest_address` u64 @16, `length` u32 @24 (at most [`WRITE_MAX`]),
+/// `buffer` u64 @32 (Dom0 virtual address).
+pub const WRITE_MEMORY: u32 = 6;
+/// Set where a vCPU starts (PVH entry: 32-bit protected mode, paging off).
+/// In: `vcpu` u32 @16, `entry` u64 @24 (must fit 32 bits), `start_info`
+/// u64 @32 (guest-physical, put in EBX).
+pub const SET_VCPU_ENTRY: u32 = 7;
+/// Set one of a domain's HVM parameters. In: `index` u32 @16, `value`
+/// u64 @24.
+pub const SET_HVM_PARAM: u32 = 8;
+/// Machine figures. Out: `total_pages` u64 @16, `free_pages` u64 @24,
+/// `tsc_khz` u32 @32, `domains` u32 @36.
+pub const PHYSINFO: u32 = 9;
+
+/// Most bytes one WRITE_MEMORY copies.
+pub const WRITE_MAX: u32 = 1 << 20;
+/// `flags` bit of CREATE asking for an HVM guest.
+pub const CREATE_HVM: u32 = 1;

@@ -1,0 +1,236 @@
+//! The control interface (Dom0 → hypervisor), decoded: the request bytes
+//! Dom0 passes are read once, checked, and turned into a [`Command`]; the
+//! answer is written back into the same bytes. See `xenolith_abi::control`
+//! for the layout.
+
+use xenolith_abi::control as abi;
+use xenolith_abi::domain::DomainId;
+use xenolith_abi::errno::Errno;
+
+use crate::domain::MAX_VCPUS;
+use crate::memory::{GuestPhysAddr, GuestVirtAddr, PAGE_SIZE};
+
+/// One decoded control request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Create {
+        vcpus: u32,
+        memory_pages: u64,
+    },
+    Destroy(DomainId),
+    Pause(DomainId),
+    Unpause(DomainId),
+    GetInfo {
+        from: DomainId,
+    },
+    WriteMemory {
+        domain: DomainId,
+        address: GuestPhysAddr,
+        length: u32,
+        buffer: GuestVirtAddr,
+    },
+    SetVcpuEntry {
+        domain: DomainId,
+        vcpu: u32,
+        entry: u32,
+        start_info: GuestPhysAddr,
+    },
+    SetHvmParam {
+        domain: DomainId,
+        index: u32,
+        value: u64,
+    },
+    PhysInfo,
+}
+
+/// The raw request, as Dom0 wrote it.
+pub type Request = [u8; abi::REQUEST_SIZE];
+
+fn u32_at(request: &Request, offset: usize) -> u32 {
+    let mut bytes = [0; 4];
+    bytes.copy_from_slice(&request[offset..offset + 4]);
+    u32::from_le_bytes(bytes)
+}
+
+fn u64_at(request: &Request, offset: usize) -> u64 {
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&request[offset..offset + 8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// Most memory a guest may ask for at creation (64 GiB).
+pub const MAX_MEMORY_KIB: u64 = 64 * 1024 * 1024;
+
+/// Decodes and checks a request.
+pub fn decode(request: &Request) -> Result<Command, Errno> {
+    if u32_at(request, 4) != abi::VERSION {
+        return Err(Errno::EINVAL);
+    }
+    let domain = DomainId(u16::from_le_bytes([request[8], request[9]]));
+    let payload = abi::PAYLOAD;
+    let real_domain = || {
+        if domain == DomainId::DOM0 || domain >= DomainId::FIRST_RESERVED {
+            Err(Errno::EINVAL)
+        } else {
+            Ok(domain)
+        }
+    };
+    Ok(match u32_at(request, 0) {
+        abi::CREATE => {
+            let vcpus = u32_at(request, payload);
+            let flags = u32_at(request, payload + 4);
+            let memory_kib = u64_at(request, payload + 8);
+            if flags & abi::CREATE_HVM != 0 {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            if vcpus == 0 || vcpus > MAX_VCPUS || memory_kib == 0 || memory_kib > MAX_MEMORY_KIB {
+                return Err(Errno::EINVAL);
+            }
+            Command::Create {
+                vcpus,
+                memory_pages: memory_kib.div_ceil(PAGE_SIZE / 1024),
+            }
+        }
+        abi::DESTROY => Command::Destroy(real_domain()?),
+        abi::PAUSE => Command::Pause(real_domain()?),
+        abi::UNPAUSE => Command::Unpause(real_domain()?),
+        abi::GET_INFO => Command::GetInfo { from: domain },
+        abi::WRITE_MEMORY => {
+            let length = u32_at(request, payload + 8);
+            if length > abi::WRITE_MAX {
+                return Err(Errno::EINVAL);
+            }
+            Command::WriteMemory {
+                domain: real_domain()?,
+                address: GuestPhysAddr(u64_at(request, payload)),
+                length,
+                buffer: GuestVirtAddr(u64_at(request, payload + 16)),
+            }
+        }
+        abi::SET_VCPU_ENTRY => {
+            let entry = u32::try_from(u64_at(request, payload + 8)).map_err(|_| Errno::EINVAL)?;
+            Command::SetVcpuEntry {
+                domain: real_domain()?,
+                vcpu: u32_at(request, payload),
+                entry,
+                start_info: GuestPhysAddr(u64_at(request, payload + 16)),
+            }
+        }
+        abi::SET_HVM_PARAM => Command::SetHvmParam {
+            domain: real_domain()?,
+            index: u32_at(request, payload),
+            value: u64_at(request, payload + 8),
+        },
+        abi::PHYSINFO => Command::PhysInfo,
+        _ => return Err(Errno::ENOSYS),
+    })
+}
+
+/// What GET_INFO reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub domain: DomainId,
+    pub flags: u32,
+    pub vcpus: u32,
+    pub pages: u64,
+    pub max_pages: u64,
+    pub cpu_time_ns: u64,
+}
+
+/// Writes a GET_INFO answer into the request.
+pub fn encode_info(request: &mut Request, info: &DomainInfo) {
+    request[8..10].copy_from_slice(&info.domain.0.to_le_bytes());
+    let payload = abi::PAYLOAD;
+    request[payload..payload + 4].copy_from_slice(&info.flags.to_le_bytes());
+    request[payload + 4..payload + 8].copy_from_slice(&info.vcpus.to_le_bytes());
+    request[payload + 8..payload + 16].copy_from_slice(&info.pages.to_le_bytes());
+    request[payload + 16..payload + 24].copy_from_slice(&info.max_pages.to_le_bytes());
+    request[payload + 24..payload + 32].copy_from_slice(&info.cpu_time_ns.to_le_bytes());
+}
+
+/// Writes a CREATE answer (the new domain's id).
+pub fn encode_created(request: &mut Request, domain: DomainId) {
+    request[8..10].copy_from_slice(&domain.0.to_le_bytes());
+}
+
+/// Writes a PHYSINFO answer.
+pub fn encode_physinfo(
+    request: &mut Request,
+    total_pages: u64,
+    free_pages: u64,
+    tsc_khz: u32,
+    domains: u32,
+) {
+    let payload = abi::PAYLOAD;
+    request[payload..payload + 8].copy_from_slice(&total_pages.to_le_bytes());
+    request[payload + 8..payload + 16].copy_from_slice(&free_pages.to_le_bytes());
+    request[payload + 16..payload + 20].copy_from_slice(&tsc_khz.to_le_bytes());
+    request[payload + 20..payload + 24].copy_from_slice(&domains.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(cmd: u32, domain: u16) -> Request {
+        let mut request = [0u8; abi::REQUEST_SIZE];
+        request[0..4].copy_from_slice(&cmd.to_le_bytes());
+        request[4..8].copy_from_slice(&abi::VERSION.to_le_bytes());
+        request[8..10].copy_from_slice(&domain.to_le_bytes());
+        request
+    }
+
+    #[test]
+    fn decodes_create_and_rounds_memory_up_to_pages() {
+        let mut create = request(abi::CREATE, 0);
+        create[16..20].copy_from_slice(&2u32.to_le_bytes());
+        create[24..32].copy_from_slice(&(64 * 1024 + 1u64).to_le_bytes());
+        assert_eq!(
+            decode(&create),
+            Ok(Command::Create {
+                vcpus: 2,
+                memory_pages: 16 * 1024 + 1
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_bad_versions_commands_and_sizes() {
+        let mut stale = request(abi::PAUSE, 3);
+        stale[4] ^= 1;
+        assert_eq!(decode(&stale), Err(Errno::EINVAL));
+        assert_eq!(decode(&request(77, 3)), Err(Errno::ENOSYS));
+        assert_eq!(
+            decode(&request(abi::DESTROY, 0)),
+            Err(Errno::EINVAL),
+            "Dom0 cannot destroy itself"
+        );
+        assert_eq!(decode(&request(abi::DESTROY, 0x7ff0)), Err(Errno::EINVAL));
+        let mut huge = request(abi::CREATE, 0);
+        huge[16..20].copy_from_slice(&1u32.to_le_bytes());
+        huge[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(decode(&huge), Err(Errno::EINVAL));
+        let mut write = request(abi::WRITE_MEMORY, 1);
+        write[24..28].copy_from_slice(&(abi::WRITE_MAX + 1).to_le_bytes());
+        assert_eq!(decode(&write), Err(Errno::EINVAL));
+        let mut entry = request(abi::SET_VCPU_ENTRY, 1);
+        entry[24..32].copy_from_slice(&(1u64 << 32).to_le_bytes());
+        assert_eq!(decode(&entry), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn info_round_trips() {
+        let mut answer = request(abi::GET_INFO, 0);
+        let info = DomainInfo {
+            domain: DomainId(4),
+            flags: 1 << 5,
+            vcpus: 1,
+            pages: 256,
+            max_pages: 256,
+            cpu_time_ns: 99,
+        };
+        encode_info(&mut answer, &info);
+        assert_eq!(u16::from_le_bytes([answer[8], answer[9]]), 4);
+        assert_eq!(u64_at(&answer, 40), 99);
+    }
+}
