@@ -10,6 +10,8 @@ pub mod cpuid;
 pub mod domain;
 pub mod elfnote;
 pub mod errno;
+pub mod event_channel;
+pub mod grant_table;
 pub mod hypercall;
 pub mod sched;
 pub mod start_info;

@@ -16,6 +16,9 @@ pub struct Options {
     /// Power the machine off once ready.
     pub poweroff: bool,
     pub fault: Option<TestFault>,
+    /// Create and destroy a guest this many times, reporting free memory
+    /// before and after (a leak check).
+    pub cycles: Option<u32>,
 }
 
 /// Parses Dom0's options; unknown words are returned for a warning.
@@ -26,7 +29,10 @@ pub fn parse(cmdline: &str, mut unknown: impl FnMut(&str)) -> Options {
             "poweroff" => options.poweroff = true,
             "fault=page" => options.fault = Some(TestFault::PageFault),
             "fault=triple" => options.fault = Some(TestFault::TripleFault),
-            _ => unknown(word),
+            _ => match word.strip_prefix("cycles=").map(str::parse) {
+                Some(Ok(count)) => options.cycles = Some(count),
+                _ => unknown(word),
+            },
         }
     }
     options
@@ -39,11 +45,13 @@ mod tests {
     #[test]
     fn parses_switches_and_reports_the_rest() {
         let mut unknown = Vec::new();
-        let options = parse(" poweroff fault=triple bogus ", |word| {
-            unknown.push(word.to_string())
-        });
+        let options = parse(
+            " poweroff fault=triple bogus cycles=100 cycles=x ",
+            |word| unknown.push(word.to_string()),
+        );
         assert!(options.poweroff);
         assert_eq!(options.fault, Some(TestFault::TripleFault));
-        assert_eq!(unknown, ["bogus"]);
+        assert_eq!(options.cycles, Some(100));
+        assert_eq!(unknown, ["bogus", "cycles=x"]);
     }
 }

@@ -53,3 +53,31 @@ pub fn shutdown(reason: ShutdownReason) -> ! {
     };
     baremetal::cpu::halt_forever()
 }
+
+/// A control-interface request (hypercall 36); the answer is written back
+/// into `request`.
+pub fn control(request: &mut [u8; xenolith_abi::control::REQUEST_SIZE]) -> Result<(), i64> {
+    // SAFETY: the request buffer is valid for reading and writing.
+    let result = unsafe {
+        call(
+            HypercallNumber(xenolith_abi::control::HYPERCALL),
+            request.as_mut_ptr() as u64,
+            0,
+            0,
+        )
+    };
+    if result < 0 { Err(result) } else { Ok(()) }
+}
+
+/// Gives the CPU to another vCPU.
+pub fn yield_now() {
+    // SAFETY: SCHEDOP_yield takes no pointer.
+    unsafe {
+        call(
+            HypercallNumber::SCHED_OP,
+            xenolith_abi::sched::SCHEDOP_YIELD,
+            0,
+            0,
+        )
+    };
+}

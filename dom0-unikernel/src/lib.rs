@@ -4,4 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod cmdline;
+pub mod guest_builder;
 pub mod start_info;

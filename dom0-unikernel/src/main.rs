@@ -5,6 +5,7 @@
 #![no_main]
 
 mod console;
+mod guests;
 mod hypercall;
 
 use baremetal::exceptions::{CrashReport, ExceptionFrame};
@@ -84,6 +85,10 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
         Some(TestFault::TripleFault) => baremetal::cpu::triple_fault(),
         None => {}
     }
+    if let Some(cycles) = options.cycles {
+        guests::create_destroy_cycles(cycles);
+    }
+    guests::run_test_guests(&info);
     if options.poweroff {
         info!("dom0: powering off as asked");
         hypercall::shutdown(ShutdownReason::Poweroff);

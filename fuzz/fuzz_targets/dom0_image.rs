@@ -13,18 +13,28 @@ fuzz_target!(|data: &[u8]| {
     let Ok(image) = dom0::parse_image(data) else {
         return;
     };
+    let span = HostRange {
+        start: HostPhysAddr(image.start),
+        end: HostPhysAddr(image.end),
+    };
     for segment in &image.segments {
-        assert!(segment.file_size <= segment.memory.len());
+        assert!(segment.file_size <= segment.memory_size);
         assert!(segment.file_offset + segment.file_size <= data.len() as u64);
-        assert!(image.span.contains_range(&segment.memory));
+        assert!(span.contains_range(&dom0::segment_range(segment)));
     }
     let memory = [MemoryRegion {
-        range: HostRange { start: HostPhysAddr(MIB), end: HostPhysAddr(1024 * MIB) },
+        range: HostRange {
+            start: HostPhysAddr(MIB),
+            end: HostPhysAddr(1024 * MIB),
+        },
         kind: MemoryKind::Usable,
     }];
-    let hypervisor = HostRange { start: HostPhysAddr(MIB), end: HostPhysAddr(2 * MIB) };
+    let hypervisor = HostRange {
+        start: HostPhysAddr(MIB),
+        end: HostPhysAddr(2 * MIB),
+    };
     if let Ok(ram) = dom0::choose_ram(&image, None, &memory, hypervisor) {
-        assert!(ram.contains_range(&image.span));
+        assert!(ram.contains_range(&span));
         assert!(!ram.overlaps(&hypervisor));
     }
 });

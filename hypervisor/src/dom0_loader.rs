@@ -6,12 +6,13 @@
 use arrayvec::{ArrayString, ArrayVec};
 use hypervisor::boot::cmdline::Options;
 use hypervisor::boot::{BootInfo, MAX_MODULES, MemoryKind, Module};
-use hypervisor::dom0::start_info::{self, PlacedModule, StartInfoInput};
-use hypervisor::dom0::{self, BOOT_DATA_SIZE, Dom0Image};
+use hypervisor::dom0::{self, BOOT_DATA_SIZE, segment_range};
 use hypervisor::memory::frames::FrameAllocator;
 use hypervisor::memory::paging::{NestedPageTables, PageFlags, PageSize};
 use hypervisor::memory::{GuestPhysAddr, HostPhysAddr, HostRange, PAGE_SIZE};
 use log::info;
+use pvh::PvhImage;
+use pvh::start_info::ModuleEntry;
 
 use crate::fatal;
 use crate::host_memory::{self, huge_pages};
@@ -26,7 +27,7 @@ const LOCAL_APIC: HostRange = HostRange {
 /// Dom0's RAM and image, chosen before anything else is allocated.
 pub struct Dom0Plan {
     pub ram: HostRange,
-    pub image: Dom0Image,
+    pub image: PvhImage,
     pub module_index: usize,
 }
 
@@ -109,9 +110,9 @@ pub fn load(
         // SAFETY: the segment lies in Dom0's RAM (checked by the plan),
         // reserved for Dom0; the source is the staged or original module.
         unsafe {
-            physical::zero(segment.memory);
+            physical::zero(segment_range(segment));
             physical::copy(
-                segment.memory.start,
+                HostPhysAddr(segment.start),
                 HostPhysAddr(image_module.range.start.0 + segment.file_offset),
                 segment.file_size,
             );
@@ -120,14 +121,11 @@ pub fn load(
 
     // Other modules go below the boot data at the top of Dom0's RAM.
     let boot_data = HostPhysAddr(ram.end.0 - BOOT_DATA_SIZE);
-    let image_end = plan
-        .image
-        .span
-        .end
+    let image_end = HostPhysAddr(plan.image.end)
         .align_up(PAGE_SIZE)
-        .unwrap_or(plan.image.span.end);
+        .unwrap_or(ram.end);
     let mut cursor = boot_data;
-    let mut placed: ArrayVec<PlacedModule<'_>, MAX_MODULES> = ArrayVec::new();
+    let mut placed: ArrayVec<ModuleEntry<'_>, MAX_MODULES> = ArrayVec::new();
     for (index, module) in modules.iter().enumerate() {
         if index == plan.module_index {
             continue;
@@ -143,22 +141,15 @@ pub fn load(
         // SAFETY: the destination lies in Dom0's RAM above its image; the
         // source is a reserved module.
         unsafe { physical::copy(cursor, module.range.start, module.range.len()) };
-        let range = HostRange::new(cursor, module.range.len()).unwrap_or(module.range);
-        let _ = placed.try_push(PlacedModule {
-            range,
+        let _ = placed.try_push(ModuleEntry {
+            address: cursor.0,
+            size: module.range.len(),
             cmdline: module.cmdline.as_str(),
         });
     }
 
     let cmdline = dom0_cmdline(&boot.modules[plan.module_index].cmdline, &options.dom0_args);
-    let block = start_info::build(&StartInfoInput {
-        base: boot_data,
-        ram,
-        host_memory: &boot.memory,
-        cmdline: &cmdline,
-        modules: &placed,
-        rsdp: boot.rsdp,
-    });
+    let block = dom0::start_info::build(boot_data, ram, &boot.memory, &cmdline, &placed, boot.rsdp);
     // SAFETY: the boot data area is the top of Dom0's RAM.
     unsafe { physical::write(boot_data, &block) };
 

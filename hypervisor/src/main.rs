@@ -3,11 +3,13 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod dom0_loader;
-mod dom0_vcpu;
 mod host_memory;
 mod hw;
 mod logger;
+mod machine;
 
 use core::fmt;
 
@@ -97,7 +99,19 @@ extern "C" fn baremetal_main(magic: u32, info_address: u32) -> ! {
     host_memory::take_over_paging(&boot, &mut frames);
     host_memory::init_heap(&mut frames);
     let dom0 = dom0_loader::load(&boot, &options, plan, &mut frames);
-    dom0_vcpu::run_dom0(dom0, &options, &boot.cmdline, &mut frames)
+    let dom0_ram = dom0.ram;
+    // The machine runs for good, so the boot information may live as long.
+    let boot: &'static BootInfo = alloc::boxed::Box::leak(alloc::boxed::Box::new(boot));
+    let machine = machine::Machine::new(frames, dom0, &options, &boot.cmdline);
+    let micros = logger::micros_since_entry();
+    info!(
+        "hypervisor entry -> dom0 entry: {}.{:03} ms; hypervisor uses {} KiB, dom0 has {} MiB",
+        micros / 1000,
+        micros % 1000,
+        host_memory::hypervisor_footprint(machine.frames(), dom0_ram) / 1024,
+        dom0_ram.len() >> 20
+    );
+    machine.run()
 }
 
 fn read_boot_info(magic: u32, info_address: u32) -> BootInfo {

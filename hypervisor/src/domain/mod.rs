@@ -160,11 +160,10 @@ impl DomainTable {
             } else {
                 self.next_id + 1
             };
-            if !self.domains.contains_key(&candidate) {
-                self.domains.insert(
-                    candidate,
-                    Domain::new(candidate, false, kind, vcpu_count, max_pages),
-                );
+            if let alloc::collections::btree_map::Entry::Vacant(slot) =
+                self.domains.entry(candidate)
+            {
+                slot.insert(Domain::new(candidate, false, kind, vcpu_count, max_pages));
                 return Ok(candidate);
             }
         }

@@ -2,11 +2,8 @@
 //! every frame at the virtual address equal to its physical address.
 
 use hypervisor::memory::frames::FrameAllocator;
-use hypervisor::memory::guest_walk::{GuestMemoryError, GuestPhysicalMemory};
 use hypervisor::memory::paging::{ENTRIES_PER_TABLE, TableMemory};
-use hypervisor::memory::{
-    GuestPhysAddr, HostPhysAddr, HostRange, OutOfBounds, PAGE_SIZE, PhysicalMemory,
-};
+use hypervisor::memory::{HostPhysAddr, HostRange, OutOfBounds, PAGE_SIZE, PhysicalMemory};
 
 /// Frames the boot page tables map: the first 4 GiB.
 pub const BOOT_MAPPED: HostPhysAddr = HostPhysAddr(1 << 32);
@@ -120,43 +117,5 @@ impl TableMemory for TableFrames<'_> {
         // SAFETY: the frame was just allocated to us and lies below 4 GiB.
         unsafe { zero(frame) };
         Some(frame.start)
-    }
-}
-
-/// Dom0's RAM seen from the hypervisor: identity-mapped, so a
-/// guest-physical address is the host-physical one, within `ram`.
-pub struct Dom0Ram {
-    pub ram: HostRange,
-}
-
-impl Dom0Ram {
-    fn check(&self, address: GuestPhysAddr, len: usize) -> Result<HostPhysAddr, GuestMemoryError> {
-        let range = HostRange::new(HostPhysAddr(address.0), len as u64)
-            .ok_or(GuestMemoryError { address })?;
-        if self.ram.contains_range(&range) {
-            Ok(range.start)
-        } else {
-            Err(GuestMemoryError { address })
-        }
-    }
-}
-
-impl GuestPhysicalMemory for Dom0Ram {
-    fn read(&self, address: GuestPhysAddr, buffer: &mut [u8]) -> Result<(), GuestMemoryError> {
-        let host = self.check(address, buffer.len())?;
-        // SAFETY: inside Dom0's RAM, which the hypervisor maps; a racing
-        // guest write can only change the bytes copied, which are copied
-        // once and validated afterwards.
-        unsafe {
-            core::ptr::copy_nonoverlapping(host.0 as *const u8, buffer.as_mut_ptr(), buffer.len())
-        };
-        Ok(())
-    }
-
-    fn write(&mut self, address: GuestPhysAddr, data: &[u8]) -> Result<(), GuestMemoryError> {
-        let host = self.check(address, data.len())?;
-        // SAFETY: inside Dom0's RAM, which the hypervisor maps.
-        unsafe { write(host, data) };
-        Ok(())
     }
 }

@@ -45,6 +45,8 @@ pub enum Outcome {
     Shutdown(ShutdownReason),
     /// The vCPU waits for an event (SCHEDOP_block); RAX = 0 when it wakes.
     Block,
+    /// The vCPU gives up the CPU for now (SCHEDOP_yield); RAX = 0.
+    Yield,
 }
 
 impl Outcome {
@@ -178,7 +180,7 @@ fn write_string(
 
 fn sched_op(args: HypercallArgs, guest: &impl GuestAccess) -> Outcome {
     match args.rdi {
-        sched::SCHEDOP_YIELD => Outcome::Return(0),
+        sched::SCHEDOP_YIELD => Outcome::Yield,
         sched::SCHEDOP_BLOCK => Outcome::Block,
         sched::SCHEDOP_SHUTDOWN => {
             let mut raw = [0u8; 4];

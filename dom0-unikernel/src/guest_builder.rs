@@ -1,0 +1,191 @@
+//! Building a PVH guest from a kernel image: the plan of control requests
+//! (create, copy each segment and the start info in, set the entry point,
+//! unpause) worked out on the host-testable side, carried out by the
+//! binary through the control hypercall.
+
+use arrayvec::ArrayVec;
+use pvh::image::{ImageError, PvhImage};
+use pvh::start_info::{BLOCK_SIZE, MemoryEntry, StartInfoInput};
+use xenolith_abi::start_info::memmap_type;
+
+/// Most bytes one copy request carries (the control interface's limit).
+pub const COPY_CHUNK: usize = 1 << 20;
+
+/// A guest to build.
+pub struct GuestSpec<'a> {
+    pub image: &'a [u8],
+    pub memory_kib: u64,
+    pub vcpus: u32,
+    pub cmdline: &'a str,
+}
+
+/// One piece of guest memory to fill: `length` bytes at guest-physical
+/// `address` from `source` (a range of the image, or of the start-info
+/// block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Copy {
+    pub address: u64,
+    pub source: Source,
+}
+
+/// Where a copy's bytes come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Image { offset: usize, length: usize },
+    StartInfo,
+}
+
+/// The worked-out build.
+pub struct BuildPlan {
+    pub copies: ArrayVec<Copy, 64>,
+    pub start_info: [u8; BLOCK_SIZE],
+    pub start_info_address: u64,
+    pub entry: u32,
+}
+
+/// Why a guest cannot be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    Image(ImageError),
+    /// The image does not fit below the start info in the guest's RAM.
+    TooSmall {
+        image_end: u64,
+        memory: u64,
+    },
+    /// More pieces than one plan holds.
+    TooManyPieces,
+}
+
+impl core::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Image(error) => write!(f, "guest image is {error}"),
+            Self::TooSmall { image_end, memory } => {
+                write!(
+                    f,
+                    "guest image ends at {image_end:#x}, beyond its {memory:#x} bytes of RAM"
+                )
+            }
+            Self::TooManyPieces => write!(f, "guest image has too many pieces"),
+        }
+    }
+}
+
+/// Plans the build. The guest's RAM is `[0, memory)`; the start info sits
+/// at its top.
+pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
+    let image: PvhImage = pvh::image::parse(spec.image).map_err(BuildError::Image)?;
+    let memory = spec.memory_kib * 1024;
+    let start_info_address = memory.saturating_sub(BLOCK_SIZE as u64);
+    if image.end > start_info_address {
+        return Err(BuildError::TooSmall {
+            image_end: image.end,
+            memory,
+        });
+    }
+    let mut copies = ArrayVec::new();
+    for segment in &image.segments {
+        let mut done = 0u64;
+        while done < segment.file_size {
+            let length = (segment.file_size - done).min(COPY_CHUNK as u64);
+            let piece = Copy {
+                address: segment.start + done,
+                source: Source::Image {
+                    offset: (segment.file_offset + done) as usize,
+                    length: length as usize,
+                },
+            };
+            copies
+                .try_push(piece)
+                .map_err(|_| BuildError::TooManyPieces)?;
+            done += length;
+        }
+    }
+    copies
+        .try_push(Copy {
+            address: start_info_address,
+            source: Source::StartInfo,
+        })
+        .map_err(|_| BuildError::TooManyPieces)?;
+    let ram = [MemoryEntry {
+        address: 0,
+        size: memory,
+        kind: memmap_type::RAM,
+    }];
+    let start_info = pvh::start_info::build(&StartInfoInput {
+        base: start_info_address,
+        flags: 0,
+        memory: &ram,
+        cmdline: spec.cmdline,
+        modules: &[],
+        rsdp: 0,
+    });
+    Ok(BuildPlan {
+        copies,
+        start_info,
+        start_info_address,
+        entry: image.entry,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_segments_then_start_info_at_the_top() {
+        let image = pvh::image::testing::elf_image(0x10_0000, 0x2000, Some(0x10_0000));
+        let plan = plan(&GuestSpec {
+            image: image.bytes(),
+            memory_kib: 32 * 1024,
+            vcpus: 1,
+            cmdline: "role=offer",
+        })
+        .expect("plan");
+        assert_eq!(plan.entry, 0x10_0000);
+        assert_eq!(
+            plan.copies[0],
+            Copy {
+                address: 0x10_0000,
+                source: Source::Image {
+                    offset: 0x200,
+                    length: 0x2000
+                }
+            }
+        );
+        assert_eq!(
+            plan.start_info_address,
+            32 * 1024 * 1024 - BLOCK_SIZE as u64
+        );
+        assert_eq!(
+            plan.copies.last().map(|copy| copy.source),
+            Some(Source::StartInfo)
+        );
+        assert_eq!(
+            &plan.start_info[8..12],
+            &0u32.to_le_bytes(),
+            "an unprivileged guest"
+        );
+    }
+
+    #[test]
+    fn a_guest_too_small_for_its_image_is_refused() {
+        let image = pvh::image::testing::elf_image(0x10_0000, 0x2000, Some(0x10_0000));
+        let result = plan(&GuestSpec {
+            image: image.bytes(),
+            memory_kib: 1024,
+            vcpus: 1,
+            cmdline: "",
+        });
+        assert!(matches!(result, Err(BuildError::TooSmall { .. })));
+        assert!(matches!(
+            plan(&GuestSpec {
+                image: b"junk",
+                memory_kib: 1024,
+                vcpus: 1,
+                cmdline: ""
+            }),
+            Err(BuildError::Image(_))
+        ));
+    }
+}

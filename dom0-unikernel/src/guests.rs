@@ -1,0 +1,210 @@
+//! Starting guests from boot modules and looking after them until they
+//! stop: Dom0's minimal domain builder (the full toolstack comes later).
+
+use dom0::guest_builder::{self, GuestSpec, Source};
+use dom0::start_info::StartInfo;
+use log::{error, info};
+use xenolith_abi::control as abi;
+
+use crate::hypercall;
+
+/// RAM each test guest gets.
+const GUEST_MEMORY_KIB: u64 = 32 * 1024;
+
+type Request = [u8; abi::REQUEST_SIZE];
+
+fn request(cmd: u32, domain: u16) -> Request {
+    let mut request = [0u8; abi::REQUEST_SIZE];
+    request[0..4].copy_from_slice(&cmd.to_le_bytes());
+    request[4..8].copy_from_slice(&abi::VERSION.to_le_bytes());
+    request[8..10].copy_from_slice(&domain.to_le_bytes());
+    request
+}
+
+fn put_u32(request: &mut Request, offset: usize, value: u32) {
+    request[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+fn put_u64(request: &mut Request, offset: usize, value: u64) {
+    request[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+fn u32_at(request: &Request, offset: usize) -> u32 {
+    u32::from_le_bytes([
+        request[offset],
+        request[offset + 1],
+        request[offset + 2],
+        request[offset + 3],
+    ])
+}
+
+fn u64_at(request: &Request, offset: usize) -> u64 {
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&request[offset..offset + 8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// Free memory, in KiB.
+pub fn free_kib() -> u64 {
+    let mut physinfo = request(abi::PHYSINFO, 0);
+    match hypercall::control(&mut physinfo) {
+        Ok(()) => u64_at(&physinfo, 24) * 4,
+        Err(_) => 0,
+    }
+}
+
+fn simple(cmd: u32, domain: u16) -> Result<(), i64> {
+    hypercall::control(&mut request(cmd, domain))
+}
+
+/// Builds and starts one guest; returns its domain id.
+pub fn start(image: &[u8], cmdline: &str) -> Result<u16, i64> {
+    let spec = GuestSpec {
+        image,
+        memory_kib: GUEST_MEMORY_KIB,
+        vcpus: 1,
+        cmdline,
+    };
+    let plan = guest_builder::plan(&spec).map_err(|build_error| {
+        error!("dom0: cannot build guest: {build_error}");
+        -22
+    })?;
+    let mut create = request(abi::CREATE, 0);
+    put_u32(&mut create, 16, spec.vcpus);
+    put_u64(&mut create, 24, spec.memory_kib);
+    hypercall::control(&mut create)?;
+    let domain = u16::from_le_bytes([create[8], create[9]]);
+    let result = (|| {
+        for copy in &plan.copies {
+            let bytes = match copy.source {
+                Source::Image { offset, length } => {
+                    image.get(offset..offset + length).ok_or(-22)?
+                }
+                Source::StartInfo => &plan.start_info[..],
+            };
+            let mut write = request(abi::WRITE_MEMORY, domain);
+            put_u64(&mut write, 16, copy.address);
+            put_u32(&mut write, 24, bytes.len() as u32);
+            put_u64(&mut write, 32, bytes.as_ptr() as u64);
+            hypercall::control(&mut write)?;
+        }
+        let mut entry = request(abi::SET_VCPU_ENTRY, domain);
+        put_u32(&mut entry, 16, 0);
+        put_u64(&mut entry, 24, u64::from(plan.entry));
+        put_u64(&mut entry, 32, plan.start_info_address);
+        hypercall::control(&mut entry)?;
+        simple(abi::UNPAUSE, domain)
+    })();
+    if let Err(code) = result {
+        let _ = simple(abi::DESTROY, domain);
+        return Err(code);
+    }
+    Ok(domain)
+}
+
+/// Why a domain stopped, from its info flags.
+fn shutdown_reason(flags: u32) -> Option<&'static str> {
+    if flags & (1 << 2) == 0 {
+        return None;
+    }
+    Some(match (flags >> 16) & 0xff {
+        0 => "poweroff",
+        1 => "reboot",
+        2 => "suspend",
+        3 => "crash",
+        4 => "watchdog",
+        _ => "unknown",
+    })
+}
+
+/// Starts every boot module named `test-guest` and waits for them all to
+/// stop, destroying each; then reports memory before and after.
+pub fn run_test_guests(info: &StartInfo) {
+    let free_before = free_kib();
+    let mut running: arrayvec::ArrayVec<u16, 16> = arrayvec::ArrayVec::new();
+    for module in &info.modules {
+        let mut words = module.cmdline.split_whitespace();
+        if words.next() != Some("test-guest") {
+            continue;
+        }
+        let cmdline = module.cmdline.trim_start_matches("test-guest").trim();
+        let start = module.range.start as usize;
+        // SAFETY: the hypervisor put the module in Dom0's RAM at this
+        // address and size, and reserved it from Dom0's heap.
+        let image =
+            unsafe { core::slice::from_raw_parts(start as *const u8, module.range.len() as usize) };
+        match start_guest(image, cmdline) {
+            Some(domain) => {
+                let _ = running.try_push(domain);
+            }
+            None => continue,
+        }
+    }
+    if running.is_empty() {
+        return;
+    }
+    while !running.is_empty() {
+        running.retain(|domain| {
+            let mut get = request(abi::GET_INFO, *domain);
+            if hypercall::control(&mut get).is_err()
+                || u16::from_le_bytes([get[8], get[9]]) != *domain
+            {
+                error!("dom0: domain {domain} vanished");
+                return false;
+            }
+            let Some(reason) = shutdown_reason(u32_at(&get, 16)) else {
+                return true;
+            };
+            info!("dom0: domain {domain} shut down ({reason}); destroying it");
+            if let Err(code) = simple(abi::DESTROY, *domain) {
+                error!("dom0: destroying domain {domain} failed: {code}");
+            }
+            false
+        });
+        hypercall::yield_now();
+    }
+    info!(
+        "dom0: all guests done; free memory {free_before} KiB before, {} KiB after",
+        free_kib()
+    );
+}
+
+fn start_guest(image: &[u8], cmdline: &str) -> Option<u16> {
+    match start(image, cmdline) {
+        Ok(domain) => {
+            info!(
+                "dom0: started domain {domain} ({} KiB image, command line {cmdline:?})",
+                image.len() / 1024
+            );
+            Some(domain)
+        }
+        Err(code) => {
+            error!("dom0: starting a guest failed: error {code}");
+            None
+        }
+    }
+}
+
+/// Creates and destroys a paused guest `cycles` times, reporting free
+/// memory before and after (a leak shows as a difference).
+pub fn create_destroy_cycles(cycles: u32) {
+    let before = free_kib();
+    for cycle in 0..cycles {
+        let mut create = request(abi::CREATE, 0);
+        put_u32(&mut create, 16, 1);
+        put_u64(&mut create, 24, GUEST_MEMORY_KIB);
+        if let Err(code) = hypercall::control(&mut create) {
+            error!("dom0: create {cycle} failed: {code}");
+            return;
+        }
+        let domain = u16::from_le_bytes([create[8], create[9]]);
+        if let Err(code) = simple(abi::DESTROY, domain) {
+            error!("dom0: destroy of domain {domain} failed: {code}");
+            return;
+        }
+    }
+    info!(
+        "dom0: {cycles} create/destroy cycles: free memory {before} KiB before, {} KiB after",
+        free_kib()
+    );
+}

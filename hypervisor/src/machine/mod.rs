@@ -1,0 +1,880 @@
+//! The running machine: every domain with its nested tables and vCPUs, the
+//! run queue, and the loop that runs a vCPU and answers its VM exits —
+//! CPUID, MSRs, ports, halts, hypercalls, faults — and Dom0's control
+//! requests.
+
+mod guest_memory;
+mod vcpu;
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+
+use hypervisor::boot::cmdline::{CrashAction, Options};
+use hypervisor::console::LineBuffer;
+use hypervisor::control::{self, Command, DomainInfo};
+use hypervisor::domain::{Domain, DomainState, DomainTable, GuestKind, GuestRam};
+use hypervisor::hypercall::{self, Caller, GuestAccess, Outcome};
+use hypervisor::memory::address::LARGE_PAGE_SIZE;
+use hypervisor::memory::frames::FrameAllocator;
+use hypervisor::memory::guest_walk::GuestPhysicalMemory;
+use hypervisor::memory::paging::{NestedPageTables, PageFlags, PageSize};
+use hypervisor::memory::{GuestPhysAddr, GuestVirtAddr, HostPhysAddr, HostRange, PAGE_SIZE};
+use hypervisor::svm::exit::{IoAccess, VmExit};
+use hypervisor::svm::permissions::{IoPermissionMap, MsrPermissionMap};
+use hypervisor::svm::vmcb::{Event, save};
+use hypervisor::vcpu::cpuid::{CpuidContext, guest_cpuid};
+use hypervisor::vcpu::msr::{self, MsrOutcome};
+use log::{error, info, warn};
+use xenolith_abi::control as control_abi;
+use xenolith_abi::domain::DomainId;
+use xenolith_abi::errno::Errno;
+use xenolith_abi::hypercall::{HypercallArgs, HypercallNumber};
+use xenolith_abi::sched::ShutdownReason;
+
+use crate::dom0_loader::Dom0;
+use crate::hw::memory::{self as physical, TableFrames};
+use crate::hw::power::{self, StopReason};
+use crate::logger;
+use guest_memory::{GuestView, RamAccess};
+use vcpu::{RunState, SharedMaps, Vcpu, allocate_zeroed};
+
+/// Ports the hypervisor keeps from Dom0: COM1 (its console), the 0xe9
+/// debug port (guest console), isa-debug-exit, the reset register, the
+/// legacy PIC and PIT (masked and used for calibration).
+const HYPERVISOR_PORTS: &[core::ops::RangeInclusive<u16>] = &[
+    0x3f8..=0x3ff,
+    0xe9..=0xe9,
+    0xf4..=0xf7,
+    0xcf9..=0xcf9,
+    0x20..=0x21,
+    0xa0..=0xa1,
+    0x40..=0x43,
+];
+
+/// Extra pages a guest may hold beyond its RAM (grant and shared frames).
+const PAGE_SLACK: u64 = 128;
+
+/// A domain's hardware side.
+struct GuestHardware {
+    nested: NestedPageTables,
+    vcpus: Vec<Vcpu>,
+    console: LineBuffer,
+}
+
+/// Which vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct VcpuRef {
+    domain: DomainId,
+    index: usize,
+}
+
+/// What the loop does after an exit.
+enum Next {
+    /// Run the same vCPU again.
+    Resume,
+    /// Give the CPU to the next runnable vCPU.
+    Switch,
+}
+
+/// The whole machine.
+pub struct Machine<'a> {
+    frames: FrameAllocator,
+    domains: DomainTable,
+    hardware: BTreeMap<DomainId, GuestHardware>,
+    run_queue: VecDeque<VcpuRef>,
+    host_state: HostPhysAddr,
+    guest_maps: SharedMaps,
+    tsc_khz: u32,
+    total_pages: u64,
+    crash_action: CrashAction,
+    hypervisor_cmdline: &'a str,
+}
+
+impl<'a> Machine<'a> {
+    /// Sets SVM up and makes Dom0 the first runnable vCPU.
+    pub fn new(
+        mut frames: FrameAllocator,
+        dom0: Dom0,
+        options: &Options,
+        hypervisor_cmdline: &'a str,
+    ) -> Self {
+        let host_save = allocate_zeroed(&mut frames, PAGE_SIZE);
+        let host_state = allocate_zeroed(&mut frames, PAGE_SIZE);
+        let dom0_io = allocate_zeroed(&mut frames, 3 * PAGE_SIZE);
+        let guest_io = allocate_zeroed(&mut frames, 3 * PAGE_SIZE);
+        let msr_frames = allocate_zeroed(&mut frames, 2 * PAGE_SIZE);
+        // SAFETY: each range was just allocated and zeroed for this use and
+        // is large and aligned enough for its type; SVM gets its own frame.
+        unsafe {
+            crate::hw::svm::enable(host_save.start);
+            let dom0_map = physical::object::<IoPermissionMap>(dom0_io.start);
+            *dom0_map = IoPermissionMap::pass_through();
+            for ports in HYPERVISOR_PORTS {
+                dom0_map.intercept(ports.clone());
+            }
+            let guest_map = physical::object::<IoPermissionMap>(guest_io.start);
+            *guest_map = IoPermissionMap::pass_through();
+            guest_map.intercept(0..=0xffff);
+            let msr_map = physical::object::<MsrPermissionMap>(msr_frames.start);
+            *msr_map = MsrPermissionMap::intercept_all();
+            for &index in msr::PASS_THROUGH {
+                msr_map.pass_through(index);
+            }
+        }
+        let dom0_maps = SharedMaps {
+            io: dom0_io.start,
+            msr: msr_frames.start,
+        };
+        let guest_maps = SharedMaps {
+            io: guest_io.start,
+            msr: msr_frames.start,
+        };
+
+        let mut domains = DomainTable::new();
+        let mut dom0_domain = Domain::new(
+            DomainId::DOM0,
+            true,
+            GuestKind::Pvh,
+            1,
+            dom0.ram.len() / PAGE_SIZE,
+        );
+        dom0_domain.state = DomainState::Running;
+        if dom0_domain
+            .ram
+            .add(dom0.ram.start.0 / PAGE_SIZE, dom0.ram)
+            .is_err()
+        {
+            crate::fatal(format_args!("Dom0's RAM map is invalid"));
+        }
+        domains.insert_dom0(dom0_domain);
+        // Dom0's TSC counts from hypervisor entry, so it can time its boot.
+        let tsc_offset = baremetal::entry::boot_tsc().wrapping_neg();
+        let mut vcpu = Vcpu::new(&mut frames, dom0.nested.root(), dom0_maps, tsc_offset, 1);
+        vcpu.reset_to_pvh_entry(dom0.entry, dom0.start_info.0);
+        let mut hardware = BTreeMap::new();
+        hardware.insert(
+            DomainId::DOM0,
+            GuestHardware {
+                nested: dom0.nested,
+                vcpus: alloc::vec![vcpu],
+                console: LineBuffer::new(),
+            },
+        );
+        let total_pages = (frames.free_bytes() + dom0.ram.len()) / PAGE_SIZE;
+        Self {
+            frames,
+            domains,
+            hardware,
+            run_queue: VecDeque::from([VcpuRef {
+                domain: DomainId::DOM0,
+                index: 0,
+            }]),
+            host_state: host_state.start,
+            guest_maps,
+            tsc_khz: logger::tsc_khz(),
+            total_pages,
+            crash_action: options.dom0_crash,
+            hypervisor_cmdline,
+        }
+    }
+
+    /// Free frames right now.
+    pub fn frames(&self) -> &FrameAllocator {
+        &self.frames
+    }
+
+    /// Runs vCPUs for good.
+    pub fn run(mut self) -> ! {
+        loop {
+            let Some(&current) = self.run_queue.front() else {
+                // Nothing runnable: wait for an interrupt.
+                idle();
+                continue;
+            };
+            let exit = {
+                let host_state = self.host_state;
+                let Some(vcpu) = self.vcpu_mut(current) else {
+                    self.run_queue.pop_front();
+                    continue;
+                };
+                vcpu.run(host_state);
+                let vmcb = &vcpu.vmcb;
+                VmExit::decode(
+                    vmcb.read_u64(hypervisor::svm::vmcb::control::EXIT_CODE),
+                    vmcb.read_u64(hypervisor::svm::vmcb::control::EXIT_INFO1),
+                    vmcb.read_u64(hypervisor::svm::vmcb::control::EXIT_INFO2),
+                )
+            };
+            log::trace!("d{}v{} exit {exit:?}", current.domain.0, current.index);
+            if let Next::Switch = self.handle(current, exit) {
+                self.reschedule(current);
+            }
+        }
+    }
+
+    fn vcpu_mut(&mut self, which: VcpuRef) -> Option<&mut Vcpu> {
+        self.hardware
+            .get_mut(&which.domain)?
+            .vcpus
+            .get_mut(which.index)
+    }
+
+    /// Moves `current` to the back of the queue if it can still run, or
+    /// drops it.
+    fn reschedule(&mut self, current: VcpuRef) {
+        if self.run_queue.front() == Some(&current) {
+            self.run_queue.pop_front();
+        }
+        let runnable = self
+            .vcpu_mut(current)
+            .is_some_and(|vcpu| vcpu.state == RunState::Runnable);
+        let running = self
+            .domains
+            .get(current.domain)
+            .is_ok_and(|domain| domain.state == DomainState::Running);
+        if runnable && running && !self.run_queue.contains(&current) {
+            self.run_queue.push_back(current);
+        }
+    }
+
+    fn handle(&mut self, current: VcpuRef, exit: VmExit) -> Next {
+        let domain = current.domain;
+        let Some(vcpu) = self.vcpu_mut(current) else {
+            return Next::Switch;
+        };
+        match exit {
+            VmExit::Cpuid => {
+                let context = CpuidContext {
+                    vcpu_id: current.index as u32,
+                    domain_id: domain.0,
+                    guest_cr4: vcpu.vmcb.read_u64(save::CR4),
+                    tsc_khz: logger::tsc_khz(),
+                };
+                let leaf = vcpu.vmcb.rax() as u32;
+                let subleaf = vcpu.registers.rcx as u32;
+                let [eax, ebx, ecx, edx] =
+                    guest_cpuid(leaf, subleaf, &context, baremetal::cpu::cpuid);
+                vcpu.vmcb.set_rax(u64::from(eax));
+                vcpu.registers.rbx = u64::from(ebx);
+                vcpu.registers.rcx = u64::from(ecx);
+                vcpu.registers.rdx = u64::from(edx);
+                vcpu.advance(2);
+                Next::Resume
+            }
+            VmExit::Msr { write } => self.msr(current, write),
+            VmExit::Io(access) => self.port(current, access),
+            VmExit::Hlt => {
+                let interrupts_on = vcpu.vmcb.rflags() & (1 << 9) != 0;
+                vcpu.advance(1);
+                if interrupts_on {
+                    // No event source wakes a halted vCPU yet: a halt lets
+                    // the others run, and with nobody else the CPU sleeps
+                    // until an interrupt.
+                    if self.run_queue.len() > 1 {
+                        return Next::Switch;
+                    }
+                    idle();
+                    return Next::Resume;
+                }
+                vcpu.state = RunState::Down;
+                if domain == DomainId::DOM0 {
+                    warn!("dom0 halted with interrupts disabled: it can never wake; powering off");
+                    power::stop(StopReason::Poweroff);
+                }
+                info!(
+                    "domain {} halted all its vCPUs with interrupts off: powering it off",
+                    domain.0
+                );
+                self.shut_down(domain, ShutdownReason::Poweroff);
+                Next::Switch
+            }
+            VmExit::Vmmcall => self.hypercall(current),
+            VmExit::NestedPageFault { address, error } => self.crash(
+                current,
+                format_args!("touched {address:?} outside its memory (fault {error:#x})"),
+            ),
+            VmExit::Shutdown => self.crash(current, format_args!("triple fault")),
+            VmExit::Exception {
+                vector, error_code, ..
+            } => self.crash(
+                current,
+                format_args!("exception {vector} (error code {error_code:#x})"),
+            ),
+            VmExit::Interrupt => {
+                // Let the host IDT take the interrupt that caused the exit.
+                x86_64::instructions::interrupts::enable();
+                x86_64::instructions::nop();
+                x86_64::instructions::interrupts::disable();
+                Next::Resume
+            }
+            VmExit::Forbidden { code } => {
+                warn!(
+                    "domain {} used a virtualization instruction (exit {code:#x}); #UD injected",
+                    domain.0
+                );
+                vcpu.vmcb.inject(Event::INVALID_OPCODE);
+                Next::Resume
+            }
+            VmExit::InvalidState => {
+                error!(
+                    "VMRUN refused domain {}'s state:\n{}",
+                    domain.0,
+                    vcpu.report()
+                );
+                if domain == DomainId::DOM0 {
+                    power::stop(StopReason::Fatal);
+                }
+                self.shut_down(domain, ShutdownReason::Crash);
+                Next::Switch
+            }
+            VmExit::Unexpected { code } => {
+                self.crash(current, format_args!("caused unexpected exit {code:#x}"))
+            }
+        }
+    }
+
+    /// A vCPU's domain crashed: Dom0 takes the machine down with it (per
+    /// `dom0_crash=`); a guest is stopped and left for Dom0 to destroy.
+    fn crash(&mut self, current: VcpuRef, what: core::fmt::Arguments<'_>) -> Next {
+        self.flush_console(current.domain);
+        if let Some(vcpu) = self.vcpu_mut(current) {
+            let report = vcpu.report();
+            if current.domain == DomainId::DOM0 {
+                error!("dom0 {what}; dom0 crashed:\n{report}");
+            } else {
+                error!(
+                    "domain {} {what}; domain {} crashed:\n{report}",
+                    current.domain.0, current.domain.0
+                );
+            }
+        }
+        if current.domain == DomainId::DOM0 {
+            match self.crash_action {
+                CrashAction::Halt => power::stop(StopReason::Dom0Crashed),
+                CrashAction::Reboot => power::reboot(),
+            }
+        }
+        self.shut_down(current.domain, ShutdownReason::Crash);
+        Next::Switch
+    }
+
+    /// Marks a guest stopped: its vCPUs leave the run queue; its memory
+    /// stays until Dom0 destroys it.
+    fn shut_down(&mut self, domain: DomainId, reason: ShutdownReason) {
+        if let Ok(entry) = self.domains.get_mut(domain) {
+            entry.state = DomainState::Shutdown(reason);
+        }
+        self.run_queue.retain(|vcpu| vcpu.domain != domain);
+    }
+
+    fn msr(&mut self, current: VcpuRef, write: bool) -> Next {
+        let domain = current.domain;
+        let Some(vcpu) = self.vcpu_mut(current) else {
+            return Next::Switch;
+        };
+        let index = vcpu.registers.rcx as u32;
+        let outcome = if write {
+            let value = (vcpu.registers.rdx << 32) | (vcpu.vmcb.rax() & 0xffff_ffff);
+            msr::write(index, value)
+        } else {
+            msr::read(index, vcpu.vmcb.read_u64(save::EFER))
+        };
+        match outcome {
+            MsrOutcome::Done(value) => {
+                if !write {
+                    vcpu.vmcb.set_rax(value & 0xffff_ffff);
+                    vcpu.registers.rdx = value >> 32;
+                }
+            }
+            MsrOutcome::SetEfer(value) => vcpu.vmcb.write_u64(save::EFER, value),
+            MsrOutcome::InstallHypercallPage(address) => {
+                let page = msr::hypercall_page();
+                let Ok(entry) = self.domains.get(domain) else {
+                    return Next::Switch;
+                };
+                let mut ram = RamAccess { ram: &entry.ram };
+                if ram.write(GuestPhysAddr(address), &page).is_err() {
+                    if let Some(vcpu) = self.vcpu_mut(current) {
+                        vcpu.vmcb.inject(Event::GENERAL_PROTECTION);
+                    }
+                    return Next::Resume;
+                }
+            }
+            MsrOutcome::Fault => {
+                warn!(
+                    "domain {} {} unknown MSR {index:#x}; #GP injected",
+                    domain.0,
+                    if write { "wrote" } else { "read" }
+                );
+                vcpu.vmcb.inject(Event::GENERAL_PROTECTION);
+                return Next::Resume;
+            }
+        }
+        if let Some(vcpu) = self.vcpu_mut(current) {
+            vcpu.advance(2);
+        }
+        Next::Resume
+    }
+
+    fn port(&mut self, current: VcpuRef, access: IoAccess) -> Next {
+        let Some(vcpu) = self.vcpu_mut(current) else {
+            return Next::Switch;
+        };
+        vcpu.vmcb.set_rip(access.next_rip);
+        if access.input && !access.string {
+            let ones = match access.size {
+                1 => 0xff,
+                2 => 0xffff,
+                _ => 0xffff_ffff,
+            };
+            let rax = vcpu.vmcb.rax();
+            vcpu.vmcb.set_rax((rax & !ones) | ones);
+            return Next::Resume;
+        }
+        if access.string {
+            return Next::Resume;
+        }
+        let value = vcpu.vmcb.rax();
+        match access.port {
+            0xe9 => self.console_output(current.domain, &[value as u8]),
+            0xcf9 if value & 0x4 != 0 => {
+                if current.domain == DomainId::DOM0 {
+                    info!("dom0 reset the machine through port 0xcf9");
+                    power::reboot();
+                }
+                info!(
+                    "domain {} reset itself through port 0xcf9",
+                    current.domain.0
+                );
+                self.shut_down(current.domain, ShutdownReason::Reboot);
+                return Next::Switch;
+            }
+            _ => {}
+        }
+        Next::Resume
+    }
+
+    fn console_output(&mut self, domain: DomainId, bytes: &[u8]) {
+        if let Some(hardware) = self.hardware.get_mut(&domain) {
+            hardware
+                .console
+                .push(bytes, |line| info!("(d{}) {line}", domain.0));
+        }
+    }
+
+    fn flush_console(&mut self, domain: DomainId) {
+        if let Some(hardware) = self.hardware.get_mut(&domain)
+            && !hardware.console.is_empty()
+        {
+            hardware
+                .console
+                .flush(&mut |line: &str| info!("(d{}) {line}", domain.0));
+        }
+    }
+
+    fn hypercall(&mut self, current: VcpuRef) -> Next {
+        let domain = current.domain;
+        let (Some(hardware), Ok(entry)) =
+            (self.hardware.get_mut(&domain), self.domains.get(domain))
+        else {
+            return Next::Switch;
+        };
+        let Some(vcpu) = hardware.vcpus.get_mut(current.index) else {
+            return Next::Switch;
+        };
+        let number = HypercallNumber(vcpu.vmcb.rax());
+        let args = HypercallArgs {
+            rdi: vcpu.registers.rdi,
+            rsi: vcpu.registers.rsi,
+            rdx: vcpu.registers.rdx,
+            r10: vcpu.registers.r10,
+            r8: vcpu.registers.r8,
+        };
+        vcpu.advance(3);
+        if number.0 == control_abi::HYPERCALL {
+            let result = if entry.privileged && vcpu.vmcb.cpl() == 0 {
+                self.control(current, args.rdi)
+            } else {
+                Err(Errno::EPERM)
+            };
+            let value = match result {
+                Ok(()) => 0,
+                Err(errno) => errno.as_return(),
+            };
+            if let Some(vcpu) = self.vcpu_mut(current) {
+                vcpu.vmcb.set_rax(value);
+            }
+            return Next::Resume;
+        }
+        let caller = Caller {
+            domain,
+            privileged: entry.privileged,
+            cpl: vcpu.vmcb.cpl(),
+            hypervisor_cmdline: self.hypervisor_cmdline,
+        };
+        let mut guest = GuestView {
+            vmcb: vcpu.vmcb,
+            ram: RamAccess { ram: &entry.ram },
+        };
+        let console = &mut hardware.console;
+        let outcome =
+            hypercall::dispatch(number, args, &caller, &mut guest, &mut |bytes: &[u8]| {
+                console.push(bytes, |line| info!("(d{}) {line}", domain.0));
+            });
+        match outcome {
+            Outcome::Return(value) => {
+                vcpu.vmcb.set_rax(value);
+                Next::Resume
+            }
+            Outcome::Block | Outcome::Yield => {
+                vcpu.vmcb.set_rax(0);
+                Next::Switch
+            }
+            Outcome::Shutdown(reason) => {
+                vcpu.vmcb.set_rax(0);
+                self.domain_shutdown(domain, reason)
+            }
+        }
+    }
+
+    fn domain_shutdown(&mut self, domain: DomainId, reason: ShutdownReason) -> Next {
+        self.flush_console(domain);
+        if domain != DomainId::DOM0 {
+            info!("domain {} shut down ({reason:?})", domain.0);
+            self.shut_down(domain, reason);
+            return Next::Switch;
+        }
+        match reason {
+            ShutdownReason::Poweroff => {
+                info!("dom0 powered off");
+                power::stop(StopReason::Poweroff);
+            }
+            ShutdownReason::Reboot => {
+                info!("dom0 asked for a reboot");
+                power::reboot();
+            }
+            ShutdownReason::Crash | ShutdownReason::Watchdog => self.crash(
+                VcpuRef { domain, index: 0 },
+                format_args!("reported a crash ({reason:?})"),
+            ),
+            ShutdownReason::Suspend | ShutdownReason::SoftReset => {
+                warn!("dom0 asked for {reason:?}, which Xenolith does not support");
+                if let Some(vcpu) = self.vcpu_mut(VcpuRef { domain, index: 0 }) {
+                    vcpu.vmcb.set_rax(Errno::EOPNOTSUPP.as_return());
+                }
+                Next::Resume
+            }
+        }
+    }
+
+    /// A control request from Dom0: read once, decode, act, answer.
+    fn control(&mut self, current: VcpuRef, request_address: u64) -> Result<(), Errno> {
+        let mut request = [0u8; control_abi::REQUEST_SIZE];
+        self.with_guest(current, |guest| {
+            guest.read(GuestVirtAddr(request_address), &mut request)
+        })
+        .ok_or(Errno::EFAULT)?
+        .map_err(|_| Errno::EFAULT)?;
+        let command = control::decode(&request)?;
+        match command {
+            Command::Create {
+                vcpus,
+                memory_pages,
+            } => {
+                let domain = self.create_domain(vcpus, memory_pages)?;
+                control::encode_created(&mut request, domain);
+            }
+            Command::Destroy(domain) => self.destroy_domain(domain)?,
+            Command::Pause(domain) => {
+                let entry = self.domains.get_mut(domain).map_err(|_| Errno::ESRCH)?;
+                if entry.state == DomainState::Running {
+                    entry.state = DomainState::Paused;
+                    self.run_queue.retain(|vcpu| vcpu.domain != domain);
+                }
+            }
+            Command::Unpause(domain) => {
+                let entry = self.domains.get_mut(domain).map_err(|_| Errno::ESRCH)?;
+                if entry.state == DomainState::Paused {
+                    entry.state = DomainState::Running;
+                    let count = self
+                        .hardware
+                        .get(&domain)
+                        .map_or(0, |hardware| hardware.vcpus.len());
+                    for index in 0..count {
+                        self.reschedule(VcpuRef { domain, index });
+                    }
+                }
+            }
+            Command::GetInfo { from } => {
+                let entry = self
+                    .domains
+                    .iter()
+                    .find(|entry| entry.id >= from)
+                    .ok_or(Errno::ESRCH)?;
+                let info = DomainInfo {
+                    domain: entry.id,
+                    flags: entry.state.info_flags(),
+                    vcpus: entry.vcpu_count,
+                    pages: entry.ram.pages(),
+                    max_pages: entry.max_pages,
+                    cpu_time_ns: entry.cpu_ticks.saturating_mul(1_000_000)
+                        / u64::from(self.tsc_khz.max(1)),
+                };
+                control::encode_info(&mut request, &info);
+            }
+            Command::WriteMemory {
+                domain,
+                address,
+                length,
+                buffer,
+            } => {
+                self.write_guest_memory(current, domain, address, length, buffer)?;
+            }
+            Command::SetVcpuEntry {
+                domain,
+                vcpu,
+                entry,
+                start_info,
+            } => {
+                let state = self.domains.get(domain).map_err(|_| Errno::ESRCH)?.state;
+                if state != DomainState::Paused {
+                    return Err(Errno::EBUSY);
+                }
+                let target = self
+                    .vcpu_mut(VcpuRef {
+                        domain,
+                        index: vcpu as usize,
+                    })
+                    .ok_or(Errno::EINVAL)?;
+                target.reset_to_pvh_entry(entry, start_info.0);
+            }
+            Command::SetHvmParam {
+                domain,
+                index,
+                value,
+            } => {
+                let entry = self.domains.get_mut(domain).map_err(|_| Errno::ESRCH)?;
+                let slot = entry
+                    .hvm_params
+                    .get_mut(index as usize)
+                    .ok_or(Errno::EINVAL)?;
+                *slot = value;
+            }
+            Command::PhysInfo => {
+                let free = self.frames.free_bytes() / PAGE_SIZE;
+                control::encode_physinfo(
+                    &mut request,
+                    self.total_pages,
+                    free,
+                    self.tsc_khz,
+                    self.domains.len() as u32,
+                );
+            }
+        }
+        self.with_guest(current, |guest| {
+            guest.write(GuestVirtAddr(request_address), &request)
+        })
+        .ok_or(Errno::EFAULT)?
+        .map_err(|_| Errno::EFAULT)
+    }
+
+    /// Runs `f` with the vCPU's guest-virtual view of its memory.
+    fn with_guest<T>(
+        &mut self,
+        current: VcpuRef,
+        f: impl FnOnce(&mut GuestView<'_>) -> T,
+    ) -> Option<T> {
+        let entry = self.domains.get(current.domain).ok()?;
+        let vcpu = self
+            .hardware
+            .get(&current.domain)?
+            .vcpus
+            .get(current.index)?;
+        let mut view = GuestView {
+            vmcb: vcpu.vmcb,
+            ram: RamAccess { ram: &entry.ram },
+        };
+        Some(f(&mut view))
+    }
+
+    /// Creates a paused PVH domain with zeroed RAM at guest-physical 0.
+    fn create_domain(&mut self, vcpus: u32, memory_pages: u64) -> Result<DomainId, Errno> {
+        let bytes = memory_pages * PAGE_SIZE;
+        if bytes > self.frames.free_bytes() {
+            return Err(Errno::ENOMEM);
+        }
+        let id = self
+            .domains
+            .create(GuestKind::Pvh, vcpus, memory_pages + PAGE_SLACK)
+            .map_err(|_| Errno::EAGAIN)?;
+        match self.populate(id, vcpus, bytes) {
+            Ok(()) => {
+                info!(
+                    "created domain {} ({} MiB, {vcpus} vCPU)",
+                    id.0,
+                    bytes >> 20
+                );
+                Ok(id)
+            }
+            Err(errno) => {
+                let _ = self.destroy_domain(id);
+                Err(errno)
+            }
+        }
+    }
+
+    /// Gives domain `id` its RAM (2 MiB pieces where possible), nested
+    /// tables and vCPUs.
+    fn populate(&mut self, id: DomainId, vcpus: u32, bytes: u64) -> Result<(), Errno> {
+        let mut ram = GuestRam::default();
+        let mut done = 0;
+        while done < bytes {
+            let wanted = (bytes - done).min(LARGE_PAGE_SIZE);
+            let align = if wanted == LARGE_PAGE_SIZE {
+                LARGE_PAGE_SIZE
+            } else {
+                PAGE_SIZE
+            };
+            let piece = self
+                .frames
+                .allocate(wanted, align, HostPhysAddr(u64::MAX))
+                .or_else(|_| {
+                    self.frames.allocate(
+                        PAGE_SIZE.max(wanted.min(PAGE_SIZE)),
+                        PAGE_SIZE,
+                        HostPhysAddr(u64::MAX),
+                    )
+                });
+            let Ok(piece) = piece else {
+                Self::free_ram(&mut self.frames, ram);
+                return Err(Errno::ENOMEM);
+            };
+            // SAFETY: the frames were just allocated to this domain; a new
+            // guest must not see what their last owner left.
+            unsafe { physical::zero(piece) };
+            if ram.add(done / PAGE_SIZE, piece).is_err() {
+                let _ = self.frames.free(piece);
+                Self::free_ram(&mut self.frames, ram);
+                return Err(Errno::ENOMEM);
+            }
+            done += piece.len();
+        }
+        let mut memory = TableFrames {
+            frames: &mut self.frames,
+        };
+        let nested = NestedPageTables::new_root(&mut memory).map_err(|_| Errno::ENOMEM)?;
+        for extent in ram.extents() {
+            let mapped = nested.map(
+                &mut memory,
+                GuestPhysAddr(extent.gfn * PAGE_SIZE),
+                extent.host.start,
+                extent.host.len(),
+                PageFlags::WRITABLE,
+                PageSize::Large,
+            );
+            if mapped.is_err() {
+                error!("nested tables for domain {}: out of frames", id.0);
+                Self::free_tables(&mut self.frames, nested);
+                Self::free_ram(&mut self.frames, ram);
+                return Err(Errno::ENOMEM);
+            }
+        }
+        let tsc_offset = baremetal::cpu::rdtsc().wrapping_neg();
+        let asid = 2 + u32::from(id.0) % 14;
+        let vcpus = (0..vcpus)
+            .map(|_| {
+                Vcpu::new(
+                    &mut self.frames,
+                    nested.root(),
+                    self.guest_maps,
+                    tsc_offset,
+                    asid,
+                )
+            })
+            .collect();
+        if let Ok(entry) = self.domains.get_mut(id) {
+            entry.ram = ram;
+        }
+        self.hardware.insert(
+            id,
+            GuestHardware {
+                nested,
+                vcpus,
+                console: LineBuffer::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn free_ram(frames: &mut FrameAllocator, mut ram: GuestRam) {
+        for extent in ram.take_all() {
+            let _ = frames.free(extent.host);
+        }
+    }
+
+    fn free_tables(frames: &mut FrameAllocator, nested: NestedPageTables) {
+        let tables = nested.table_frames(&TableFrames { frames });
+        for table in tables {
+            let _ = frames.free(HostRange {
+                start: table,
+                end: HostPhysAddr(table.0 + PAGE_SIZE),
+            });
+        }
+    }
+
+    /// Destroys a guest and returns everything it held.
+    fn destroy_domain(&mut self, id: DomainId) -> Result<(), Errno> {
+        if id == DomainId::DOM0 {
+            return Err(Errno::EINVAL);
+        }
+        let entry = self.domains.remove(id).map_err(|_| Errno::ESRCH)?;
+        self.run_queue.retain(|vcpu| vcpu.domain != id);
+        if let Some(hardware) = self.hardware.remove(&id) {
+            for vcpu in hardware.vcpus {
+                vcpu.release(&mut self.frames);
+            }
+            Self::free_tables(&mut self.frames, hardware.nested);
+        }
+        Self::free_ram(&mut self.frames, entry.ram);
+        Ok(())
+    }
+
+    /// Copies `length` bytes from Dom0's `buffer` into a paused guest's RAM.
+    fn write_guest_memory(
+        &mut self,
+        current: VcpuRef,
+        domain: DomainId,
+        address: GuestPhysAddr,
+        length: u32,
+        buffer: GuestVirtAddr,
+    ) -> Result<(), Errno> {
+        let target = self.domains.get(domain).map_err(|_| Errno::ESRCH)?;
+        if target.state != DomainState::Paused {
+            return Err(Errno::EBUSY);
+        }
+        let mut page = [0u8; PAGE_SIZE as usize];
+        let mut done = 0u64;
+        let length = u64::from(length);
+        while done < length {
+            let chunk = (length - done).min(PAGE_SIZE - (address.0.wrapping_add(done) % PAGE_SIZE));
+            let bytes = &mut page[..chunk as usize];
+            let source = GuestVirtAddr(buffer.0.checked_add(done).ok_or(Errno::EFAULT)?);
+            self.with_guest(current, |guest| guest.read(source, bytes))
+                .ok_or(Errno::EFAULT)?
+                .map_err(|_| Errno::EFAULT)?;
+            let destination = GuestPhysAddr(address.0.checked_add(done).ok_or(Errno::EINVAL)?);
+            let target = self.domains.get(domain).map_err(|_| Errno::ESRCH)?;
+            RamAccess { ram: &target.ram }
+                .write(destination, bytes)
+                .map_err(|_| Errno::EINVAL)?;
+            done += chunk;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the next interrupt with the host's interrupts on.
+fn idle() {
+    x86_64::instructions::interrupts::enable_and_hlt();
+    x86_64::instructions::interrupts::disable();
+}

@@ -1,0 +1,202 @@
+//! A virtual CPU in hardware terms: its VMCB, the registers VMRUN does not
+//! switch, and the PVH entry state it starts in.
+
+use hypervisor::memory::frames::FrameAllocator;
+use hypervisor::memory::{HostPhysAddr, HostRange, PAGE_SIZE};
+use hypervisor::svm::vmcb::{self, Segment, Vmcb, control, misc1, misc2, save};
+use hypervisor::svm::{GuestRegisters, GuestReport};
+use hypervisor::vcpu::msr;
+
+use crate::fatal;
+use crate::hw::memory as physical;
+use crate::hw::svm;
+
+/// Guest page attribute table at reset.
+const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+
+/// Whether a vCPU may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// No entry point yet (created, not built).
+    NotStarted,
+    Runnable,
+    /// Halted with interrupts off: it can never wake.
+    Down,
+}
+
+/// One vCPU.
+pub struct Vcpu {
+    pub vmcb: &'static mut Vmcb,
+    pub vmcb_frame: HostRange,
+    pub registers: GuestRegisters,
+    pub state: RunState,
+}
+
+/// The frames every vCPU's VMCB points at.
+#[derive(Clone, Copy)]
+pub struct SharedMaps {
+    pub io: HostPhysAddr,
+    pub msr: HostPhysAddr,
+}
+
+/// Allocates `bytes` of zeroed hypervisor frames.
+pub fn allocate_zeroed(frames: &mut FrameAllocator, bytes: u64) -> HostRange {
+    let range = frames
+        .allocate(bytes, PAGE_SIZE, HostPhysAddr(u64::MAX))
+        .unwrap_or_else(|error| {
+            fatal(format_args!("no memory for hypervisor structures: {error}"))
+        });
+    // SAFETY: freshly allocated to the hypervisor and identity-mapped.
+    unsafe { physical::zero(range) };
+    range
+}
+
+impl Vcpu {
+    /// A vCPU in the PVH entry state, not yet runnable.
+    pub fn new(
+        frames: &mut FrameAllocator,
+        nested_root: HostPhysAddr,
+        maps: SharedMaps,
+        tsc_offset: u64,
+        asid: u32,
+    ) -> Self {
+        let vmcb_frame = allocate_zeroed(frames, PAGE_SIZE);
+        // SAFETY: a fresh zeroed frame, page-aligned, owned by this vCPU.
+        let vmcb = unsafe { physical::object::<Vmcb>(vmcb_frame.start) };
+        vmcb.intercept(
+            control::INTERCEPT_MISC1,
+            misc1::INTR
+                | misc1::NMI
+                | misc1::SMI
+                | misc1::INIT
+                | misc1::CPUID
+                | misc1::INVD
+                | misc1::HLT
+                | misc1::IOIO_PROT
+                | misc1::MSR_PROT
+                | misc1::SHUTDOWN,
+        );
+        vmcb.intercept(
+            control::INTERCEPT_MISC2,
+            misc2::VMRUN
+                | misc2::VMMCALL
+                | misc2::VMLOAD
+                | misc2::VMSAVE
+                | misc2::STGI
+                | misc2::CLGI
+                | misc2::SKINIT
+                | misc2::ICEBP
+                | misc2::MONITOR
+                | misc2::MWAIT,
+        );
+        vmcb.write_u64(control::IOPM_BASE, maps.io.0);
+        vmcb.write_u64(control::MSRPM_BASE, maps.msr.0);
+        vmcb.write_u32(control::GUEST_ASID, asid);
+        vmcb.write_u8(control::TLB_CONTROL, vmcb::TLB_FLUSH_ALL);
+        vmcb.write_u64(control::VIRTUAL_INTERRUPT, 1 << 24); // V_INTR_MASKING
+        vmcb.write_u64(control::NESTED_CONTROL, vmcb::NESTED_PAGING);
+        vmcb.write_u64(control::NESTED_CR3, nested_root.0);
+        vmcb.write_u64(control::TSC_OFFSET, tsc_offset);
+        let mut vcpu = Self {
+            vmcb,
+            vmcb_frame,
+            registers: GuestRegisters::default(),
+            state: RunState::NotStarted,
+        };
+        vcpu.reset_to_pvh_entry(0, 0);
+        vcpu
+    }
+
+    /// The PVH entry state: 32-bit protected mode, flat segments, paging
+    /// off, EBX = start info; runnable.
+    pub fn reset_to_pvh_entry(&mut self, entry: u32, start_info: u64) {
+        let vmcb = &mut *self.vmcb;
+        let flat = |selector, attributes| Segment {
+            selector,
+            attributes,
+            limit: 0xffff_ffff,
+            base: 0,
+        };
+        vmcb.set_segment(save::CS, flat(0x08, 0xc9b));
+        for data in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+            vmcb.set_segment(data, flat(0x10, 0xc93));
+        }
+        vmcb.set_segment(
+            save::TR,
+            Segment {
+                selector: 0,
+                attributes: 0x8b,
+                limit: 0x67,
+                base: 0,
+            },
+        );
+        vmcb.set_segment(
+            save::LDTR,
+            Segment {
+                selector: 0,
+                attributes: 0x82,
+                limit: 0xffff,
+                base: 0,
+            },
+        );
+        vmcb.set_segment(
+            save::GDTR,
+            Segment {
+                selector: 0,
+                attributes: 0,
+                limit: 0xffff,
+                base: 0,
+            },
+        );
+        vmcb.set_segment(
+            save::IDTR,
+            Segment {
+                selector: 0,
+                attributes: 0,
+                limit: 0xffff,
+                base: 0,
+            },
+        );
+        vmcb.write_u64(save::CR0, 0x11); // PE | ET
+        vmcb.write_u64(save::CR3, 0);
+        vmcb.write_u64(save::CR4, 0);
+        vmcb.write_u64(save::EFER, msr::EFER_SVME);
+        vmcb.write_u64(save::RFLAGS, 0x2);
+        vmcb.write_u64(save::DR6, 0xffff_0ff0);
+        vmcb.write_u64(save::DR7, 0x400);
+        vmcb.write_u64(save::GUEST_PAT, DEFAULT_PAT);
+        vmcb.set_rip(u64::from(entry));
+        vmcb.set_rax(0);
+        self.registers = GuestRegisters {
+            rbx: start_info,
+            ..GuestRegisters::default()
+        };
+        self.state = RunState::Runnable;
+    }
+
+    /// Runs the vCPU until its next VM exit.
+    pub fn run(&mut self, host_state: HostPhysAddr) {
+        // SAFETY: the VMCB and what it points at (nested tables, permission
+        // maps) are owned by this vCPU's domain and the hypervisor.
+        unsafe { svm::run(&mut self.registers, self.vmcb_frame.start, host_state) };
+        self.vmcb.write_u8(control::TLB_CONTROL, 0);
+    }
+
+    /// Moves RIP past an instruction of `bytes` bytes.
+    pub fn advance(&mut self, bytes: u64) {
+        let rip = self.vmcb.rip().wrapping_add(bytes);
+        self.vmcb.set_rip(rip);
+    }
+
+    pub fn report(&self) -> GuestReport<'_> {
+        GuestReport {
+            vmcb: self.vmcb,
+            registers: &self.registers,
+        }
+    }
+
+    /// Returns the VMCB frame to the allocator.
+    pub fn release(self, frames: &mut FrameAllocator) {
+        let _ = frames.free(self.vmcb_frame);
+    }
+}

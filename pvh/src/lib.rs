@@ -1,0 +1,10 @@
+//! PVH boot, shared by the hypervisor (which boots Dom0) and Dom0 (which
+//! builds guests): reading a kernel's ELF image and writing the
+//! `hvm_start_info` block it finds in EBX.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod image;
+pub mod start_info;
+
+pub use image::{ImageError, MAX_SEGMENTS, PvhImage, Segment};
