@@ -167,16 +167,31 @@ impl Drop for TempDir {
 /// Makes a GRUB ISO with `scripts/mkiso` whose hypervisor command line is
 /// `cmdline`, inside `dir`.
 pub fn make_iso(dir: &TempDir, cmdline: &str) -> Result<PathBuf, Failure> {
+    make_iso_with_modules(dir, cmdline, &[])
+}
+
+/// Like [`make_iso`], with extra boot modules: each a file and its module
+/// command line (Dom0 starts modules named `test-guest` as guests).
+pub fn make_iso_with_modules(
+    dir: &TempDir,
+    cmdline: &str,
+    modules: &[(&Path, &str)],
+) -> Result<PathBuf, Failure> {
     let images = images()?;
     let iso = dir.path().join("xenolith.iso");
-    let output = Command::new(repo_root().join("scripts").join("mkiso"))
+    let mut command = Command::new(repo_root().join("scripts").join("mkiso"));
+    command
         .arg(&iso)
         .arg("--cmdline")
         .arg(cmdline)
         .arg("--hypervisor")
         .arg(&images.hypervisor)
         .arg("--dom0")
-        .arg(&images.dom0)
+        .arg(&images.dom0);
+    for (file, module_cmdline) in modules {
+        command.arg("--module").arg(file).arg(module_cmdline);
+    }
+    let output = command
         .stdin(Stdio::null())
         .output()
         .map_err(|error| Failure::new(format!("cannot run scripts/mkiso: {error}")))?;

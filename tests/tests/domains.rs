@@ -1,0 +1,74 @@
+//! Guests: Dom0 builds a PVH guest from a boot module, the guest runs and
+//! prints on the console, shuts down, and Dom0 destroys it with all its
+//! memory returned; domains come and go without leaking memory.
+
+use std::time::Duration;
+
+use xenolith_tests::{
+    EXIT_POWEROFF, Failure, Qemu, TempDir, boot_timeout, images, make_iso_with_modules,
+};
+
+/// The first number after `label` in `line`.
+fn number_after(line: &str, label: &str) -> Option<u64> {
+    let rest = &line[line.find(label)? + label.len()..];
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Checks a Dom0 report "free memory N KiB before, M KiB after".
+fn check_no_leak(qemu: &xenolith_tests::Running, line: &str) -> Result<(), Failure> {
+    let before = number_after(line, "free memory");
+    let after = number_after(line, "before,");
+    match (before, after) {
+        (Some(before), Some(after)) if before == after && before > 0 => Ok(()),
+        _ => Err(qemu.failure(format!("memory leaked or unreadable report: {line:?}"))),
+    }
+}
+
+#[test]
+fn dom0_starts_a_guest_which_runs_and_is_destroyed() -> Result<(), Failure> {
+    // The Dom0 image doubles as a minimal PVH guest: it prints its ready
+    // line on its console and powers itself off.
+    let dir = TempDir::new("guest-lifecycle")?;
+    let dom0 = images()?.dom0;
+    let iso = make_iso_with_modules(&dir, "-- poweroff", &[(&dom0, "test-guest poweroff")])?;
+    let mut qemu = Qemu::iso(iso).spawn()?;
+    qemu.wait_for("created domain 1", boot_timeout())?;
+    qemu.wait_for("(d1) dom0 ready: memory 32 MiB", boot_timeout())?;
+    qemu.wait_for("domain 1 shut down (Poweroff)", boot_timeout())?;
+    let report = qemu.wait_for("all guests done", boot_timeout())?;
+    check_no_leak(&qemu, &report)?;
+    qemu.expect_exit(EXIT_POWEROFF, boot_timeout())
+}
+
+#[test]
+fn a_hundred_create_destroy_cycles_leak_no_memory() -> Result<(), Failure> {
+    let mut qemu = Qemu::built_kernel("-- cycles=100 poweroff")?.spawn()?;
+    let report = qemu.wait_for(
+        "100 create/destroy cycles",
+        boot_timeout() + Duration::from_secs(30),
+    )?;
+    check_no_leak(&qemu, &report)?;
+    qemu.expect_exit(EXIT_POWEROFF, boot_timeout())
+}
+
+#[test]
+fn a_crashing_guest_is_reported_and_the_machine_goes_on() -> Result<(), Failure> {
+    let dir = TempDir::new("guest-crash")?;
+    let dom0 = images()?.dom0;
+    let iso = make_iso_with_modules(&dir, "-- poweroff", &[(&dom0, "test-guest fault=page")])?;
+    let mut qemu = Qemu::iso(iso).spawn()?;
+    qemu.wait_for("(d1) dom0: exception 14 (page fault)", boot_timeout())?;
+    qemu.wait_for("domain 1 shut down (Crash)", boot_timeout())?;
+    qemu.wait_for(
+        "dom0: domain 1 shut down (crash); destroying it",
+        boot_timeout(),
+    )?;
+    let report = qemu.wait_for("all guests done", boot_timeout())?;
+    check_no_leak(&qemu, &report)?;
+    qemu.expect_exit(EXIT_POWEROFF, boot_timeout())
+}
