@@ -17,6 +17,7 @@ impl Errno {
     pub const EINVAL: Self = Self(22);
     pub const ENOSPC: Self = Self(28);
     pub const ENOSYS: Self = Self(38);
+    pub const ETIME: Self = Self(62);
     pub const EOPNOTSUPP: Self = Self(95);
 
     /// The value as a hypercall returns it in RAX.

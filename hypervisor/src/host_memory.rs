@@ -165,12 +165,17 @@ pub fn take_over_paging(boot: &BootInfo, frames: &mut FrameAllocator) {
     // silently overwriting the data below.
     let stack_guard = HostPhysAddr(&raw const baremetal_boot_stack as u64);
     let above_guard = HostPhysAddr(stack_guard.0 + PAGE_SIZE);
+    // The local APIC's registers must not be cached.
+    let local_apic = HostPhysAddr(crate::hw::lapic::base_address());
+    let after_local_apic = HostPhysAddr(local_apic.0 + PAGE_SIZE);
     let plan = [
         (HostPhysAddr(PAGE_SIZE), image.start, PageFlags::DATA),
         (image.start, text_end, PageFlags::TEXT),
         (text_end, rodata_end, PageFlags::READ_ONLY_DATA),
         (rodata_end, stack_guard, PageFlags::DATA),
-        (above_guard, top, PageFlags::DATA),
+        (above_guard, local_apic, PageFlags::DATA),
+        (local_apic, after_local_apic, PageFlags::DEVICE),
+        (after_local_apic, top, PageFlags::DATA),
     ];
     for (start, end, flags) in plan {
         let range = HostRange { start, end };

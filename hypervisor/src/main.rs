@@ -98,6 +98,11 @@ extern "C" fn baremetal_main(magic: u32, info_address: u32) -> ! {
     let plan = dom0_loader::plan(&boot, &options, &mut frames);
     host_memory::take_over_paging(&boot, &mut frames);
     host_memory::init_heap(&mut frames);
+    hw::lapic::init(logger::tsc_khz() as u64 * 1000);
+    info!(
+        "local APIC timer: {} ticks per ms",
+        hw::lapic::ticks_per_millisecond()
+    );
     let dom0 = dom0_loader::load(&boot, &options, plan, &mut frames);
     let dom0_ram = dom0.ram;
     // The machine runs for good, so the boot information may live as long.
@@ -154,8 +159,16 @@ fn report_boot_info(boot: &BootInfo) {
 /// external interrupt that slipped through is acknowledged and ignored; an
 /// NMI (held while a guest ran, delivered at STGI) is noted.
 fn on_exception(frame: &mut ExceptionFrame) {
+    if frame.vector == u64::from(hw::lapic::TIMER_VECTOR) {
+        hw::lapic::end_of_interrupt();
+        return;
+    }
+    if frame.vector == u64::from(hw::lapic::SPURIOUS_VECTOR) {
+        return;
+    }
     if frame.vector >= 32 {
         hw::pic::acknowledge(frame.vector);
+        hw::lapic::end_of_interrupt();
         return;
     }
     if frame.vector == NMI {

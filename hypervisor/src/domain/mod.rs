@@ -14,6 +14,11 @@ use xenolith_abi::sched::ShutdownReason;
 
 pub use ram::{Extent, GuestRam};
 
+use crate::event_channel::{EventChannels, Limits, Port};
+use crate::memory::{GuestVirtAddr, HostPhysAddr};
+use crate::time::{SystemTime, VcpuTimers};
+use alloc::vec::Vec;
+
 /// Most vCPUs one domain may have.
 pub const MAX_VCPUS: u32 = 32;
 /// Most domains at once (ids 1..=MAX_DOMAINS for guests).
@@ -68,21 +73,67 @@ pub struct Domain {
     pub hvm_params: [u64; HVM_PARAMS],
     /// CPU time its vCPUs have used, in TSC ticks.
     pub cpu_ticks: u64,
+    /// Its event channels (2-level ABI).
+    pub events: EventChannels,
+    /// The hypervisor frame holding its shared_info page (mapped into the
+    /// guest when it asks, at `shared_info_gfn`).
+    pub shared_info: HostPhysAddr,
+    /// Per-vCPU Xen state.
+    pub vcpus: Vec<VcpuXenState>,
 }
+
+/// What a vCPU set up through the Xen ABI.
+#[derive(Clone, Debug, Default)]
+pub struct VcpuXenState {
+    /// Host address of its registered vcpu_info (VCPUOP_register_vcpu_info);
+    /// `None` means its slot in shared_info.
+    pub vcpu_info: Option<HostPhysAddr>,
+    /// Its per-vCPU upcall vector (HVMOP_set_evtchn_upcall_vector).
+    pub upcall_vector: Option<u8>,
+    /// Its single-shot and periodic timers.
+    pub timers: VcpuTimers,
+    /// Its runstate area (a guest-virtual address).
+    pub runstate_area: Option<GuestVirtAddr>,
+    /// What it waits for while blocked.
+    pub wait: Option<Wait>,
+}
+
+/// Why a vCPU is blocked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// SCHEDOP_block or HLT: any event.
+    Event,
+    /// SCHEDOP_poll: one of these ports pending, or the deadline.
+    Poll {
+        ports: Vec<Port>,
+        deadline: Option<SystemTime>,
+    },
+}
+
+/// Limit on ports per guest (Xen's default `max_event_channels` is 1023).
+pub const GUEST_MAX_PORTS: u32 = 1024;
 
 /// Number of HVM parameters kept.
 pub const HVM_PARAMS: usize = 40;
 
 impl Domain {
-    /// A new paused domain without memory.
+    /// A new paused domain without memory; `shared_info` is the zeroed
+    /// frame the hypervisor gave it.
     pub fn new(
         id: DomainId,
         privileged: bool,
         kind: GuestKind,
         vcpu_count: u32,
         max_pages: u64,
-    ) -> Self {
-        Self {
+        shared_info: HostPhysAddr,
+    ) -> Result<Self, DomainError> {
+        let limits = Limits {
+            max_ports: if privileged { 4096 } else { GUEST_MAX_PORTS },
+            vcpu_count,
+            global_virq_handler: privileged,
+        };
+        let events = EventChannels::new(id, limits).map_err(|_| DomainError::OutOfMemory)?;
+        Ok(Self {
             id,
             privileged,
             kind,
@@ -93,7 +144,10 @@ impl Domain {
             shared_info_gfn: None,
             hvm_params: [0; HVM_PARAMS],
             cpu_ticks: 0,
-        }
+            events,
+            shared_info,
+            vcpus: alloc::vec![VcpuXenState::default(); vcpu_count as usize],
+        })
     }
 }
 
@@ -106,6 +160,8 @@ pub enum DomainError {
     TooManyDomains,
     /// vCPU count zero or above [`MAX_VCPUS`].
     BadVcpuCount(u32),
+    /// No memory for its bookkeeping.
+    OutOfMemory,
 }
 
 impl fmt::Display for DomainError {
@@ -114,6 +170,7 @@ impl fmt::Display for DomainError {
             Self::NoSuchDomain(id) => write!(f, "no domain {}", id.0),
             Self::TooManyDomains => write!(f, "too many domains (at most {MAX_DOMAINS})"),
             Self::BadVcpuCount(count) => write!(f, "{count} vCPUs (1 to {MAX_VCPUS} allowed)"),
+            Self::OutOfMemory => write!(f, "out of hypervisor memory"),
         }
     }
 }
@@ -145,6 +202,7 @@ impl DomainTable {
         kind: GuestKind,
         vcpu_count: u32,
         max_pages: u64,
+        shared_info: HostPhysAddr,
     ) -> Result<DomainId, DomainError> {
         if vcpu_count == 0 || vcpu_count > MAX_VCPUS {
             return Err(DomainError::BadVcpuCount(vcpu_count));
@@ -163,7 +221,14 @@ impl DomainTable {
             if let alloc::collections::btree_map::Entry::Vacant(slot) =
                 self.domains.entry(candidate)
             {
-                slot.insert(Domain::new(candidate, false, kind, vcpu_count, max_pages));
+                slot.insert(Domain::new(
+                    candidate,
+                    false,
+                    kind,
+                    vcpu_count,
+                    max_pages,
+                    shared_info,
+                )?);
                 return Ok(candidate);
             }
         }
@@ -191,6 +256,16 @@ impl DomainTable {
         self.domains.values()
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Domain> {
+        self.domains.values_mut()
+    }
+
+    /// Puts back a domain taken out with [`DomainTable::remove`] (to
+    /// borrow it beside the others).
+    pub fn insert(&mut self, domain: Domain) {
+        self.domains.insert(domain.id, domain);
+    }
+
     pub fn len(&self) -> usize {
         self.domains.len()
     }
@@ -204,14 +279,19 @@ impl DomainTable {
 mod tests {
     use super::*;
 
+    const FRAME: HostPhysAddr = HostPhysAddr(0x1000);
+
     #[test]
     fn ids_count_up_and_skip_live_ones() {
         let mut table = DomainTable::new();
-        let first = table.create(GuestKind::Pvh, 1, 256).unwrap();
-        let second = table.create(GuestKind::Pvh, 2, 256).unwrap();
+        let first = table.create(GuestKind::Pvh, 1, 256, FRAME).unwrap();
+        let second = table.create(GuestKind::Pvh, 2, 256, FRAME).unwrap();
         assert_eq!((first, second), (DomainId(1), DomainId(2)));
         table.remove(first).unwrap();
-        assert_eq!(table.create(GuestKind::Pvh, 1, 256).unwrap(), DomainId(3));
+        assert_eq!(
+            table.create(GuestKind::Pvh, 1, 256, FRAME).unwrap(),
+            DomainId(3)
+        );
         assert_eq!(
             table.get(DomainId(9)).unwrap_err(),
             DomainError::NoSuchDomain(DomainId(9))
@@ -222,11 +302,11 @@ mod tests {
     fn vcpu_counts_are_bounded() {
         let mut table = DomainTable::new();
         assert_eq!(
-            table.create(GuestKind::Pvh, 0, 1),
+            table.create(GuestKind::Pvh, 0, 1, FRAME),
             Err(DomainError::BadVcpuCount(0))
         );
         assert_eq!(
-            table.create(GuestKind::Pvh, 33, 1),
+            table.create(GuestKind::Pvh, 33, 1, FRAME),
             Err(DomainError::BadVcpuCount(33))
         );
     }
@@ -235,10 +315,10 @@ mod tests {
     fn the_table_is_bounded() {
         let mut table = DomainTable::new();
         for _ in 0..=MAX_DOMAINS {
-            table.create(GuestKind::Pvh, 1, 1).unwrap();
+            table.create(GuestKind::Pvh, 1, 1, FRAME).unwrap();
         }
         assert_eq!(
-            table.create(GuestKind::Pvh, 1, 1),
+            table.create(GuestKind::Pvh, 1, 1, FRAME),
             Err(DomainError::TooManyDomains)
         );
     }

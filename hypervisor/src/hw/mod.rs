@@ -1,9 +1,11 @@
 //! Hardware access for the hypervisor binary. Every `unsafe` block of the
 //! hypervisor lives below this folder, each with its `// SAFETY:` line.
 
+pub mod lapic;
 pub mod memory;
 pub mod pic;
 pub mod pit;
 pub mod power;
+pub mod rtc;
 pub mod serial;
 pub mod svm;

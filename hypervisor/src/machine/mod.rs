@@ -4,6 +4,8 @@
 //! requests.
 
 mod guest_memory;
+mod services;
+mod shared;
 mod vcpu;
 
 use alloc::collections::{BTreeMap, VecDeque};
@@ -12,7 +14,8 @@ use alloc::vec::Vec;
 use hypervisor::boot::cmdline::{CrashAction, Options};
 use hypervisor::console::LineBuffer;
 use hypervisor::control::{self, Command, DomainInfo};
-use hypervisor::domain::{Domain, DomainState, DomainTable, GuestKind, GuestRam};
+use hypervisor::domain::{Domain, DomainState, DomainTable, GuestKind, GuestRam, Wait};
+use hypervisor::event_channel::Virq;
 use hypervisor::hypercall::{self, Caller, GuestAccess, Outcome};
 use hypervisor::memory::address::LARGE_PAGE_SIZE;
 use hypervisor::memory::frames::FrameAllocator;
@@ -22,6 +25,7 @@ use hypervisor::memory::{GuestPhysAddr, GuestVirtAddr, HostPhysAddr, HostRange, 
 use hypervisor::svm::exit::{IoAccess, VmExit};
 use hypervisor::svm::permissions::{IoPermissionMap, MsrPermissionMap};
 use hypervisor::svm::vmcb::{Event, save};
+use hypervisor::time::{SystemClock, SystemTime, Wallclock};
 use hypervisor::vcpu::cpuid::{CpuidContext, guest_cpuid};
 use hypervisor::vcpu::msr::{self, MsrOutcome};
 use log::{error, info, warn};
@@ -53,6 +57,8 @@ const HYPERVISOR_PORTS: &[core::ops::RangeInclusive<u16>] = &[
 
 /// Extra pages a guest may hold beyond its RAM (grant and shared frames).
 const PAGE_SLACK: u64 = 128;
+/// How long a vCPU runs before another runnable one gets the CPU.
+const TIME_SLICE_NS: u64 = 10_000_000;
 
 /// A domain's hardware side.
 struct GuestHardware {
@@ -86,6 +92,12 @@ pub struct Machine<'a> {
     guest_maps: SharedMaps,
     tsc_khz: u32,
     total_pages: u64,
+    /// Xen system time: nanoseconds since hypervisor entry.
+    clock: SystemClock,
+    /// UTC at system time zero.
+    wallclock: Wallclock,
+    /// When the running vCPU's time slice ends (TSC).
+    slice_end: u64,
     crash_action: CrashAction,
     hypervisor_cmdline: &'a str,
 }
@@ -130,14 +142,27 @@ impl<'a> Machine<'a> {
             msr: msr_frames.start,
         };
 
+        let tsc_hz = u64::from(logger::tsc_khz()) * 1000;
+        let clock = SystemClock::new(tsc_hz, baremetal::entry::boot_tsc()).unwrap_or_else(|_| {
+            crate::fatal(format_args!("cannot derive a time scale from the TSC"))
+        });
+        let utc = crate::hw::rtc::read_unix_seconds().unwrap_or(0);
+        let wallclock =
+            Wallclock::from_utc(utc, 0, clock.now(baremetal::cpu::rdtsc())).unwrap_or(Wallclock {
+                seconds: utc,
+                nanoseconds: 0,
+            });
         let mut domains = DomainTable::new();
+        let shared_info = allocate_zeroed(&mut frames, PAGE_SIZE);
         let mut dom0_domain = Domain::new(
             DomainId::DOM0,
             true,
             GuestKind::Pvh,
             1,
             dom0.ram.len() / PAGE_SIZE,
-        );
+            shared_info.start,
+        )
+        .unwrap_or_else(|error| crate::fatal(format_args!("Dom0: {error}")));
         dom0_domain.state = DomainState::Running;
         if dom0_domain
             .ram
@@ -161,7 +186,7 @@ impl<'a> Machine<'a> {
             },
         );
         let total_pages = (frames.free_bytes() + dom0.ram.len()) / PAGE_SIZE;
-        Self {
+        let machine = Self {
             frames,
             domains,
             hardware,
@@ -175,7 +200,12 @@ impl<'a> Machine<'a> {
             total_pages,
             crash_action: options.dom0_crash,
             hypervisor_cmdline,
-        }
+            clock,
+            wallclock,
+            slice_end: 0,
+        };
+        machine.publish_wallclock(shared_info.start);
+        machine
     }
 
     /// Free frames right now.
@@ -185,19 +215,45 @@ impl<'a> Machine<'a> {
 
     /// Runs vCPUs for good.
     pub fn run(mut self) -> ! {
+        let mut previous: Option<VcpuRef> = None;
         loop {
+            let next_deadline = self.run_timers();
             let Some(&current) = self.run_queue.front() else {
-                // Nothing runnable: wait for an interrupt.
+                // Nothing runnable: sleep until the next timer (or any
+                // interrupt).
+                self.arm_timer(next_deadline, None);
                 idle();
+                previous = None;
                 continue;
             };
+            if previous != Some(current) {
+                self.slice_end =
+                    baremetal::cpu::rdtsc().wrapping_add(self.clock.ticks_for_ns(TIME_SLICE_NS));
+                previous = Some(current);
+            }
+            let preempt = (self.run_queue.len() > 1).then_some(self.slice_end);
+            self.arm_timer(next_deadline, preempt);
+            self.publish_time(current);
+            let upcall = self
+                .upcall_pending(current)
+                .then(|| self.upcall_vector(current))
+                .flatten();
             let exit = {
                 let host_state = self.host_state;
                 let Some(vcpu) = self.vcpu_mut(current) else {
                     self.run_queue.pop_front();
                     continue;
                 };
+                vcpu.set_virtual_interrupt(upcall);
+                let started = baremetal::cpu::rdtsc();
                 vcpu.run(host_state);
+                let ran = baremetal::cpu::rdtsc().wrapping_sub(started);
+                if let Ok(entry) = self.domains.get_mut(current.domain) {
+                    entry.cpu_ticks = entry.cpu_ticks.wrapping_add(ran);
+                }
+                let Some(vcpu) = self.vcpu_mut(current) else {
+                    continue;
+                };
                 let vmcb = &vcpu.vmcb;
                 VmExit::decode(
                     vmcb.read_u64(hypervisor::svm::vmcb::control::EXIT_CODE),
@@ -206,8 +262,16 @@ impl<'a> Machine<'a> {
                 )
             };
             log::trace!("d{}v{} exit {exit:?}", current.domain.0, current.index);
-            if let Next::Switch = self.handle(current, exit) {
+            let mut next = self.handle(current, exit);
+            if matches!(next, Next::Resume)
+                && self.run_queue.len() > 1
+                && baremetal::cpu::rdtsc() >= self.slice_end
+            {
+                next = Next::Switch;
+            }
+            if let Next::Switch = next {
                 self.reschedule(current);
+                previous = None;
             }
         }
     }
@@ -267,14 +331,8 @@ impl<'a> Machine<'a> {
                 let interrupts_on = vcpu.vmcb.rflags() & (1 << 9) != 0;
                 vcpu.advance(1);
                 if interrupts_on {
-                    // No event source wakes a halted vCPU yet: a halt lets
-                    // the others run, and with nobody else the CPU sleeps
-                    // until an interrupt.
-                    if self.run_queue.len() > 1 {
-                        return Next::Switch;
-                    }
-                    idle();
-                    return Next::Resume;
+                    // A halted vCPU sleeps until an event or timer.
+                    return self.block(current, Wait::Event);
                 }
                 vcpu.state = RunState::Down;
                 if domain == DomainId::DOM0 {
@@ -365,6 +423,8 @@ impl<'a> Machine<'a> {
             entry.state = DomainState::Shutdown(reason);
         }
         self.run_queue.retain(|vcpu| vcpu.domain != domain);
+        // Dom0's toolstack learns of it through VIRQ_DOM_EXC.
+        self.raise_virq(DomainId::DOM0, Virq::DOM_EXC, 0);
     }
 
     fn msr(&mut self, current: VcpuRef, write: bool) -> Next {
@@ -474,12 +534,7 @@ impl<'a> Machine<'a> {
 
     fn hypercall(&mut self, current: VcpuRef) -> Next {
         let domain = current.domain;
-        let (Some(hardware), Ok(entry)) =
-            (self.hardware.get_mut(&domain), self.domains.get(domain))
-        else {
-            return Next::Switch;
-        };
-        let Some(vcpu) = hardware.vcpus.get_mut(current.index) else {
+        let Some(vcpu) = self.vcpu_mut(current) else {
             return Next::Switch;
         };
         let number = HypercallNumber(vcpu.vmcb.rax());
@@ -491,6 +546,17 @@ impl<'a> Machine<'a> {
             r8: vcpu.registers.r8,
         };
         vcpu.advance(3);
+        if let Some(next) = self.service_hypercall(current, number, args) {
+            return next;
+        }
+        let (Some(hardware), Ok(entry)) =
+            (self.hardware.get_mut(&domain), self.domains.get(domain))
+        else {
+            return Next::Switch;
+        };
+        let Some(vcpu) = hardware.vcpus.get_mut(current.index) else {
+            return Next::Switch;
+        };
         if number.0 == control_abi::HYPERCALL {
             let result = if entry.privileged && vcpu.vmcb.cpl() == 0 {
                 self.control(current, args.rdi)
@@ -703,10 +769,25 @@ impl<'a> Machine<'a> {
         if bytes > self.frames.free_bytes() {
             return Err(Errno::ENOMEM);
         }
-        let id = self
-            .domains
-            .create(GuestKind::Pvh, vcpus, memory_pages + PAGE_SLACK)
-            .map_err(|_| Errno::EAGAIN)?;
+        let shared_info = self
+            .frames
+            .allocate(PAGE_SIZE, PAGE_SIZE, HostPhysAddr(u64::MAX))
+            .map_err(|_| Errno::ENOMEM)?;
+        // SAFETY: a fresh frame for the new domain's shared_info.
+        unsafe { physical::zero(shared_info) };
+        let id = match self.domains.create(
+            GuestKind::Pvh,
+            vcpus,
+            memory_pages + PAGE_SLACK,
+            shared_info.start,
+        ) {
+            Ok(id) => id,
+            Err(_) => {
+                let _ = self.frames.free(shared_info);
+                return Err(Errno::EAGAIN);
+            }
+        };
+        self.publish_wallclock(shared_info.start);
         match self.populate(id, vcpus, bytes) {
             Ok(()) => {
                 info!(
@@ -827,16 +908,44 @@ impl<'a> Machine<'a> {
         if id == DomainId::DOM0 {
             return Err(Errno::EINVAL);
         }
-        let entry = self.domains.remove(id).map_err(|_| Errno::ESRCH)?;
+        let mut entry = self.domains.remove(id).map_err(|_| Errno::ESRCH)?;
         self.run_queue.retain(|vcpu| vcpu.domain != id);
+        for peer in entry.events.close_all() {
+            if let Ok(other) = self.domains.get_mut(peer.domain) {
+                other.events.peer_closed(peer);
+            }
+        }
+        let _ = self.frames.free(HostRange {
+            start: entry.shared_info,
+            end: HostPhysAddr(entry.shared_info.0 + PAGE_SIZE),
+        });
         if let Some(hardware) = self.hardware.remove(&id) {
             for vcpu in hardware.vcpus {
                 vcpu.release(&mut self.frames);
             }
             Self::free_tables(&mut self.frames, hardware.nested);
         }
-        Self::free_ram(&mut self.frames, entry.ram);
+        Self::free_ram(&mut self.frames, core::mem::take(&mut entry.ram));
         Ok(())
+    }
+
+    /// Arms the host timer for the earliest of the next guest timer and
+    /// the end of the time slice (a TSC value).
+    fn arm_timer(&self, deadline: Option<SystemTime>, slice_end: Option<u64>) {
+        let now_tsc = baremetal::cpu::rdtsc();
+        let now = self.clock.now(now_tsc);
+        let until_deadline = deadline.map(|deadline| deadline.0.saturating_sub(now.0));
+        let until_slice = slice_end.map(|end| {
+            let ticks = end.saturating_sub(now_tsc);
+            (u128::from(ticks) * 1_000_000_000 / u128::from(self.clock.tsc_frequency_hz().max(1)))
+                as u64
+        });
+        match (until_deadline, until_slice) {
+            (None, None) => crate::hw::lapic::disarm(),
+            (a, b) => {
+                crate::hw::lapic::arm(a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX)).max(10_000))
+            }
+        }
     }
 
     /// Copies `length` bytes from Dom0's `buffer` into a paused guest's RAM.

@@ -20,6 +20,8 @@ pub enum RunState {
     /// No entry point yet (created, not built).
     NotStarted,
     Runnable,
+    /// Halted or blocked until an event.
+    Blocked,
     /// Halted with interrupts off: it can never wake.
     Down,
 }
@@ -172,6 +174,21 @@ impl Vcpu {
             ..GuestRegisters::default()
         };
         self.state = RunState::Runnable;
+    }
+
+    /// Asks for an interrupt with `vector` to be delivered as soon as the
+    /// guest accepts interrupts (the VMCB's virtual interrupt), or cancels
+    /// the request. Event-channel upcalls use it: level-like, re-asked
+    /// before every entry while the guest's upcall flag is set.
+    pub fn set_virtual_interrupt(&mut self, vector: Option<u8>) {
+        const V_IRQ: u64 = 1 << 8;
+        const V_INTR_PRIORITY: u64 = 0xf << 16;
+        const V_INTR_MASKING: u64 = 1 << 24;
+        let value = match vector {
+            Some(vector) => V_INTR_MASKING | V_IRQ | V_INTR_PRIORITY | (u64::from(vector) << 32),
+            None => V_INTR_MASKING,
+        };
+        self.vmcb.write_u64(control::VIRTUAL_INTERRUPT, value);
     }
 
     /// Runs the vCPU until its next VM exit.

@@ -1,0 +1,8 @@
+//! Links the guest with its own linker script (at 1 MiB).
+fn main() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
+        println!("cargo:rustc-link-arg-bins=-T{dir}/link.ld");
+    }
+    println!("cargo:rerun-if-changed=link.ld");
+}

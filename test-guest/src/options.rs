@@ -1,0 +1,62 @@
+//! The guest's command line: `role=offer|accept peer=<domid> port=<p>`
+//! selects the two-guest exchange; without `role` it runs alone.
+
+use arrayvec::ArrayString;
+use xen_guest::{DomainId, Port};
+
+/// Which side of the two-guest grant exchange this guest plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Grants a page to the peer at gref 8 and waits for its event.
+    Offer,
+    /// Binds the peer's port, maps its gref 8, replies and notifies.
+    Accept,
+}
+
+/// What the command line asks for.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub role: Option<Role>,
+    pub peer: Option<DomainId>,
+    pub port: Option<Port>,
+    /// The first word that could not be understood.
+    pub unknown: Option<ArrayString<48>>,
+}
+
+/// Parses the words; the first bad one is kept for the `cmdline` check.
+pub fn parse(cmdline: &str) -> Options {
+    let mut options = Options::default();
+    for word in cmdline.split_whitespace() {
+        let understood = match word.split_once('=') {
+            Some(("role", "offer")) => {
+                options.role = Some(Role::Offer);
+                true
+            }
+            Some(("role", "accept")) => {
+                options.role = Some(Role::Accept);
+                true
+            }
+            Some(("peer", value)) => value
+                .parse()
+                .ok()
+                .map(|domid| options.peer = Some(DomainId(domid)))
+                .is_some(),
+            Some(("port", value)) => value
+                .parse()
+                .ok()
+                .map(|port| options.port = Some(Port(port)))
+                .is_some(),
+            _ => false,
+        };
+        if !understood && options.unknown.is_none() {
+            let mut kept = ArrayString::new();
+            for character in word.chars() {
+                if kept.try_push(character).is_err() {
+                    break;
+                }
+            }
+            options.unknown = Some(kept);
+        }
+    }
+    options
+}
