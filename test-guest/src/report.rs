@@ -71,7 +71,7 @@ macro_rules! fail {
 macro_rules! ensure {
     ($condition:expr, $($arg:tt)*) => {
         if !$condition {
-            fail!($($arg)*);
+            $crate::report::fail!($($arg)*);
         }
     };
 }
@@ -97,7 +97,10 @@ pub fn expect_error<T: fmt::Debug>(
     match result {
         Err(error) if expected.contains(&error) => Ok(()),
         Err(error) => fail!("{what}: expected {}, got {error}", Names(expected)),
-        Ok(value) => fail!("{what}: expected {}, got success {value:?}", Names(expected)),
+        Ok(value) => fail!(
+            "{what}: expected {}, got success {value:?}",
+            Names(expected)
+        ),
     }
 }
 
@@ -173,6 +176,46 @@ pub fn current() -> Option<usize> {
 pub fn fail_now(name: &str, args: fmt::Arguments<'_>) {
     FAILED.fetch_add(1, Ordering::Relaxed);
     line(format_args!("FAIL {name}: {args}"));
+}
+
+/// Writes multi-line text as indented `test-guest:` lines.
+pub fn lines(args: fmt::Arguments<'_>) {
+    let mut splitter = LineSplitter {
+        line: LineBuffer::new(),
+    };
+    let _ = splitter.write_fmt(args);
+    splitter.emit();
+}
+
+/// Sends each line it is given as its own console line.
+struct LineSplitter {
+    line: LineBuffer<256>,
+}
+
+impl LineSplitter {
+    fn emit(&mut self) {
+        if !self.line.as_bytes().is_empty() {
+            let text = core::str::from_utf8(self.line.as_bytes()).unwrap_or("?");
+            line(format_args!("  {text}"));
+        }
+        self.line.clear();
+    }
+}
+
+impl Write for LineSplitter {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for (index, part) in text.split('\n').enumerate() {
+            if index > 0 {
+                self.emit();
+            }
+            // Text beyond one line's buffer is dropped rather than sent
+            // unprefixed.
+            if self.line.as_bytes().len() + part.len() <= 250 {
+                self.line.write_str(part)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The last line: `<N> passed, <M> failed`.

@@ -33,9 +33,9 @@ pub struct StartInfo {
 impl StartInfo {
     /// Whether a RAM entry covers `[start, end)`.
     pub fn ram_covers(&self, start: u64, end: u64) -> bool {
-        self.memory
-            .iter()
-            .any(|region| region.kind == memmap_type::RAM && region.start <= start && end <= region.end)
+        self.memory.iter().any(|region| {
+            region.kind == memmap_type::RAM && region.start <= start && end <= region.end
+        })
     }
 
     /// Whether any entry overlaps `[start, end)`.

@@ -15,6 +15,7 @@ use xenolith_abi::sched::ShutdownReason;
 pub use ram::{Extent, GuestRam};
 
 use crate::event_channel::{EventChannels, Limits, Port};
+use crate::grant_table::{GrantTable, GrantTableLimits, Maptrack};
 use crate::memory::{GuestVirtAddr, HostPhysAddr};
 use crate::time::{SystemTime, VcpuTimers};
 use alloc::vec::Vec;
@@ -80,7 +81,25 @@ pub struct Domain {
     pub shared_info: HostPhysAddr,
     /// Per-vCPU Xen state.
     pub vcpus: Vec<VcpuXenState>,
+    /// Its grant table (entries it grants to others).
+    pub grants: GrantTable,
+    /// The grants of others it has mapped.
+    pub maptrack: Maptrack,
+    /// Where it mapped each of its grant-table frames (index → guest frame).
+    pub grant_frame_gfns: BTreeMap<u32, u64>,
 }
+
+/// The hypervisor frames a new domain starts with.
+#[derive(Clone, Copy, Debug)]
+pub struct DomainFrames {
+    /// Its shared_info page.
+    pub shared_info: HostPhysAddr,
+    /// The first frame of its grant table.
+    pub grant_table: HostPhysAddr,
+}
+
+/// Most grant mappings one guest may hold at once (Dom0 gets more).
+pub const GUEST_MAPTRACK: u32 = 1024;
 
 /// What a vCPU set up through the Xen ABI.
 #[derive(Clone, Debug, Default)]
@@ -125,7 +144,7 @@ impl Domain {
         kind: GuestKind,
         vcpu_count: u32,
         max_pages: u64,
-        shared_info: HostPhysAddr,
+        frames: DomainFrames,
     ) -> Result<Self, DomainError> {
         let limits = Limits {
             max_ports: if privileged { 4096 } else { GUEST_MAX_PORTS },
@@ -145,8 +164,15 @@ impl Domain {
             hvm_params: [0; HVM_PARAMS],
             cpu_ticks: 0,
             events,
-            shared_info,
+            shared_info: frames.shared_info,
             vcpus: alloc::vec![VcpuXenState::default(); vcpu_count as usize],
+            grants: GrantTable::new(&GrantTableLimits::default(), frames.grant_table),
+            maptrack: Maptrack::new(if privileged {
+                16 * GUEST_MAPTRACK
+            } else {
+                GUEST_MAPTRACK
+            }),
+            grant_frame_gfns: BTreeMap::new(),
         })
     }
 }
@@ -202,7 +228,7 @@ impl DomainTable {
         kind: GuestKind,
         vcpu_count: u32,
         max_pages: u64,
-        shared_info: HostPhysAddr,
+        frames: DomainFrames,
     ) -> Result<DomainId, DomainError> {
         if vcpu_count == 0 || vcpu_count > MAX_VCPUS {
             return Err(DomainError::BadVcpuCount(vcpu_count));
@@ -222,12 +248,7 @@ impl DomainTable {
                 self.domains.entry(candidate)
             {
                 slot.insert(Domain::new(
-                    candidate,
-                    false,
-                    kind,
-                    vcpu_count,
-                    max_pages,
-                    shared_info,
+                    candidate, false, kind, vcpu_count, max_pages, frames,
                 )?);
                 return Ok(candidate);
             }
@@ -279,7 +300,10 @@ impl DomainTable {
 mod tests {
     use super::*;
 
-    const FRAME: HostPhysAddr = HostPhysAddr(0x1000);
+    const FRAME: DomainFrames = DomainFrames {
+        shared_info: HostPhysAddr(0x1000),
+        grant_table: HostPhysAddr(0x2000),
+    };
 
     #[test]
     fn ids_count_up_and_skip_live_ones() {

@@ -75,21 +75,33 @@ impl GuestPhysicalMemory for RamAccess<'_> {
     }
 }
 
-/// A vCPU's guest-virtual view of its domain's memory.
+/// A vCPU's guest-virtual view of its domain's memory: its paging
+/// registers (copied at the exit) and its RAM.
 pub struct GuestView<'a> {
-    pub vmcb: &'a Vmcb,
+    mode: PagingMode,
+    cr3: u64,
+    no_execute: bool,
     pub ram: RamAccess<'a>,
 }
 
-impl GuestView<'_> {
+impl<'a> GuestView<'a> {
+    /// The view of the vCPU whose state is in `vmcb`.
+    pub fn new(vmcb: &Vmcb, ram: RamAccess<'a>) -> Self {
+        let efer = vmcb.read_u64(save::EFER);
+        Self {
+            mode: PagingMode::from_registers(
+                vmcb.read_u64(save::CR0),
+                vmcb.read_u64(save::CR4),
+                efer,
+            ),
+            cr3: vmcb.read_u64(save::CR3),
+            no_execute: efer & (1 << 11) != 0,
+            ram,
+        }
+    }
+
     fn paging(&self) -> (PagingMode, u64, bool) {
-        let efer = self.vmcb.read_u64(save::EFER);
-        let mode = PagingMode::from_registers(
-            self.vmcb.read_u64(save::CR0),
-            self.vmcb.read_u64(save::CR4),
-            efer,
-        );
-        (mode, self.vmcb.read_u64(save::CR3), efer & (1 << 11) != 0)
+        (self.mode, self.cr3, self.no_execute)
     }
 }
 

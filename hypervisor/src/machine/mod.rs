@@ -3,6 +3,7 @@
 //! CPUID, MSRs, ports, halts, hypercalls, faults — and Dom0's control
 //! requests.
 
+mod grants;
 mod guest_memory;
 mod services;
 mod shared;
@@ -14,7 +15,9 @@ use alloc::vec::Vec;
 use hypervisor::boot::cmdline::{CrashAction, Options};
 use hypervisor::console::LineBuffer;
 use hypervisor::control::{self, Command, DomainInfo};
-use hypervisor::domain::{Domain, DomainState, DomainTable, GuestKind, GuestRam, Wait};
+use hypervisor::domain::{
+    Domain, DomainFrames, DomainState, DomainTable, GuestKind, GuestRam, Wait,
+};
 use hypervisor::event_channel::Virq;
 use hypervisor::hypercall::{self, Caller, GuestAccess, Outcome};
 use hypervisor::memory::address::LARGE_PAGE_SIZE;
@@ -98,6 +101,8 @@ pub struct Machine<'a> {
     wallclock: Wallclock,
     /// When the running vCPU's time slice ends (TSC).
     slice_end: u64,
+    /// Grant tables of destroyed domains that others still map.
+    orphan_grant_tables: Vec<hypervisor::grant_table::GrantTable>,
     crash_action: CrashAction,
     hypervisor_cmdline: &'a str,
 }
@@ -154,13 +159,17 @@ impl<'a> Machine<'a> {
             });
         let mut domains = DomainTable::new();
         let shared_info = allocate_zeroed(&mut frames, PAGE_SIZE);
+        let dom0_frames = DomainFrames {
+            shared_info: shared_info.start,
+            grant_table: allocate_zeroed(&mut frames, PAGE_SIZE).start,
+        };
         let mut dom0_domain = Domain::new(
             DomainId::DOM0,
             true,
             GuestKind::Pvh,
             1,
             dom0.ram.len() / PAGE_SIZE,
-            shared_info.start,
+            dom0_frames,
         )
         .unwrap_or_else(|error| crate::fatal(format_args!("Dom0: {error}")));
         dom0_domain.state = DomainState::Running;
@@ -203,6 +212,7 @@ impl<'a> Machine<'a> {
             clock,
             wallclock,
             slice_end: 0,
+            orphan_grant_tables: Vec::new(),
         };
         machine.publish_wallclock(shared_info.start);
         machine
@@ -578,10 +588,7 @@ impl<'a> Machine<'a> {
             cpl: vcpu.vmcb.cpl(),
             hypervisor_cmdline: self.hypervisor_cmdline,
         };
-        let mut guest = GuestView {
-            vmcb: vcpu.vmcb,
-            ram: RamAccess { ram: &entry.ram },
-        };
+        let mut guest = GuestView::new(vcpu.vmcb, RamAccess { ram: &entry.ram });
         let console = &mut hardware.console;
         let outcome =
             hypercall::dispatch(number, args, &caller, &mut guest, &mut |bytes: &[u8]| {
@@ -756,10 +763,7 @@ impl<'a> Machine<'a> {
             .get(&current.domain)?
             .vcpus
             .get(current.index)?;
-        let mut view = GuestView {
-            vmcb: vcpu.vmcb,
-            ram: RamAccess { ram: &entry.ram },
-        };
+        let mut view = GuestView::new(vcpu.vmcb, RamAccess { ram: &entry.ram });
         Some(f(&mut view))
     }
 
@@ -769,21 +773,28 @@ impl<'a> Machine<'a> {
         if bytes > self.frames.free_bytes() {
             return Err(Errno::ENOMEM);
         }
-        let shared_info = self
+        // Its shared_info page and first grant-table frame, zeroed.
+        let pair = self
             .frames
-            .allocate(PAGE_SIZE, PAGE_SIZE, HostPhysAddr(u64::MAX))
+            .allocate(2 * PAGE_SIZE, PAGE_SIZE, HostPhysAddr(u64::MAX))
             .map_err(|_| Errno::ENOMEM)?;
-        // SAFETY: a fresh frame for the new domain's shared_info.
-        unsafe { physical::zero(shared_info) };
-        let id = match self.domains.create(
-            GuestKind::Pvh,
-            vcpus,
-            memory_pages + PAGE_SLACK,
-            shared_info.start,
-        ) {
+        // SAFETY: fresh frames for the new domain.
+        unsafe { physical::zero(pair) };
+        let shared_info = HostRange {
+            start: pair.start,
+            end: HostPhysAddr(pair.start.0 + PAGE_SIZE),
+        };
+        let frames = DomainFrames {
+            shared_info: pair.start,
+            grant_table: shared_info.end,
+        };
+        let id = match self
+            .domains
+            .create(GuestKind::Pvh, vcpus, memory_pages + PAGE_SLACK, frames)
+        {
             Ok(id) => id,
             Err(_) => {
-                let _ = self.frames.free(shared_info);
+                let _ = self.frames.free(pair);
                 return Err(Errno::EAGAIN);
             }
         };
@@ -919,6 +930,51 @@ impl<'a> Machine<'a> {
             start: entry.shared_info,
             end: HostPhysAddr(entry.shared_info.0 + PAGE_SIZE),
         });
+        // Grants it mapped from others end; its own table goes once no one
+        // maps its grants (else it waits among the orphans).
+        entry.grants.set_dying();
+        let mut maptrack = core::mem::replace(
+            &mut entry.maptrack,
+            hypervisor::grant_table::Maptrack::new(0),
+        );
+        {
+            let mut host = grants::Host {
+                domains: &mut self.domains,
+                hardware: &mut self.hardware,
+                frames: &mut self.frames,
+            };
+            hypervisor::grant_table::release_mappings(&mut maptrack, &mut host);
+        }
+        // Frames others still map through its grants must not be reused.
+        for gfn in entry.grants.pinned_frames().collect::<Vec<_>>() {
+            if let Ok(Some(frame)) = entry.ram.remove_page(gfn.0) {
+                warn!(
+                    "domain {}: frame {:#x} is still mapped by another domain; kept out of use",
+                    id.0, frame.0
+                );
+            }
+        }
+        let table = core::mem::replace(
+            &mut entry.grants,
+            hypervisor::grant_table::GrantTable::new(&Default::default(), HostPhysAddr(0)),
+        );
+        match table.into_frames() {
+            Ok(frames) => {
+                for frame in frames {
+                    let _ = self.frames.free(HostRange {
+                        start: frame,
+                        end: HostPhysAddr(frame.0 + PAGE_SIZE),
+                    });
+                }
+            }
+            Err(table) => {
+                warn!(
+                    "domain {}: grant table still mapped by others; its frames are kept",
+                    id.0
+                );
+                self.orphan_grant_tables.push(table);
+            }
+        }
         if let Some(hardware) = self.hardware.remove(&id) {
             for vcpu in hardware.vcpus {
                 vcpu.release(&mut self.frames);

@@ -30,6 +30,9 @@ const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
 const XENMEM_MEMORY_MAP: u64 = 9;
 /// `XENMAPSPACE_*` spaces.
 const SPACE_SHARED_INFO: u32 = 0;
+const SPACE_GRANT_TABLE: u32 = 1;
+/// `XENMAPIDX_grant_table_status`: v2 status frames, not offered.
+const GRANT_STATUS_FRAME: u64 = 1 << 31;
 /// `VCPUOP_*` commands.
 const VCPUOP_IS_UP: u64 = 3;
 const VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA: u64 = 5;
@@ -102,6 +105,7 @@ impl Machine<'_> {
             HypercallNumber::VCPU_OP => self.vcpu_op(current, args),
             HypercallNumber::HVM_OP => self.hvm_op(current, args),
             HypercallNumber::EVENT_CHANNEL_OP => Ok(self.event_channel_op(current, args)),
+            HypercallNumber::GRANT_TABLE_OP => return Some(self.grant_table_op(current, args)),
             HypercallNumber::SET_TIMER_OP => {
                 let now = self.now();
                 let entry = self.domains.get_mut(current.domain).ok()?;
@@ -177,6 +181,10 @@ impl Machine<'_> {
                         self.map_shared_info(domain, gfn).map(|()| 0)
                     }
                     SPACE_SHARED_INFO => Err(Errno::EINVAL),
+                    SPACE_GRANT_TABLE if index & GRANT_STATUS_FRAME == 0 => {
+                        self.map_grant_frame(domain, index, gfn).map(|()| 0)
+                    }
+                    SPACE_GRANT_TABLE => Err(Errno::EINVAL),
                     _ => Err(Errno::ENOSYS),
                 }
             }
@@ -354,6 +362,33 @@ impl Machine<'_> {
     /// Puts the domain's shared_info frame at guest frame `gfn`, replacing
     /// whatever was there (a RAM page goes back to the hypervisor).
     fn map_shared_info(&mut self, domain: DomainId, gfn: u64) -> Result<(), Errno> {
+        let nested = self.hardware.get(&domain).ok_or(Errno::ESRCH)?.nested;
+        let entry = self.domains.get_mut(domain).map_err(|_| Errno::ESRCH)?;
+        let frame = entry.shared_info;
+        if let Some(old) = entry.shared_info_gfn.take() {
+            let _ = nested.unmap_page(
+                &mut TableFrames {
+                    frames: &mut self.frames,
+                },
+                GuestPhysAddr(old * PAGE_SIZE),
+            );
+        }
+        self.place_frame(domain, gfn, frame)?;
+        if let Ok(entry) = self.domains.get_mut(domain) {
+            entry.shared_info_gfn = Some(gfn);
+        }
+        Ok(())
+    }
+
+    /// Puts hypervisor frame `frame` at guest frame `gfn` of `domain`,
+    /// replacing whatever was there (a RAM page goes back to the
+    /// hypervisor).
+    pub(super) fn place_frame(
+        &mut self,
+        domain: DomainId,
+        gfn: u64,
+        frame: HostPhysAddr,
+    ) -> Result<(), Errno> {
         if gfn >= (1 << 36) {
             return Err(Errno::EINVAL);
         }
@@ -362,22 +397,18 @@ impl Machine<'_> {
         let mut memory = TableFrames {
             frames: &mut self.frames,
         };
-        if let Some(old) = entry.shared_info_gfn.take() {
-            let _ = nested.unmap_page(&mut memory, GuestPhysAddr(old * PAGE_SIZE));
-        }
         let displaced = entry.ram.remove_page(gfn).ok().flatten();
         let _ = nested.unmap_page(&mut memory, GuestPhysAddr(gfn * PAGE_SIZE));
         nested
             .map(
                 &mut memory,
                 GuestPhysAddr(gfn * PAGE_SIZE),
-                entry.shared_info,
+                frame,
                 PAGE_SIZE,
                 PageFlags::WRITABLE,
                 PageSize::Small,
             )
             .map_err(|_| Errno::ENOMEM)?;
-        entry.shared_info_gfn = Some(gfn);
         // Dom0's RAM is identity-mapped from a range the allocator never
         // hands out: its displaced page stays Dom0's, unused.
         if let Some(frame) = displaced
@@ -600,10 +631,7 @@ impl Machine<'_> {
                 self.domains.insert(caller);
                 return Errno::ESRCH.as_return();
             };
-            let mut guest = GuestView {
-                vmcb: vcpu.vmcb,
-                ram: RamAccess { ram: &caller.ram },
-            };
+            let mut guest = GuestView::new(vcpu.vmcb, RamAccess { ram: &caller.ram });
             let mut others = OtherDomains {
                 domains: &mut self.domains,
             };

@@ -10,7 +10,10 @@ use crate::report::{Detail, Outcome, ensure, expect_error, fail, ok};
 
 /// `EVTCHNOP_status` of our `port`, decoded.
 fn state(port: Port) -> Result<(ChannelState, VcpuId), Detail> {
-    let status = ok("EVTCHNOP_status", event_channel::status(DomainId::SELF, port))?;
+    let status = ok(
+        "EVTCHNOP_status",
+        event_channel::status(DomainId::SELF, port),
+    )?;
     Ok((status.state, status.vcpu))
 }
 
@@ -21,7 +24,12 @@ fn expect_state(port: Port, expected: ChannelState) -> Outcome {
         "port {} is {found:?}, expected {expected:?}",
         port.0
     );
-    ensure!(vcpu == VcpuId::BOOT, "port {} notifies vCPU {}", port.0, vcpu.0);
+    ensure!(
+        vcpu == VcpuId::BOOT,
+        "port {} notifies vCPU {}",
+        port.0,
+        vcpu.0
+    );
     Ok(())
 }
 
@@ -108,7 +116,11 @@ pub fn ipi(context: &mut Context) -> Outcome {
     expect_state(port, ChannelState::Ipi)?;
     shared.clear_pending(port);
     ok("send(ipi)", event_channel::send(port))?;
-    ensure!(shared.is_pending(port), "IPI port {} not pending after send", port.0);
+    ensure!(
+        shared.is_pending(port),
+        "IPI port {} not pending after send",
+        port.0
+    );
     // Poll returns at once for a port already pending.
     let start = context.clock()?;
     ok(
@@ -153,7 +165,11 @@ pub fn unmask(context: &mut Context) -> Outcome {
     info.take_pending_selector();
     info.clear_upcall_pending();
     ok("send(masked ipi)", event_channel::send(port))?;
-    ensure!(shared.is_pending(port), "masked port {} not pending after send", port.0);
+    ensure!(
+        shared.is_pending(port),
+        "masked port {} not pending after send",
+        port.0
+    );
     let selector = info.pending_selector();
     ensure!(
         selector & selector_bit(port) == 0,

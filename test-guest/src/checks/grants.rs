@@ -2,9 +2,7 @@
 //! frame 0 is, copies between our own frames, and a grant to ourselves
 //! mapped at a hole (Xen allows a domain to map its own grants).
 
-use xen_guest::grant_table::{
-    self, CopyEnd, GTF_READING, GTF_WRITING,
-};
+use xen_guest::grant_table::{self, CopyEnd, GTF_READING, GTF_WRITING};
 use xen_guest::{DomainId, FrameSlot, GrantRef, GuestFrame, XenError};
 
 use super::{Context, HOLE_SELF};
@@ -41,7 +39,11 @@ fn first_difference(
 
 pub fn query_size(_context: &mut Context) -> Outcome {
     let size = grant_ok("query_size", grant_table::query_size(DomainId::SELF))?;
-    ensure!(size.frames >= 1, "{} frames after mapping frame 0", size.frames);
+    ensure!(
+        size.frames >= 1,
+        "{} frames after mapping frame 0",
+        size.frames
+    );
     ensure!(
         size.max_frames >= size.frames,
         "max_nr_frames {} below nr_frames {}",
@@ -103,7 +105,11 @@ pub fn copy_local(context: &mut Context) -> Outcome {
 }
 
 pub fn self_map(context: &mut Context) -> Outcome {
-    let (domain, grants, hole) = (context.domain()?, context.grants()?, context.hole(HOLE_SELF)?);
+    let (domain, grants, hole) = (
+        context.domain()?,
+        context.grants()?,
+        context.hole(HOLE_SELF)?,
+    );
     let page = context.pages()?.self_grant;
     fill(&page, 13);
     ensure!(
@@ -144,7 +150,9 @@ fn check_mapping(
         flags & (GTF_READING | GTF_WRITING) == GTF_READING | GTF_WRITING,
         "flags {flags:#x} while mapped writable (reading|writing expected)"
     );
-    if let Some((offset, found, wanted)) = first_difference(hole, 0..256, |offset| pattern(13, offset)) {
+    if let Some((offset, found, wanted)) =
+        first_difference(hole, 0..256, |offset| pattern(13, offset))
+    {
         fail!("mapping byte {offset} is {found:#x}, the page has {wanted:#x}");
     }
     hole.store::<u8>(100, 0xee);
@@ -180,13 +188,15 @@ pub fn copy_from_grant(context: &mut Context) -> Outcome {
     );
     let revoked = grants.end_access(COPY_GREF);
     copied?;
-    if let Some((offset, found, wanted)) =
-        first_difference(&pages.copy_dest, 0..160, |offset| {
-            if offset < 128 { pattern(29, offset) } else { 0 }
-        })
-    {
+    if let Some((offset, found, wanted)) = first_difference(&pages.copy_dest, 0..160, |offset| {
+        if offset < 128 { pattern(29, offset) } else { 0 }
+    }) {
         fail!("destination byte {offset} is {found:#x}, expected {wanted:#x}");
     }
-    ensure!(revoked.is_ok(), "could not revoke gref {} after the copy: {revoked:?}", COPY_GREF.0);
+    ensure!(
+        revoked.is_ok(),
+        "could not revoke gref {} after the copy: {revoked:?}",
+        COPY_GREF.0
+    );
     Ok(())
 }

@@ -186,7 +186,8 @@ impl Context {
     }
 
     pub fn pages(&self) -> Result<Pages, Detail> {
-        self.pages.ok_or_else(|| detail(format_args!("image pages are not page-aligned")))
+        self.pages
+            .ok_or_else(|| detail(format_args!("image pages are not page-aligned")))
     }
 
     pub fn hole(&self, index: usize) -> Result<FrameSlot, Detail> {

@@ -20,9 +20,9 @@ pub fn memory_map(_context: &mut Context) -> Outcome {
     let count = ok("XENMEM_memory_map", memory::memory_map(&mut entries))?;
     ensure!(count > 0, "no entries");
     let (start, end) = image();
-    let covered = entries[..count]
-        .iter()
-        .any(|entry| entry.kind() == E820Entry::RAM && entry.address() <= start && end <= entry.end());
+    let covered = entries[..count].iter().any(|entry| {
+        entry.kind() == E820Entry::RAM && entry.address() <= start && end <= entry.end()
+    });
     ensure!(
         covered,
         "none of {count} entries is RAM covering the image {start:#x}..{end:#x}"
@@ -118,16 +118,30 @@ pub fn reservation(_context: &mut Context) -> Outcome {
         current >= image_pages,
         "current {current} pages is less than the image's {image_pages}"
     );
-    ensure!(maximum >= current, "maximum {maximum} below current {current}");
+    ensure!(
+        maximum >= current,
+        "maximum {maximum} below current {current}"
+    );
     Ok(())
 }
 
 pub fn balloon(context: &mut Context) -> Outcome {
     let page = context.pages()?.balloon;
-    let current = || ok("current_reservation", memory::current_reservation(DomainId::SELF));
+    let current = || {
+        ok(
+            "current_reservation",
+            memory::current_reservation(DomainId::SELF),
+        )
+    };
     let before = current()?;
-    let released = ok("decrease_reservation", memory::decrease_reservation(&[page]))?;
-    ensure!(released == 1, "decrease_reservation released {released} of 1");
+    let released = ok(
+        "decrease_reservation",
+        memory::decrease_reservation(&[page]),
+    )?;
+    ensure!(
+        released == 1,
+        "decrease_reservation released {released} of 1"
+    );
     let during = current()?;
     ensure!(
         during + 1 == before,
@@ -135,10 +149,20 @@ pub fn balloon(context: &mut Context) -> Outcome {
     );
     let populated = ok("populate_physmap", memory::populate_physmap(&[page]))?;
     // Until repopulated, touching the page would fault: stop here if not.
-    ensure!(populated == 1, "populate_physmap populated {populated} of 1");
+    ensure!(
+        populated == 1,
+        "populate_physmap populated {populated} of 1"
+    );
     let after = current()?;
-    ensure!(after == before, "reservation {before} -> {after} after repopulating");
-    for (offset, value) in [(0usize, 0x1122_3344_5566_7788u64), (2048, 0xa5a5), (4088, 1)] {
+    ensure!(
+        after == before,
+        "reservation {before} -> {after} after repopulating"
+    );
+    for (offset, value) in [
+        (0usize, 0x1122_3344_5566_7788u64),
+        (2048, 0xa5a5),
+        (4088, 1),
+    ] {
         page.store(offset, value);
         let read = page.load::<u64>(offset);
         ensure!(

@@ -14,13 +14,21 @@ use crate::report::{Outcome, ensure, expect_error, expect_raw, fail, ok};
 pub fn command_line(context: &mut Context) -> Outcome {
     let options = &context.options;
     if let Some(word) = &options.unknown {
-        fail!("unknown word {:?} in {:?}", word.as_str(), context.start.cmdline.as_str());
+        fail!(
+            "unknown word {:?} in {:?}",
+            word.as_str(),
+            context.start.cmdline.as_str()
+        );
     }
     if let Some(role) = options.role {
         ensure!(
             options.peer.is_some() && options.port.is_some(),
             "role={} needs peer=<domid> and port=<p>",
-            if role == Role::Offer { "offer" } else { "accept" }
+            if role == Role::Offer {
+                "offer"
+            } else {
+                "accept"
+            }
         );
     }
     Ok(())
@@ -34,7 +42,11 @@ pub fn start_info(context: &mut Context) -> Outcome {
         start.magic,
         start.address
     );
-    ensure!(start.version >= 1, "version {} has no memory map", start.version);
+    ensure!(
+        start.version >= 1,
+        "version {} has no memory map",
+        start.version
+    );
     ensure!(!start.memory.is_empty(), "empty memory map");
     ensure!(
         start.flags & SIF_INITDOMAIN == 0,
@@ -68,7 +80,12 @@ pub fn cpuid_version(context: &mut Context) -> Outcome {
         fail!("no Xen CPUID leaves");
     };
     let version = cpuid::version(leaves);
-    ensure!(version.major >= 4, "version {}.{} is below 4.x", version.major, version.minor);
+    ensure!(
+        version.major >= 4,
+        "version {}.{} is below 4.x",
+        version.major,
+        version.minor
+    );
     Ok(())
 }
 
@@ -105,7 +122,12 @@ pub fn cpuid_vcpu_and_domain(context: &mut Context) -> Outcome {
 
 pub fn xen_version(context: &mut Context) -> Outcome {
     let version = ok("XENVER_version", version::version())?;
-    ensure!(version.major >= 4, "version {}.{} is below 4.x", version.major, version.minor);
+    ensure!(
+        version.major >= 4,
+        "version {}.{} is below 4.x",
+        version.major,
+        version.minor
+    );
     if let Some(leaves) = context.leaves {
         let from_cpuid = cpuid::version(leaves);
         ensure!(
@@ -139,11 +161,11 @@ pub fn xen_features(_context: &mut Context) -> Outcome {
     ] {
         ensure!(has_feature(submap, bit), "{name} clear in {submap:#x}");
     }
-    for (bit, name) in [
-        (feature::HVM_PIRQS, "hvm_pirqs"),
-        (feature::DOM0, "dom0"),
-    ] {
-        ensure!(!has_feature(submap, bit), "{name} set in {submap:#x} for a DomU");
+    for (bit, name) in [(feature::HVM_PIRQS, "hvm_pirqs"), (feature::DOM0, "dom0")] {
+        ensure!(
+            !has_feature(submap, bit),
+            "{name} set in {submap:#x} for a DomU"
+        );
     }
     expect_error(
         "XENVER_get_features(1)",
@@ -153,7 +175,11 @@ pub fn xen_features(_context: &mut Context) -> Outcome {
 }
 
 pub fn unknown_hypercall(_context: &mut Context) -> Outcome {
-    expect_raw("hypercall 60", memory::unknown_hypercall(60), &[XenError::ENOSYS])?;
+    expect_raw(
+        "hypercall 60",
+        memory::unknown_hypercall(60),
+        &[XenError::ENOSYS],
+    )?;
     expect_raw(
         "hypercall 0xffffffffffffffff",
         memory::unknown_hypercall(u64::MAX),
@@ -164,9 +190,7 @@ pub fn unknown_hypercall(_context: &mut Context) -> Outcome {
 /// Refusing assists is allowed (Linux ignores it); PV-only ones and
 /// unknown ones must be refused.
 pub fn vm_assist_refused(_context: &mut Context) -> Outcome {
-    let refused = |kind| {
-        vm_assist::vm_assist(vm_assist::VMASST_CMD_ENABLE, kind).is_err()
-    };
+    let refused = |kind| vm_assist::vm_assist(vm_assist::VMASST_CMD_ENABLE, kind).is_err();
     ensure!(
         refused(vm_assist::VMASST_TYPE_4GB_SEGMENTS),
         "accepted the PV-only 4gb_segments assist"

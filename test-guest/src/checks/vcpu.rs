@@ -43,7 +43,10 @@ pub fn register_vcpu_info(context: &mut Context) -> Outcome {
     )?;
     context.vcpu_info = Some(info);
     // Xen marks everything pending on registration (a spurious upcall).
-    ensure!(info.upcall_pending(), "evtchn_upcall_pending not set by registration");
+    ensure!(
+        info.upcall_pending(),
+        "evtchn_upcall_pending not set by registration"
+    );
     let selector = info.take_pending_selector();
     info.clear_upcall_pending();
     ensure!(
@@ -53,7 +56,10 @@ pub fn register_vcpu_info(context: &mut Context) -> Outcome {
     let Some(record) = info.time() else {
         fail!("registered time record never even and stable");
     };
-    ensure!(record.tsc_to_system_mul != 0, "registered tsc_to_system_mul is 0");
+    ensure!(
+        record.tsc_to_system_mul != 0,
+        "registered tsc_to_system_mul is 0"
+    );
     let before = record.system_time_at(rdtsc());
     spin(2_000_000);
     let after = info.now().unwrap_or_default();
@@ -118,7 +124,10 @@ pub fn timer_stop_singleshot(context: &mut Context) -> Outcome {
         "set_singleshot_timer(+5 ms)",
         vcpu::set_singleshot_timer(VcpuId::BOOT, deadline, 0),
     )?;
-    ok("stop_singleshot_timer", vcpu::stop_singleshot_timer(VcpuId::BOOT))?;
+    ok(
+        "stop_singleshot_timer",
+        vcpu::stop_singleshot_timer(VcpuId::BOOT),
+    )?;
     ensure!(
         !context.wait_for_pending(port, 20 * MILLISECOND),
         "timer fired after stop_singleshot_timer"
@@ -148,7 +157,10 @@ pub fn timer_periodic(context: &mut Context) -> Outcome {
             fail!("periodic tick {tick} missing after 1 s");
         }
     }
-    ok("stop_periodic_timer", vcpu::stop_periodic_timer(VcpuId::BOOT))?;
+    ok(
+        "stop_periodic_timer",
+        vcpu::stop_periodic_timer(VcpuId::BOOT),
+    )?;
     shared.clear_pending(port);
     ensure!(
         !context.wait_for_pending(port, 20 * MILLISECOND),
@@ -201,7 +213,10 @@ fn poll_timeouts(context: &Context, quiet: xen_guest::Port) -> Outcome {
         slept >= 3 * MILLISECOND / 2,
         "returned after {slept} ns, before its 2 ms timeout"
     );
-    ensure!(slept < SECOND, "returned after {slept} ns for a 2 ms timeout");
+    ensure!(
+        slept < SECOND,
+        "returned after {slept} ns for a 2 ms timeout"
+    );
     let start = context.clock()?;
     ok("SCHEDOP_poll(past)", sched::poll(&[quiet], SystemTime(1)))?;
     let slept = context.clock()?.since(start);

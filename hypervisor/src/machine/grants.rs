@@ -1,0 +1,293 @@
+//! Grant tables wired to the machine: entries reached with atomics in the
+//! table frames, granted frames inserted into (and removed from) the
+//! mapper's nested page tables, grant copies between domains' RAM.
+
+use alloc::collections::BTreeMap;
+use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+
+use hypervisor::domain::DomainTable;
+use hypervisor::grant_table::{
+    self, Access, CopyPlan, GrantCaller, GrantEntryMemory, GrantHost, GrantOutcome, GrantTable,
+    MapAction, Mapping,
+};
+use hypervisor::memory::frames::FrameAllocator;
+use hypervisor::memory::paging::{PageFlags, PageSize};
+use hypervisor::memory::{GuestPhysAddr, HostPhysAddr, HostRange, PAGE_SIZE};
+use xenolith_abi::domain::DomainId;
+use xenolith_abi::grant_table::GrantStatus;
+use xenolith_abi::hypercall::HypercallArgs;
+
+use super::guest_memory::{GuestView, RamAccess};
+use super::{GuestHardware, Machine, Next, VcpuRef};
+use crate::hw::memory::{self as physical, TableFrames};
+
+/// Grant entries in hypervisor-owned table frames.
+pub struct EntryMemory;
+
+impl GrantEntryMemory for EntryMemory {
+    fn load(&self, address: HostPhysAddr) -> u32 {
+        // SAFETY: the grant-table code only passes 4-byte-aligned entry
+        // addresses inside the table's own frames, which the hypervisor
+        // owns and identity-maps.
+        unsafe { &*(address.0 as *const AtomicU32) }.load(Ordering::Acquire)
+    }
+
+    fn compare_exchange(
+        &mut self,
+        address: HostPhysAddr,
+        current: u32,
+        new: u32,
+    ) -> Result<(), u32> {
+        // SAFETY: as for `load`.
+        let word = unsafe { &*(address.0 as *const AtomicU32) };
+        word.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+    }
+
+    fn clear_flags(&mut self, address: HostPhysAddr, mask: u16) {
+        // SAFETY: as for `load`; the flags are the entry's first 16 bits.
+        let flags = unsafe { &*(address.0 as *const AtomicU16) };
+        flags.fetch_and(!mask, Ordering::AcqRel);
+    }
+}
+
+/// What grant operations may touch: every domain's tables and RAM, their
+/// nested tables, and the frame allocator.
+pub struct Host<'a> {
+    pub domains: &'a mut DomainTable,
+    pub hardware: &'a mut BTreeMap<DomainId, GuestHardware>,
+    pub frames: &'a mut FrameAllocator,
+}
+
+impl Host<'_> {
+    fn ram_frame(&self, domain: DomainId, frame: u64) -> Option<HostPhysAddr> {
+        self.domains.get(domain).ok()?.ram.host_frame(frame)
+    }
+}
+
+impl GrantHost for Host<'_> {
+    type Memory = EntryMemory;
+
+    fn with_table<R>(
+        &mut self,
+        domain: DomainId,
+        f: impl FnOnce(&mut GrantTable, &mut EntryMemory) -> R,
+    ) -> Option<R> {
+        let entry = self.domains.get_mut(domain).ok()?;
+        Some(f(&mut entry.grants, &mut EntryMemory))
+    }
+
+    fn allocate_frame(&mut self) -> Option<HostPhysAddr> {
+        let frame = self
+            .frames
+            .allocate(PAGE_SIZE, PAGE_SIZE, HostPhysAddr(u64::MAX))
+            .ok()?;
+        // SAFETY: freshly allocated to the hypervisor.
+        unsafe { physical::zero(frame) };
+        Some(frame.start)
+    }
+
+    fn free_frame(&mut self, frame: HostPhysAddr) {
+        let _ = self.frames.free(HostRange {
+            start: frame,
+            end: HostPhysAddr(frame.0 + PAGE_SIZE),
+        });
+    }
+
+    fn setup_table_frame(&mut self, domain: DomainId, index: u32, _frame: HostPhysAddr) -> u64 {
+        self.domains
+            .get(domain)
+            .ok()
+            .and_then(|entry| entry.grant_frame_gfns.get(&index).copied())
+            .unwrap_or(u64::MAX)
+    }
+
+    fn map_grant(&mut self, action: &MapAction) -> Result<(), GrantStatus> {
+        let host = self
+            .ram_frame(action.granter, action.granter_frame.0)
+            .ok_or(GrantStatus::BadPage)?;
+        let mapper = self
+            .domains
+            .get(action.mapper)
+            .map_err(|_| GrantStatus::GeneralError)?;
+        if mapper.ram.host_frame(action.mapper_frame.0).is_some() {
+            return Err(GrantStatus::GeneralError);
+        }
+        let nested = self
+            .hardware
+            .get(&action.mapper)
+            .ok_or(GrantStatus::GeneralError)?
+            .nested;
+        let address = action
+            .mapper_frame
+            .address()
+            .ok_or(GrantStatus::GeneralError)?;
+        let flags = match action.access {
+            Access::Writable => PageFlags::WRITABLE,
+            Access::ReadOnly => PageFlags::EMPTY,
+        };
+        let mut memory = TableFrames {
+            frames: self.frames,
+        };
+        nested
+            .map(
+                &mut memory,
+                address,
+                host,
+                PAGE_SIZE,
+                flags,
+                PageSize::Small,
+            )
+            .map_err(|_| GrantStatus::GeneralError)
+    }
+
+    fn unmap_grant(&mut self, mapper: DomainId, mapping: &Mapping) -> Result<(), GrantStatus> {
+        let host = self.ram_frame(mapping.granter, mapping.granter_frame.0);
+        let nested = self
+            .hardware
+            .get(&mapper)
+            .ok_or(GrantStatus::GeneralError)?
+            .nested;
+        let address = mapping
+            .mapper_frame
+            .address()
+            .ok_or(GrantStatus::GeneralError)?;
+        let mut memory = TableFrames {
+            frames: self.frames,
+        };
+        let current = nested
+            .translate(&memory, address)
+            .map(|mapped| mapped.physical);
+        if current.is_none() || current != host {
+            return Err(GrantStatus::GeneralError);
+        }
+        nested
+            .unmap_page(&mut memory, address)
+            .map_err(|_| GrantStatus::GeneralError)?;
+        Ok(())
+    }
+
+    fn flush_mappings(&mut self, mapper: DomainId) {
+        if let Some(hardware) = self.hardware.get_mut(&mapper) {
+            for vcpu in &mut hardware.vcpus {
+                vcpu.vmcb.write_u8(
+                    hypervisor::svm::vmcb::control::TLB_CONTROL,
+                    hypervisor::svm::vmcb::TLB_FLUSH_ALL,
+                );
+            }
+        }
+    }
+
+    fn copy(&mut self, plan: &CopyPlan) -> Result<(), GrantStatus> {
+        let source = self
+            .ram_frame(plan.source.domain, plan.source.frame.0)
+            .ok_or(GrantStatus::BadPage)?;
+        let dest = self
+            .ram_frame(plan.dest.domain, plan.dest.frame.0)
+            .ok_or(GrantStatus::BadPage)?;
+        let length = u64::from(plan.len);
+        if u64::from(plan.source.offset) + length > PAGE_SIZE
+            || u64::from(plan.dest.offset) + length > PAGE_SIZE
+        {
+            return Err(GrantStatus::GeneralError);
+        }
+        // SAFETY: both are RAM frames of their domains, identity-mapped;
+        // offsets and length stay inside the pages (checked above).
+        unsafe {
+            physical::copy(
+                HostPhysAddr(dest.0 + u64::from(plan.dest.offset)),
+                HostPhysAddr(source.0 + u64::from(plan.source.offset)),
+                length,
+            )
+        };
+        Ok(())
+    }
+}
+
+impl Machine<'_> {
+    /// grant_table_op for the calling vCPU.
+    pub(super) fn grant_table_op(&mut self, current: VcpuRef, args: HypercallArgs) -> Next {
+        let domain = current.domain;
+        let Ok(caller) = self.domains.get_mut(domain) else {
+            return Next::Switch;
+        };
+        let privileged = caller.privileged;
+        let mut maptrack = core::mem::replace(&mut caller.maptrack, grant_table::Maptrack::new(0));
+        // The caller's RAM map, copied: grant operations never change it,
+        // and the host below needs every domain mutably.
+        let ram = caller.ram.clone();
+        let outcome = {
+            let Some(vcpu) = self
+                .hardware
+                .get(&domain)
+                .and_then(|hardware| hardware.vcpus.get(current.index))
+            else {
+                return Next::Switch;
+            };
+            let mut guest = GuestView::new(vcpu.vmcb, RamAccess { ram: &ram });
+            let mut host = Host {
+                domains: &mut self.domains,
+                hardware: &mut self.hardware,
+                frames: &mut self.frames,
+            };
+            grant_table::grant_table_op(
+                args,
+                &GrantCaller { domain, privileged },
+                &mut guest,
+                &mut maptrack,
+                &mut host,
+            )
+        };
+        if let Ok(caller) = self.domains.get_mut(domain) {
+            caller.maptrack = maptrack;
+        }
+        let Some(vcpu) = self.vcpu_mut(current) else {
+            return Next::Switch;
+        };
+        match outcome {
+            GrantOutcome::Return(value) => vcpu.vmcb.set_rax(value),
+            GrantOutcome::Continue(rest) => {
+                // Re-issue the call for the remaining elements.
+                vcpu.registers.rdi = rest.rdi;
+                vcpu.registers.rsi = rest.rsi;
+                vcpu.registers.rdx = rest.rdx;
+                vcpu.advance(3u64.wrapping_neg());
+            }
+        }
+        Next::Resume
+    }
+
+    /// Maps grant-table frame `index` of `domain` at guest frame `gfn`.
+    pub(super) fn map_grant_frame(
+        &mut self,
+        domain: DomainId,
+        index: u64,
+        gfn: u64,
+    ) -> Result<(), xenolith_abi::errno::Errno> {
+        let frame = {
+            let mut host = Host {
+                domains: &mut self.domains,
+                hardware: &mut self.hardware,
+                frames: &mut self.frames,
+            };
+            grant_table::shared_frame_for_physmap(&mut host, domain, index)?
+        };
+        self.place_frame(domain, gfn, frame)?;
+        if let Ok(entry) = self.domains.get_mut(domain) {
+            if let Some(old) = entry.grant_frame_gfns.insert(index as u32, gfn)
+                && old != gfn
+            {
+                let nested = self.hardware.get(&domain).map(|hardware| hardware.nested);
+                if let Some(nested) = nested {
+                    let _ = nested.unmap_page(
+                        &mut TableFrames {
+                            frames: &mut self.frames,
+                        },
+                        GuestPhysAddr(old * PAGE_SIZE),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
