@@ -57,8 +57,18 @@ fn simple(cmd: u32, domain: u16) -> Result<(), i64> {
     hypercall::control(&mut request(cmd, domain))
 }
 
-/// Builds and starts one guest; returns its domain id.
-pub fn start(image: &[u8], cmdline: &str) -> Result<u16, i64> {
+/// Creates a paused, empty guest; returns its domain id.
+pub fn create() -> Result<u16, i64> {
+    let mut create = request(abi::CREATE, 0);
+    put_u32(&mut create, 16, 1);
+    put_u64(&mut create, 24, GUEST_MEMORY_KIB);
+    hypercall::control(&mut create)?;
+    Ok(u16::from_le_bytes([create[8], create[9]]))
+}
+
+/// Loads `image` with `cmdline` into paused guest `domain` and sets its
+/// entry point.
+pub fn load(domain: u16, image: &[u8], cmdline: &str) -> Result<(), i64> {
     let spec = GuestSpec {
         image,
         memory_kib: GUEST_MEMORY_KIB,
@@ -69,37 +79,71 @@ pub fn start(image: &[u8], cmdline: &str) -> Result<u16, i64> {
         error!("dom0: cannot build guest: {build_error}");
         -22
     })?;
-    let mut create = request(abi::CREATE, 0);
-    put_u32(&mut create, 16, spec.vcpus);
-    put_u64(&mut create, 24, spec.memory_kib);
-    hypercall::control(&mut create)?;
-    let domain = u16::from_le_bytes([create[8], create[9]]);
-    let result = (|| {
-        for copy in &plan.copies {
-            let bytes = match copy.source {
-                Source::Image { offset, length } => {
-                    image.get(offset..offset + length).ok_or(-22)?
-                }
-                Source::StartInfo => &plan.start_info[..],
-            };
-            let mut write = request(abi::WRITE_MEMORY, domain);
-            put_u64(&mut write, 16, copy.address);
-            put_u32(&mut write, 24, bytes.len() as u32);
-            put_u64(&mut write, 32, bytes.as_ptr() as u64);
-            hypercall::control(&mut write)?;
-        }
-        let mut entry = request(abi::SET_VCPU_ENTRY, domain);
-        put_u32(&mut entry, 16, 0);
-        put_u64(&mut entry, 24, u64::from(plan.entry));
-        put_u64(&mut entry, 32, plan.start_info_address);
-        hypercall::control(&mut entry)?;
-        simple(abi::UNPAUSE, domain)
-    })();
+    for copy in &plan.copies {
+        let bytes = match copy.source {
+            Source::Image { offset, length } => image.get(offset..offset + length).ok_or(-22)?,
+            Source::StartInfo => &plan.start_info[..],
+        };
+        let mut write = request(abi::WRITE_MEMORY, domain);
+        put_u64(&mut write, 16, copy.address);
+        put_u32(&mut write, 24, bytes.len() as u32);
+        put_u64(&mut write, 32, bytes.as_ptr() as u64);
+        hypercall::control(&mut write)?;
+    }
+    let mut entry = request(abi::SET_VCPU_ENTRY, domain);
+    put_u32(&mut entry, 16, 0);
+    put_u64(&mut entry, 24, u64::from(plan.entry));
+    put_u64(&mut entry, 32, plan.start_info_address);
+    hypercall::control(&mut entry)
+}
+
+/// Builds and starts one guest; returns its domain id.
+pub fn start(image: &[u8], cmdline: &str) -> Result<u16, i64> {
+    let domain = create()?;
+    let result = load(domain, image, cmdline).and_then(|()| simple(abi::UNPAUSE, domain));
     if let Err(code) = result {
         let _ = simple(abi::DESTROY, domain);
         return Err(code);
     }
     Ok(domain)
+}
+
+/// Starts two instances of `image` that talk to each other: Dom0 offers
+/// the first an event channel to the second (as a toolstack does), and
+/// tells each its peer and the port on its command line.
+fn start_pair(image: &[u8]) -> Result<[u16; 2], i64> {
+    let offer = create()?;
+    let accept = match create() {
+        Ok(domain) => domain,
+        Err(code) => {
+            let _ = simple(abi::DESTROY, offer);
+            return Err(code);
+        }
+    };
+    let result = (|| {
+        let port = hypercall::alloc_unbound(offer, accept)?;
+        let mut cmdline: arrayvec::ArrayString<64> = arrayvec::ArrayString::new();
+        let _ = core::fmt::write(
+            &mut cmdline,
+            format_args!("role=offer peer={accept} port={port}"),
+        );
+        load(offer, image, &cmdline)?;
+        cmdline.clear();
+        let _ = core::fmt::write(
+            &mut cmdline,
+            format_args!("role=accept peer={offer} port={port}"),
+        );
+        load(accept, image, &cmdline)?;
+        simple(abi::UNPAUSE, offer)?;
+        simple(abi::UNPAUSE, accept)
+    })();
+    if let Err(code) = result {
+        let _ = simple(abi::DESTROY, offer);
+        let _ = simple(abi::DESTROY, accept);
+        return Err(code);
+    }
+    info!("dom0: started domains {offer} and {accept} as a pair");
+    Ok([offer, accept])
 }
 
 /// Why a domain stopped, from its info flags.
@@ -133,11 +177,19 @@ pub fn run_test_guests(info: &StartInfo) {
         // address and size, and reserved it from Dom0's heap.
         let image =
             unsafe { core::slice::from_raw_parts(start as *const u8, module.range.len() as usize) };
-        match start_guest(image, cmdline) {
-            Some(domain) => {
-                let _ = running.try_push(domain);
+        if cmdline == "pair" {
+            match start_pair(image) {
+                Ok(pair) => {
+                    for domain in pair {
+                        let _ = running.try_push(domain);
+                    }
+                }
+                Err(code) => error!("dom0: starting a guest pair failed: error {code}"),
             }
-            None => continue,
+            continue;
+        }
+        if let Some(domain) = start_guest(image, cmdline) {
+            let _ = running.try_push(domain);
         }
     }
     if running.is_empty() {

@@ -81,3 +81,29 @@ pub fn yield_now() {
         )
     };
 }
+
+/// EVTCHNOP_alloc_unbound on behalf of `domain` (Dom0 may do this for
+/// others): a port of `domain` that `remote` may bind. Returns the port.
+pub fn alloc_unbound(domain: u16, remote: u16) -> Result<u32, i64> {
+    let mut argument = [0u8; 8];
+    argument[0..2].copy_from_slice(&domain.to_le_bytes());
+    argument[2..4].copy_from_slice(&remote.to_le_bytes());
+    // SAFETY: the argument is an `evtchn_alloc_unbound` on our stack.
+    let result = unsafe {
+        call(
+            HypercallNumber::EVENT_CHANNEL_OP,
+            xenolith_abi::event_channel::EVTCHNOP_ALLOC_UNBOUND.into(),
+            argument.as_mut_ptr() as u64,
+            0,
+        )
+    };
+    if result < 0 {
+        return Err(result);
+    }
+    Ok(u32::from_le_bytes([
+        argument[4],
+        argument[5],
+        argument[6],
+        argument[7],
+    ]))
+}

@@ -98,6 +98,8 @@ pub struct Images {
     pub dom0: PathBuf,
     /// The GRUB ISO with an empty hypervisor command line.
     pub iso: PathBuf,
+    /// The self-checking PVH test guest.
+    pub test_guest: PathBuf,
 }
 
 /// The boot images, or a failure telling the reader to run `scripts/build`.
@@ -107,8 +109,14 @@ pub fn images() -> Result<Images, Failure> {
         hypervisor: dir.join("hypervisor.elf"),
         dom0: dir.join("dom0.elf"),
         iso: dir.join("xenolith.iso"),
+        test_guest: dir.join("test-guest.elf"),
     };
-    for path in [&images.hypervisor, &images.dom0, &images.iso] {
+    for path in [
+        &images.hypervisor,
+        &images.dom0,
+        &images.iso,
+        &images.test_guest,
+    ] {
         if !path.is_file() {
             return Err(Failure::new(format!(
                 "boot image {} is missing: run scripts/build first",

@@ -72,3 +72,54 @@ fn a_crashing_guest_is_reported_and_the_machine_goes_on() -> Result<(), Failure>
     check_no_leak(&qemu, &report)?;
     qemu.expect_exit(EXIT_POWEROFF, boot_timeout())
 }
+
+/// The test guest's verdict line, "test-guest: N passed, M failed", as
+/// (N, M).
+fn verdict(line: &str) -> Option<(u64, u64)> {
+    let passed = number_after(line, "test-guest:")?;
+    let failed = number_after(line, "passed,")?;
+    Some((passed, failed))
+}
+
+#[test]
+fn the_test_guest_passes_every_hypercall_check() -> Result<(), Failure> {
+    // Every hypercall a PVH guest uses, and hostile calls that must fail
+    // cleanly, checked from inside a guest Dom0 builds.
+    let dir = TempDir::new("test-guest")?;
+    let guest = images()?.test_guest;
+    let iso = make_iso_with_modules(&dir, "-- poweroff", &[(&guest, "test-guest")])?;
+    let mut qemu = Qemu::iso(iso).spawn()?;
+    let line = qemu.wait_for("failed", boot_timeout())?;
+    match verdict(&line) {
+        Some((passed, 0)) if passed >= 50 => {}
+        _ => return Err(qemu.failure(format!("the test guest reported failures: {line:?}"))),
+    }
+    qemu.wait_for("domain 1 shut down (Poweroff)", boot_timeout())?;
+    let report = qemu.wait_for("all guests done", boot_timeout())?;
+    check_no_leak(&qemu, &report)?;
+    qemu.expect_exit(EXIT_POWEROFF, boot_timeout())
+}
+
+#[test]
+fn two_guests_exchange_events_and_share_a_page_through_grants() -> Result<(), Failure> {
+    let dir = TempDir::new("guest-pair")?;
+    let guest = images()?.test_guest;
+    let iso = make_iso_with_modules(&dir, "-- poweroff", &[(&guest, "test-guest pair")])?;
+    let mut qemu = Qemu::iso(iso).spawn()?;
+    qemu.wait_for("dom0: started domains 1 and 2 as a pair", boot_timeout())?;
+    let report = qemu.wait_for("all guests done", boot_timeout())?;
+    qemu.assert_serial_contains(&[
+        "(d1) test-guest: PASS peer-offer",
+        "(d2) test-guest: PASS peer-accept",
+    ])?;
+    for domain in ["(d1)", "(d2)"] {
+        let line = qemu
+            .serial_line_with(&[domain, "passed,"])
+            .ok_or_else(|| qemu.failure(format!("no verdict from {domain}")))?;
+        if !matches!(verdict(&line), Some((_, 0))) {
+            return Err(qemu.failure(format!("{domain} reported failures: {line:?}")));
+        }
+    }
+    check_no_leak(&qemu, &report)?;
+    qemu.expect_exit(EXIT_POWEROFF, boot_timeout())
+}

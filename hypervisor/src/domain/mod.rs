@@ -132,8 +132,8 @@ pub enum Wait {
 /// Limit on ports per guest (Xen's default `max_event_channels` is 1023).
 pub const GUEST_MAX_PORTS: u32 = 1024;
 
-/// Number of HVM parameters kept.
-pub const HVM_PARAMS: usize = 40;
+/// Number of HVM parameters (Xen's `HVM_NR_PARAMS`).
+pub const HVM_PARAMS: usize = 39;
 
 impl Domain {
     /// A new paused domain without memory; `shared_info` is the zeroed

@@ -273,20 +273,21 @@ impl Machine<'_> {
             grant_table::shared_frame_for_physmap(&mut host, domain, index)?
         };
         self.place_frame(domain, gfn, frame)?;
-        if let Ok(entry) = self.domains.get_mut(domain) {
-            if let Some(old) = entry.grant_frame_gfns.insert(index as u32, gfn)
-                && old != gfn
-            {
-                let nested = self.hardware.get(&domain).map(|hardware| hardware.nested);
-                if let Some(nested) = nested {
-                    let _ = nested.unmap_page(
-                        &mut TableFrames {
-                            frames: &mut self.frames,
-                        },
-                        GuestPhysAddr(old * PAGE_SIZE),
-                    );
-                }
-            }
+        let moved = self
+            .domains
+            .get_mut(domain)
+            .ok()
+            .and_then(|entry| entry.grant_frame_gfns.insert(index as u32, gfn))
+            .filter(|&old| old != gfn);
+        // The frame left its old place in the guest's physmap.
+        if let (Some(old), Some(hardware)) = (moved, self.hardware.get(&domain)) {
+            let nested = hardware.nested;
+            let _ = nested.unmap_page(
+                &mut TableFrames {
+                    frames: &mut self.frames,
+                },
+                GuestPhysAddr(old * PAGE_SIZE),
+            );
         }
         Ok(())
     }

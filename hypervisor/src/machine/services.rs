@@ -154,6 +154,8 @@ impl Machine<'_> {
         if domid == DomainId::SELF || domid == current.domain {
             return Ok(current.domain);
         }
+        // Like Xen: an unknown domain is ESRCH before a refusal is EPERM.
+        self.domains.get(domid).map_err(|_| Errno::ESRCH)?;
         let privileged = self
             .domains
             .get(current.domain)
@@ -161,10 +163,7 @@ impl Machine<'_> {
         if !privileged {
             return Err(Errno::EPERM);
         }
-        self.domains
-            .get(domid)
-            .map(|_| domid)
-            .map_err(|_| Errno::ESRCH)
+        Ok(domid)
     }
 
     fn memory_op(&mut self, current: VcpuRef, args: HypercallArgs) -> Result<u64, Errno> {
@@ -185,7 +184,9 @@ impl Machine<'_> {
                         self.map_grant_frame(domain, index, gfn).map(|()| 0)
                     }
                     SPACE_GRANT_TABLE => Err(Errno::EINVAL),
-                    _ => Err(Errno::ENOSYS),
+                    // gmfn, gmfn_range, gmfn_foreign, dev_mmio: not yet.
+                    2..=5 => Err(Errno::ENOSYS),
+                    _ => Err(Errno::EINVAL),
                 }
             }
             XENMEM_MEMORY_MAP => {
@@ -745,7 +746,14 @@ impl Machine<'_> {
             shared_info: entry.shared_info,
             registered: &registered,
         };
-        if pages.upcall_pending(current.index) {
+        // As Xen's local_events_need_delivery(): a pending upcall the vCPU
+        // can take now (interrupts on) means no sleep at all.
+        let interrupts_on = self
+            .hardware
+            .get(&current.domain)
+            .and_then(|hardware| hardware.vcpus.get(current.index))
+            .is_some_and(|vcpu| vcpu.vmcb.rflags() & (1 << 9) != 0);
+        if interrupts_on && pages.upcall_pending(current.index) {
             return Next::Resume;
         }
         if let Some(state) = entry.vcpus.get_mut(current.index) {

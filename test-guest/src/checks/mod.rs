@@ -26,6 +26,8 @@ pub const MILLISECOND: u64 = 1_000_000;
 const POLL_SLICE: u64 = 10 * MILLISECOND;
 /// Rounds any wait loop gives up after, even if the clock is stuck.
 const WAIT_ROUNDS_MAX: u32 = 200_000;
+/// Yields a pause makes at most when it has no port to poll.
+const PAUSE_YIELDS_MAX: u32 = 10_000;
 /// Holes (unpopulated guest-physical pages) the checks map grants at.
 pub const HOLES: usize = 4;
 /// The hole the peer's grant is mapped at.
@@ -268,12 +270,23 @@ impl Context {
         shared.is_pending(port)
     }
 
-    /// Sleeps about `nanoseconds`, waking early if `port` is raised.
+    /// Sleeps about `nanoseconds` (polling `port`, which may wake it
+    /// early, or yielding), bounded in rounds if the clock is stuck.
     pub fn pause(&self, port: Option<Port>, nanoseconds: u64) {
-        match (port, self.now()) {
-            (Some(port), Some(now)) if sched::poll(&[port], now.after(nanoseconds)).is_ok() => {}
-            _ => {
-                let _ = sched::yield_now();
+        let Some(start) = self.now() else {
+            let _ = sched::yield_now();
+            return;
+        };
+        let until = start.after(nanoseconds);
+        if let Some(port) = port
+            && sched::poll(&[port], until).is_ok()
+        {
+            return;
+        }
+        for _ in 0..PAUSE_YIELDS_MAX {
+            let _ = sched::yield_now();
+            if self.now().is_none_or(|now| now >= until) {
+                break;
             }
         }
     }

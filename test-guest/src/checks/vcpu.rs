@@ -203,6 +203,11 @@ pub fn sched_poll_timeout(context: &mut Context) -> Outcome {
 }
 
 fn poll_timeouts(context: &Context, quiet: xen_guest::Port) -> Outcome {
+    let info = context.vcpu_info()?;
+    // A new upcall for this vCPU ends a poll early (as Xen's vcpu_kick
+    // does): start with none outstanding so any wake-up is the timeout.
+    info.take_pending_selector();
+    info.clear_upcall_pending();
     let start = context.clock()?;
     ok(
         "SCHEDOP_poll(+2 ms)",
@@ -211,7 +216,9 @@ fn poll_timeouts(context: &Context, quiet: xen_guest::Port) -> Outcome {
     let slept = context.clock()?.since(start);
     ensure!(
         slept >= 3 * MILLISECOND / 2,
-        "returned after {slept} ns, before its 2 ms timeout"
+        "returned after {slept} ns, before its 2 ms timeout (selector {:#x}, upcall {})",
+        info.pending_selector(),
+        info.upcall_pending()
     );
     ensure!(
         slept < SECOND,
