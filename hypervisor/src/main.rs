@@ -80,6 +80,11 @@ extern "C" fn baremetal_main(magic: u32, info_address: u32) -> ! {
     report_boot_info(&boot);
     power::discover(&hw::memory::LoaderMemory, boot.rsdp);
 
+    if hw::fpu::init().is_none() {
+        fatal(format_args!(
+            "the CPU lacks XSAVE, needed to keep guests' FPU state apart"
+        ));
+    }
     let svm = match hw::svm::check() {
         Ok(features) => features,
         Err(reason) => fatal(format_args!("SVM not available: {reason}")),

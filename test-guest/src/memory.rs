@@ -9,8 +9,19 @@
 
 use core::cell::UnsafeCell;
 
+use xen_guest::event_channel::{EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_STATUS};
+use xen_guest::grant_table::{GNTTABOP_QUERY_SIZE, GNTTABOP_SETUP_TABLE};
+use xen_guest::hvm::HVMOP_GET_PARAM;
+use xen_guest::memory::{
+    XENMEM_ADD_TO_PHYSMAP, XENMEM_CURRENT_RESERVATION, XENMEM_DECREASE_RESERVATION,
+    XENMEM_MEMORY_MAP, XENMEM_POPULATE_PHYSMAP,
+};
 use xen_guest::raw::hypercall;
+use xen_guest::sched::SCHEDOP_POLL;
+use xen_guest::vcpu::{VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA, VCPUOP_SET_SINGLESHOT_TIMER};
+use xen_guest::version::{XENVER_EXTRAVERSION, XENVER_GET_FEATURES};
 use xen_guest::{FrameSlot, GuestFrame, PAGE_SIZE};
+use xenolith_abi::console_io::CONSOLEIO_WRITE;
 use xenolith_abi::hypercall::HypercallNumber;
 
 /// The baremetal page tables map exactly [0, 4 GiB).
@@ -200,20 +211,29 @@ impl PointerProbe {
 
     fn arguments(self, pointer: u64) -> (HypercallNumber, [u64; 5]) {
         use HypercallNumber as H;
+        let event = |command: u32| (H::EVENT_CHANNEL_OP, [u64::from(command), pointer, 0, 0, 0]);
+        let memory = |command: u64| (H::MEMORY_OP, [command, pointer, 0, 0, 0]);
         match self {
-            Self::XenVersionFeatures => (H::XEN_VERSION, [6, pointer, 0, 0, 0]),
-            Self::XenVersionExtraversion => (H::XEN_VERSION, [1, pointer, 0, 0, 0]),
-            Self::EventStatus => (H::EVENT_CHANNEL_OP, [5, pointer, 0, 0, 0]),
-            Self::EventAllocUnbound => (H::EVENT_CHANNEL_OP, [6, pointer, 0, 0, 0]),
-            Self::GrantQuerySize => (H::GRANT_TABLE_OP, [6, pointer, 1, 0, 0]),
-            Self::HvmGetParam => (H::HVM_OP, [1, pointer, 0, 0, 0]),
-            Self::MemoryCurrentReservation => (H::MEMORY_OP, [3, pointer, 0, 0, 0]),
-            Self::MemoryAddToPhysmap => (H::MEMORY_OP, [7, pointer, 0, 0, 0]),
-            Self::MemoryMap => (H::MEMORY_OP, [9, pointer, 0, 0, 0]),
-            Self::VcpuSetSingleshotTimer => (H::VCPU_OP, [8, 0, pointer, 0, 0]),
-            Self::VcpuRegisterRunstate => (H::VCPU_OP, [5, 0, pointer, 0, 0]),
-            Self::SchedPoll => (H::SCHED_OP, [3, pointer, 0, 0, 0]),
-            Self::ConsoleWrite => (H::CONSOLE_IO, [0, 16, pointer, 0, 0]),
+            Self::XenVersionFeatures => (H::XEN_VERSION, [XENVER_GET_FEATURES, pointer, 0, 0, 0]),
+            Self::XenVersionExtraversion => {
+                (H::XEN_VERSION, [XENVER_EXTRAVERSION, pointer, 0, 0, 0])
+            }
+            Self::EventStatus => event(EVTCHNOP_STATUS),
+            Self::EventAllocUnbound => event(EVTCHNOP_ALLOC_UNBOUND),
+            Self::GrantQuerySize => (H::GRANT_TABLE_OP, [GNTTABOP_QUERY_SIZE, pointer, 1, 0, 0]),
+            Self::HvmGetParam => (H::HVM_OP, [HVMOP_GET_PARAM, pointer, 0, 0, 0]),
+            Self::MemoryCurrentReservation => memory(XENMEM_CURRENT_RESERVATION),
+            Self::MemoryAddToPhysmap => memory(XENMEM_ADD_TO_PHYSMAP),
+            Self::MemoryMap => memory(XENMEM_MEMORY_MAP),
+            Self::VcpuSetSingleshotTimer => {
+                (H::VCPU_OP, [VCPUOP_SET_SINGLESHOT_TIMER, 0, pointer, 0, 0])
+            }
+            Self::VcpuRegisterRunstate => (
+                H::VCPU_OP,
+                [VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA, 0, pointer, 0, 0],
+            ),
+            Self::SchedPoll => (H::SCHED_OP, [SCHEDOP_POLL, pointer, 0, 0, 0]),
+            Self::ConsoleWrite => (H::CONSOLE_IO, [CONSOLEIO_WRITE, 16, pointer, 0, 0]),
         }
     }
 }
@@ -233,7 +253,7 @@ pub fn poll_with_unreachable_ports(address: Unreachable) -> i64 {
     let pointer = argument.as_mut_ptr() as u64;
     // SAFETY: the structure is ours for the call and its only pointer is
     // unreachable.
-    unsafe { hypercall(HypercallNumber::SCHED_OP, [3, pointer, 0, 0, 0]) }
+    unsafe { hypercall(HypercallNumber::SCHED_OP, [SCHEDOP_POLL, pointer, 0, 0, 0]) }
 }
 
 /// `XENMEM_memory_map` whose buffer is at `address`.
@@ -242,7 +262,12 @@ pub fn memory_map_with_unreachable_buffer(address: Unreachable) -> i64 {
     let mut argument: [u64; 2] = [16, address.address()];
     let pointer = argument.as_mut_ptr() as u64;
     // SAFETY: as in `poll_with_unreachable_ports`.
-    unsafe { hypercall(HypercallNumber::MEMORY_OP, [9, pointer, 0, 0, 0]) }
+    unsafe {
+        hypercall(
+            HypercallNumber::MEMORY_OP,
+            [XENMEM_MEMORY_MAP, pointer, 0, 0, 0],
+        )
+    }
 }
 
 /// `GNTTABOP_setup_table(DOMID_SELF, 1 frame)` whose frame list is at
@@ -252,12 +277,13 @@ pub fn setup_table_with_unreachable_list(address: Unreachable) -> (i64, i16) {
     // @8, frame_list @16.
     let mut argument: [u64; 3] = [0x7ff0 | 1 << 32, 0, address.address()];
     let pointer = argument.as_mut_ptr() as u64;
+    let arguments = [GNTTABOP_SETUP_TABLE, pointer, 1, 0, 0];
     // SAFETY: as in `poll_with_unreachable_ports`.
-    let result = unsafe { hypercall(HypercallNumber::GRANT_TABLE_OP, [2, pointer, 1, 0, 0]) };
+    let result = unsafe { hypercall(HypercallNumber::GRANT_TABLE_OP, arguments) };
     (result, argument[1] as u16 as i16)
 }
 
-/// `XENMEM_populate_physmap` (or decrease_reservation, `command` 1) of
+/// `XENMEM_populate_physmap` (or `decrease_reservation`) of
 /// `count` extents whose frame list is at `address`.
 pub fn reservation_with_unreachable_extents(
     decrease: bool,
@@ -268,7 +294,11 @@ pub fn reservation_with_unreachable_extents(
     // extent_order u32 @16, mem_flags u32 @20, domid u16 @24.
     let mut argument: [u64; 4] = [address.address(), count, 0, 0x7ff0];
     let pointer = argument.as_mut_ptr() as u64;
-    let command = if decrease { 1 } else { 6 };
+    let command = if decrease {
+        XENMEM_DECREASE_RESERVATION
+    } else {
+        XENMEM_POPULATE_PHYSMAP
+    };
     // SAFETY: as in `poll_with_unreachable_ports`; the frame list, the only
     // thing the hypervisor would touch, is unreachable.
     unsafe { hypercall(HypercallNumber::MEMORY_OP, [command, pointer, 0, 0, 0]) }
@@ -298,7 +328,7 @@ pub fn console_write_with_count(text: &'static [u8], count: u64) -> i64 {
     unsafe {
         hypercall(
             HypercallNumber::CONSOLE_IO,
-            [0, count, text.as_ptr() as u64, 0, 0],
+            [CONSOLEIO_WRITE, count, text.as_ptr() as u64, 0, 0],
         )
     }
 }
@@ -331,8 +361,11 @@ pub enum StraddleProbe {
 /// argument as the hypervisor left it.
 pub fn call_straddling(probe: StraddleProbe, argument: [u8; 24]) -> (i64, [u8; 24]) {
     let (number, command) = match probe {
-        StraddleProbe::XenVersionFeatures => (HypercallNumber::XEN_VERSION, 6),
-        StraddleProbe::EventStatus => (HypercallNumber::EVENT_CHANNEL_OP, 5),
+        StraddleProbe::XenVersionFeatures => (HypercallNumber::XEN_VERSION, XENVER_GET_FEATURES),
+        StraddleProbe::EventStatus => (
+            HypercallNumber::EVENT_CHANNEL_OP,
+            u64::from(EVTCHNOP_STATUS),
+        ),
     };
     let base = STRADDLE.0.get().cast::<u8>();
     let place = base.wrapping_add(STRADDLE_OFFSET);

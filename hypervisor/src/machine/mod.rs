@@ -103,6 +103,8 @@ pub struct Machine<'a> {
     slice_end: u64,
     /// Grant tables of destroyed domains that others still map.
     orphan_grant_tables: Vec<hypervisor::grant_table::GrantTable>,
+    /// The vCPU whose FPU registers are loaded.
+    fpu_owner: Option<VcpuRef>,
     crash_action: CrashAction,
     hypervisor_cmdline: &'a str,
 }
@@ -213,6 +215,7 @@ impl<'a> Machine<'a> {
             wallclock,
             slice_end: 0,
             orphan_grant_tables: Vec::new(),
+            fpu_owner: None,
         };
         machine.publish_wallclock(shared_info.start);
         machine
@@ -244,6 +247,7 @@ impl<'a> Machine<'a> {
             let preempt = (self.run_queue.len() > 1).then_some(self.slice_end);
             self.arm_timer(next_deadline, preempt);
             self.publish_time(current);
+            self.switch_fpu(current);
             let upcall = self
                 .upcall_pending(current)
                 .then(|| self.upcall_vector(current))
@@ -921,6 +925,9 @@ impl<'a> Machine<'a> {
         }
         let mut entry = self.domains.remove(id).map_err(|_| Errno::ESRCH)?;
         self.run_queue.retain(|vcpu| vcpu.domain != id);
+        if self.fpu_owner.is_some_and(|owner| owner.domain == id) {
+            self.fpu_owner = None;
+        }
         for peer in entry.events.close_all() {
             if let Ok(other) = self.domains.get_mut(peer.domain) {
                 other.events.peer_closed(peer);
@@ -983,6 +990,22 @@ impl<'a> Machine<'a> {
         }
         Self::free_ram(&mut self.frames, core::mem::take(&mut entry.ram));
         Ok(())
+    }
+
+    /// Gives the FPU registers to `current`, saving the last owner's.
+    fn switch_fpu(&mut self, current: VcpuRef) {
+        if self.fpu_owner == Some(current) {
+            return;
+        }
+        if let Some(owner) = self.fpu_owner
+            && let Some(vcpu) = self.vcpu_mut(owner)
+        {
+            vcpu.save_fpu();
+        }
+        if let Some(vcpu) = self.vcpu_mut(current) {
+            vcpu.restore_fpu();
+            self.fpu_owner = Some(current);
+        }
     }
 
     /// Arms the host timer for the earliest of the next guest timer and

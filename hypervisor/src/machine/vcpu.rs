@@ -32,6 +32,10 @@ pub struct Vcpu {
     pub vmcb_frame: HostRange,
     pub registers: GuestRegisters,
     pub state: RunState,
+    /// Its FPU/SSE/AVX registers while another vCPU has the CPU.
+    pub fpu_area: HostRange,
+    /// Its XCR0 while another vCPU has the CPU.
+    pub xcr0: u64,
 }
 
 /// The frames every vCPU's VMCB points at.
@@ -99,11 +103,17 @@ impl Vcpu {
         vmcb.write_u64(control::NESTED_CONTROL, vmcb::NESTED_PAGING);
         vmcb.write_u64(control::NESTED_CR3, nested_root.0);
         vmcb.write_u64(control::TSC_OFFSET, tsc_offset);
+        let fpu_area = allocate_zeroed(
+            frames,
+            crate::hw::fpu::area_size().div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE,
+        );
         let mut vcpu = Self {
             vmcb,
             vmcb_frame,
             registers: GuestRegisters::default(),
             state: RunState::NotStarted,
+            fpu_area,
+            xcr0: crate::hw::fpu::RESET_XCR0,
         };
         vcpu.reset_to_pvh_entry(0, 0);
         vcpu
@@ -215,5 +225,20 @@ impl Vcpu {
     /// Returns the VMCB frame to the allocator.
     pub fn release(self, frames: &mut FrameAllocator) {
         let _ = frames.free(self.vmcb_frame);
+        let _ = frames.free(self.fpu_area);
+    }
+
+    /// Saves the FPU registers of this vCPU (the one that ran last).
+    pub fn save_fpu(&mut self) {
+        // SAFETY: the area is this vCPU's own, sized by `fpu::area_size`
+        // and page-aligned; it ran last, so the registers are its.
+        self.xcr0 = unsafe { crate::hw::fpu::save(self.fpu_area.start.0) };
+    }
+
+    /// Loads this vCPU's FPU registers before it runs.
+    pub fn restore_fpu(&mut self) {
+        // SAFETY: the area is zeroed (initial state) or holds what
+        // `save_fpu` wrote for this vCPU.
+        unsafe { crate::hw::fpu::restore(self.fpu_area.start.0, self.xcr0) };
     }
 }
