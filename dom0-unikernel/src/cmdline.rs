@@ -8,6 +8,9 @@ pub enum TestFault {
     PageFault,
     /// Destroy the IDT and trap: the CPU shuts down.
     TripleFault,
+    /// Loop forever with interrupts off: a guest that never gives the CPU
+    /// back (the hypervisor must preempt it).
+    Spin,
 }
 
 /// What the command line asks for.
@@ -29,6 +32,7 @@ pub fn parse(cmdline: &str, mut unknown: impl FnMut(&str)) -> Options {
             "poweroff" => options.poweroff = true,
             "fault=page" => options.fault = Some(TestFault::PageFault),
             "fault=triple" => options.fault = Some(TestFault::TripleFault),
+            "fault=spin" => options.fault = Some(TestFault::Spin),
             _ => match word.strip_prefix("cycles=").map(str::parse) {
                 Some(Ok(count)) => options.cycles = Some(count),
                 _ => unknown(word),

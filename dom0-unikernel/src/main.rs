@@ -83,6 +83,12 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
             unsafe { core::ptr::read_volatile(0x7fff_0000_0000 as *const u64) };
         }
         Some(TestFault::TripleFault) => baremetal::cpu::triple_fault(),
+        Some(TestFault::Spin) => {
+            x86_64::instructions::interrupts::disable();
+            loop {
+                core::hint::spin_loop();
+            }
+        }
         None => {}
     }
     if let Some(cycles) = options.cycles {

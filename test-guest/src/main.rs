@@ -2,18 +2,22 @@
 //! Xen guest makes (and hostile variants of them), one console line per
 //! check, `test-guest: <N> passed, <M> failed` at the end, then powers
 //! off. The last line is the verdict. Interrupts stay off throughout and
-//! every wait is bounded, so it cannot hang.
+//! every wait is bounded, so it cannot hang. With `bench` on its command
+//! line it measures hypercall costs instead (see `bench`).
 #![no_std]
 #![no_main]
 // A failing check returns its ~200-byte detail by value; that copy, once
 // per failure on a 256 KiB stack, is cheaper than any allocator.
 #![allow(clippy::result_large_err)]
 
+mod bench;
 mod checks;
 mod memory;
 mod options;
 mod report;
 mod start_info;
+
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use baremetal::exceptions::{CrashReport, ExceptionFrame};
 use xen_guest::sched::{self, ShutdownReason};
@@ -22,6 +26,10 @@ use checks::{CHECKS, Context};
 
 baremetal::entry_point!();
 
+/// Whether the guest runs the benchmarks rather than the checks (which
+/// table a crash report names the step from).
+static BENCH_MODE: AtomicBool = AtomicBool::new(false);
+
 #[unsafe(no_mangle)]
 extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
     baremetal::descriptors::load();
@@ -29,6 +37,11 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
     let start = start_info::read(u64::from(start_info_address));
     let options = options::parse(&start.cmdline);
     let mut context = Context::new(start, options);
+    if context.options.bench {
+        BENCH_MODE.store(true, Ordering::Relaxed);
+        bench::run(&mut context);
+        finish()
+    }
     let count = CHECKS
         .iter()
         .filter(|check| check.applies(&context.options))
@@ -52,9 +65,13 @@ fn finish() -> ! {
     baremetal::cpu::halt_forever()
 }
 
-/// The name of the check running now, for crash reports.
+/// The name of the check (or benchmark) running now, for crash reports.
 fn current_check() -> &'static str {
-    report::current()
+    let current = report::current();
+    if BENCH_MODE.load(Ordering::Relaxed) {
+        return current.map_or("startup", bench::step_name);
+    }
+    current
         .and_then(|index| CHECKS.get(index))
         .map_or("startup", |check| check.name)
 }

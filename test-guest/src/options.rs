@@ -1,5 +1,6 @@
 //! The guest's command line: `role=offer|accept peer=<domid> port=<p>`
-//! selects the two-guest exchange; without `role` it runs alone.
+//! selects the two-guest exchange; without `role` it runs alone. `bench`
+//! measures hypercall costs instead of running the checks.
 
 use arrayvec::ArrayString;
 use xen_guest::{DomainId, Port};
@@ -19,6 +20,8 @@ pub struct Options {
     pub role: Option<Role>,
     pub peer: Option<DomainId>,
     pub port: Option<Port>,
+    /// Measure instead of check (see `bench`).
+    pub bench: bool,
     /// The first word that could not be understood.
     pub unknown: Option<ArrayString<48>>,
 }
@@ -27,6 +30,10 @@ pub struct Options {
 pub fn parse(cmdline: &str) -> Options {
     let mut options = Options::default();
     for word in cmdline.split_whitespace() {
+        if word == "bench" {
+            options.bench = true;
+            continue;
+        }
         let understood = match word.split_once('=') {
             Some(("role", "offer")) => {
                 options.role = Some(Role::Offer);

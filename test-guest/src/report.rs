@@ -1,7 +1,9 @@
 //! The verdict on the console: one `test-guest: PASS <name>` or
 //! `test-guest: FAIL <name>: <detail>` line per check, then
 //! `test-guest: <N> passed, <M> failed`. The hypervisor prefixes each line
-//! with the domain id. Also the helpers checks use to build details.
+//! with the domain id. In bench mode, `test-guest: bench <name> <value>
+//! <unit> (<how>)` lines take the place of the PASS lines. Also the
+//! helpers checks use to build details.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -162,6 +164,35 @@ pub fn run(index: usize, name: &str, check: impl FnOnce() -> Outcome) {
         Err(detail) => {
             FAILED.fetch_add(1, Ordering::Relaxed);
             line(format_args!("FAIL {name}: {}", detail.as_str()));
+        }
+    }
+    CURRENT.store(0, Ordering::Relaxed);
+}
+
+/// A measured figure (bench mode): `value unit`, and how it was measured.
+pub struct Figure {
+    pub value: u64,
+    pub unit: &'static str,
+    pub how: Detail,
+}
+
+/// Measures one figure and prints `bench <name> <value> <unit> (<how>)`,
+/// or a `FAIL bench-<name>` line; counted as a pass or a failure.
+pub fn measure(index: usize, name: &str, benchmark: impl FnOnce() -> Result<Figure, Detail>) {
+    CURRENT.store(index + 1, Ordering::Relaxed);
+    match benchmark() {
+        Ok(figure) => {
+            PASSED.fetch_add(1, Ordering::Relaxed);
+            line(format_args!(
+                "bench {name} {} {} ({})",
+                figure.value,
+                figure.unit,
+                figure.how.as_str()
+            ));
+        }
+        Err(detail) => {
+            FAILED.fetch_add(1, Ordering::Relaxed);
+            line(format_args!("FAIL bench-{name}: {}", detail.as_str()));
         }
     }
     CURRENT.store(0, Ordering::Relaxed);

@@ -123,3 +123,30 @@ fn two_guests_exchange_events_and_share_a_page_through_grants() -> Result<(), Fa
     check_no_leak(&qemu, &report)?;
     qemu.expect_exit(EXIT_POWEROFF, boot_timeout())
 }
+
+#[test]
+fn a_guest_that_never_yields_does_not_starve_the_others() -> Result<(), Failure> {
+    // The Dom0 image as a guest that spins with interrupts off forever,
+    // beside the test guest: the scheduler must preempt the spinner.
+    let dir = TempDir::new("guest-spin")?;
+    let images = images()?;
+    let iso = make_iso_with_modules(
+        &dir,
+        "-- poweroff",
+        &[
+            (&images.dom0, "test-guest fault=spin"),
+            (&images.test_guest, "test-guest"),
+        ],
+    )?;
+    let mut qemu = Qemu::iso(iso).spawn()?;
+    qemu.wait_for("(d1) dom0 ready", boot_timeout())?;
+    let line = qemu.wait_for("(d2) test-guest: ", boot_timeout())?;
+    let _ = line;
+    let verdict_line = qemu.wait_for("failed", boot_timeout() + Duration::from_secs(30))?;
+    match verdict(&verdict_line) {
+        Some((passed, 0)) if passed >= 50 => Ok(()),
+        _ => Err(qemu.failure(format!(
+            "the test guest beside a spinner failed: {verdict_line:?}"
+        ))),
+    }
+}

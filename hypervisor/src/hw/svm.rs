@@ -116,8 +116,11 @@ pub unsafe fn run(registers: &mut GuestRegisters, vmcb: HostPhysAddr, host_state
 // VMRUN with the guest's general-purpose registers loaded from and saved
 // to `GuestRegisters` (offsets: rbx 0, rcx 8, rdx 16, rsi 24, rdi 32,
 // rbp 40, r8..r15 48..104). The host's FS/GS/TR/LDTR and syscall MSRs are
-// saved with VMSAVE before and restored with VMLOAD after; GIF is cleared
-// around the switch so no interrupt lands between the two.
+// saved with VMSAVE before and restored with VMLOAD after. GIF is cleared
+// around the switch so no interrupt lands in between; host interrupts are
+// enabled across VMRUN (held back by GIF = 0 until the guest runs), because
+// with V_INTR_MASKING the host's IF decides whether a physical interrupt —
+// the scheduler's timer — may stop the guest.
 core::arch::global_asm!(
     r#"
     .text
@@ -132,6 +135,7 @@ xenolith_svm_run:
     pushq %rdi
     pushq %rdx
     clgi
+    sti
     movq %rdx, %rax
     vmsave
     movq %rsi, %rax
@@ -171,6 +175,7 @@ xenolith_svm_run:
     movq %rax, 32(%rdi)
     popq %rax
     vmload
+    cli
     stgi
     addq $8, %rsp
     popq %r15

@@ -9,7 +9,7 @@ mod services;
 mod shared;
 mod vcpu;
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use hypervisor::boot::cmdline::{CrashAction, Options};
@@ -25,6 +25,7 @@ use hypervisor::memory::frames::FrameAllocator;
 use hypervisor::memory::guest_walk::GuestPhysicalMemory;
 use hypervisor::memory::paging::{NestedPageTables, PageFlags, PageSize};
 use hypervisor::memory::{GuestPhysAddr, GuestVirtAddr, HostPhysAddr, HostRange, PAGE_SIZE};
+use hypervisor::scheduler::{Decision, PhysicalCpu, Scheduler, SchedulerConfig};
 use hypervisor::svm::exit::{IoAccess, VmExit};
 use hypervisor::svm::permissions::{IoPermissionMap, MsrPermissionMap};
 use hypervisor::svm::vmcb::{Event, save};
@@ -60,8 +61,11 @@ const HYPERVISOR_PORTS: &[core::ops::RangeInclusive<u16>] = &[
 
 /// Extra pages a guest may hold beyond its RAM (grant and shared frames).
 const PAGE_SLACK: u64 = 128;
-/// How long a vCPU runs before another runnable one gets the CPU.
+/// How long a vCPU runs before the scheduler is asked again, when it
+/// does not say.
 const TIME_SLICE_NS: u64 = 10_000_000;
+/// Scheduling weight of every vCPU (Xen's default).
+const DEFAULT_WEIGHT: u16 = 256;
 
 /// A domain's hardware side.
 struct GuestHardware {
@@ -71,7 +75,7 @@ struct GuestHardware {
 }
 
 /// Which vCPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct VcpuRef {
     domain: DomainId,
     index: usize,
@@ -90,7 +94,7 @@ pub struct Machine<'a> {
     frames: FrameAllocator,
     domains: DomainTable,
     hardware: BTreeMap<DomainId, GuestHardware>,
-    run_queue: VecDeque<VcpuRef>,
+    scheduler: Scheduler<VcpuRef>,
     host_state: HostPhysAddr,
     guest_maps: SharedMaps,
     tsc_khz: u32,
@@ -197,14 +201,30 @@ impl<'a> Machine<'a> {
             },
         );
         let total_pages = (frames.free_bytes() + dom0.ram.len()) / PAGE_SIZE;
+        let max_vcpus =
+            (hypervisor::domain::MAX_DOMAINS + 1) * hypervisor::domain::MAX_VCPUS as usize;
+        let mut scheduler = Scheduler::new(1, max_vcpus, SchedulerConfig::default())
+            .unwrap_or_else(|_| crate::fatal(format_args!("scheduler configuration refused")));
+        let now = clock.now(baremetal::cpu::rdtsc());
+        if scheduler
+            .add(
+                VcpuRef {
+                    domain: DomainId::DOM0,
+                    index: 0,
+                },
+                DEFAULT_WEIGHT,
+                None,
+                now,
+            )
+            .is_err()
+        {
+            crate::fatal(format_args!("cannot schedule Dom0"));
+        }
         let machine = Self {
             frames,
             domains,
             hardware,
-            run_queue: VecDeque::from([VcpuRef {
-                domain: DomainId::DOM0,
-                index: 0,
-            }]),
+            scheduler,
             host_state: host_state.start,
             guest_maps,
             tsc_khz: logger::tsc_khz(),
@@ -226,66 +246,75 @@ impl<'a> Machine<'a> {
         &self.frames
     }
 
-    /// Runs vCPUs for good.
+    /// Runs vCPUs for good: the scheduler picks, the vCPU runs until an
+    /// exit, its time is accounted, and again.
     pub fn run(mut self) -> ! {
-        let mut previous: Option<VcpuRef> = None;
         loop {
             let next_deadline = self.run_timers();
-            let Some(&current) = self.run_queue.front() else {
-                // Nothing runnable: sleep until the next timer (or any
-                // interrupt).
-                self.arm_timer(next_deadline, None);
+            let now = self.now();
+            let decision = self
+                .scheduler
+                .pick(PhysicalCpu(0), now)
+                .unwrap_or(Decision {
+                    next: None,
+                    run_for_ns: None,
+                });
+            let Some(current) = decision.next else {
+                // Nothing runnable: sleep until the next timer, a capped
+                // vCPU's new budget, or any interrupt.
+                let budget = decision
+                    .run_for_ns
+                    .map(|ns| SystemTime(now.0.saturating_add(ns)));
+                let wake_at = match (next_deadline, budget) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                self.arm_timer(wake_at, None);
                 idle();
-                previous = None;
                 continue;
             };
-            if previous != Some(current) {
-                self.slice_end =
-                    baremetal::cpu::rdtsc().wrapping_add(self.clock.ticks_for_ns(TIME_SLICE_NS));
-                previous = Some(current);
-            }
-            let preempt = (self.run_queue.len() > 1).then_some(self.slice_end);
-            self.arm_timer(next_deadline, preempt);
+            let slice_ns = decision.run_for_ns.unwrap_or(TIME_SLICE_NS);
+            self.slice_end =
+                baremetal::cpu::rdtsc().wrapping_add(self.clock.ticks_for_ns(slice_ns));
+            self.arm_timer(next_deadline, Some(self.slice_end));
             self.publish_time(current);
             self.switch_fpu(current);
             let upcall = self
                 .upcall_pending(current)
                 .then(|| self.upcall_vector(current))
                 .flatten();
-            let exit = {
-                let host_state = self.host_state;
-                let Some(vcpu) = self.vcpu_mut(current) else {
-                    self.run_queue.pop_front();
-                    continue;
-                };
-                vcpu.set_virtual_interrupt(upcall);
-                let started = baremetal::cpu::rdtsc();
-                vcpu.run(host_state);
-                let ran = baremetal::cpu::rdtsc().wrapping_sub(started);
-                if let Ok(entry) = self.domains.get_mut(current.domain) {
-                    entry.cpu_ticks = entry.cpu_ticks.wrapping_add(ran);
-                }
-                let Some(vcpu) = self.vcpu_mut(current) else {
-                    continue;
-                };
-                let vmcb = &vcpu.vmcb;
-                VmExit::decode(
-                    vmcb.read_u64(hypervisor::svm::vmcb::control::EXIT_CODE),
-                    vmcb.read_u64(hypervisor::svm::vmcb::control::EXIT_INFO1),
-                    vmcb.read_u64(hypervisor::svm::vmcb::control::EXIT_INFO2),
-                )
+            let host_state = self.host_state;
+            let Some(vcpu) = self.vcpu_mut(current) else {
+                let _ = self.scheduler.remove(current, now);
+                continue;
             };
-            log::trace!("d{}v{} exit {exit:?}", current.domain.0, current.index);
-            let mut next = self.handle(current, exit);
-            if matches!(next, Next::Resume)
-                && self.run_queue.len() > 1
-                && baremetal::cpu::rdtsc() >= self.slice_end
-            {
-                next = Next::Switch;
+            vcpu.set_virtual_interrupt(upcall);
+            let started = baremetal::cpu::rdtsc();
+            vcpu.run(host_state);
+            let exit = VmExit::decode(
+                vcpu.vmcb
+                    .read_u64(hypervisor::svm::vmcb::control::EXIT_CODE),
+                vcpu.vmcb
+                    .read_u64(hypervisor::svm::vmcb::control::EXIT_INFO1),
+                vcpu.vmcb
+                    .read_u64(hypervisor::svm::vmcb::control::EXIT_INFO2),
+            );
+            let ran = baremetal::cpu::rdtsc().wrapping_sub(started);
+            if let Ok(entry) = self.domains.get_mut(current.domain) {
+                entry.cpu_ticks = entry.cpu_ticks.wrapping_add(ran);
             }
+            log::trace!("d{}v{} exit {exit:?}", current.domain.0, current.index);
+            let next = self.handle(current, exit);
+            let ran_ns = self
+                .clock
+                .now(baremetal::cpu::rdtsc())
+                .0
+                .saturating_sub(now.0);
+            let _ = self.scheduler.account(current, ran_ns, self.now());
+            // The scheduler is asked again after every exit; a vCPU that
+            // gave up the CPU yields to its equals first.
             if let Next::Switch = next {
-                self.reschedule(current);
-                previous = None;
+                self.requeue(current);
             }
         }
     }
@@ -297,21 +326,48 @@ impl<'a> Machine<'a> {
             .get_mut(which.index)
     }
 
-    /// Moves `current` to the back of the queue if it can still run, or
-    /// drops it.
-    fn reschedule(&mut self, current: VcpuRef) {
-        if self.run_queue.front() == Some(&current) {
-            self.run_queue.pop_front();
-        }
+    /// After a vCPU gave up the CPU: if it can still run, it yields to the
+    /// others of equal standing.
+    fn requeue(&mut self, current: VcpuRef) {
         let runnable = self
             .vcpu_mut(current)
             .is_some_and(|vcpu| vcpu.state == RunState::Runnable);
+        if runnable {
+            let _ = self.scheduler.yield_cpu(current);
+        }
+    }
+
+    /// Lets a vCPU compete for the CPU (new, woken or unpaused).
+    fn make_runnable(&mut self, which: VcpuRef) {
+        let startable = self
+            .vcpu_mut(which)
+            .is_some_and(|vcpu| vcpu.state == RunState::Runnable);
         let running = self
             .domains
-            .get(current.domain)
+            .get(which.domain)
             .is_ok_and(|domain| domain.state == DomainState::Running);
-        if runnable && running && !self.run_queue.contains(&current) {
-            self.run_queue.push_back(current);
+        if !startable || !running {
+            return;
+        }
+        let now = self.now();
+        if self.scheduler.state(which).is_none() {
+            let _ = self.scheduler.add(which, DEFAULT_WEIGHT, None, now);
+        } else {
+            let _ = self.scheduler.unpause(which, now);
+            let _ = self.scheduler.wake(which, now);
+        }
+    }
+
+    /// Takes every vCPU of `domain` off the CPU for good (shutdown,
+    /// destruction).
+    fn unschedule_domain(&mut self, domain: DomainId) {
+        let now = self.now();
+        let count = self
+            .hardware
+            .get(&domain)
+            .map_or(0, |hardware| hardware.vcpus.len());
+        for index in 0..count {
+            let _ = self.scheduler.remove(VcpuRef { domain, index }, now);
         }
     }
 
@@ -436,7 +492,7 @@ impl<'a> Machine<'a> {
         if let Ok(entry) = self.domains.get_mut(domain) {
             entry.state = DomainState::Shutdown(reason);
         }
-        self.run_queue.retain(|vcpu| vcpu.domain != domain);
+        self.unschedule_domain(domain);
         // Dom0's toolstack learns of it through VIRQ_DOM_EXC.
         self.raise_virq(DomainId::DOM0, Virq::DOM_EXC, 0);
     }
@@ -666,7 +722,14 @@ impl<'a> Machine<'a> {
                 let entry = self.domains.get_mut(domain).map_err(|_| Errno::ESRCH)?;
                 if entry.state == DomainState::Running {
                     entry.state = DomainState::Paused;
-                    self.run_queue.retain(|vcpu| vcpu.domain != domain);
+                    let now = self.now();
+                    let count = self
+                        .hardware
+                        .get(&domain)
+                        .map_or(0, |hardware| hardware.vcpus.len());
+                    for index in 0..count {
+                        let _ = self.scheduler.pause(VcpuRef { domain, index }, now);
+                    }
                 }
             }
             Command::Unpause(domain) => {
@@ -678,7 +741,7 @@ impl<'a> Machine<'a> {
                         .get(&domain)
                         .map_or(0, |hardware| hardware.vcpus.len());
                     for index in 0..count {
-                        self.reschedule(VcpuRef { domain, index });
+                        self.make_runnable(VcpuRef { domain, index });
                     }
                 }
             }
@@ -924,7 +987,7 @@ impl<'a> Machine<'a> {
             return Err(Errno::EINVAL);
         }
         let mut entry = self.domains.remove(id).map_err(|_| Errno::ESRCH)?;
-        self.run_queue.retain(|vcpu| vcpu.domain != id);
+        self.unschedule_domain(id);
         if self.fpu_owner.is_some_and(|owner| owner.domain == id) {
             self.fpu_owner = None;
         }

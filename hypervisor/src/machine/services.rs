@@ -728,7 +728,7 @@ impl Machine<'_> {
         {
             vcpu.state = RunState::Runnable;
         }
-        self.reschedule(which);
+        self.make_runnable(which);
     }
 
     /// Blocks the calling vCPU until `wait` is satisfied (or returns at
@@ -762,7 +762,8 @@ impl Machine<'_> {
         if let Some(vcpu) = self.vcpu_mut(current) {
             vcpu.state = RunState::Blocked;
         }
-        self.run_queue.retain(|queued| *queued != current);
+        let now = self.now();
+        let _ = self.scheduler.block(current, now);
         Next::Switch
     }
 
