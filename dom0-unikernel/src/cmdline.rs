@@ -11,6 +11,9 @@ pub enum TestFault {
     /// Loop forever with interrupts off: a guest that never gives the CPU
     /// back (the hypervisor must preempt it).
     Spin,
+    /// Print ten thousand console lines, then go on: a guest flooding the
+    /// console (the hypervisor must rate-limit it).
+    Flood,
 }
 
 /// What the command line asks for.
@@ -33,6 +36,7 @@ pub fn parse(cmdline: &str, mut unknown: impl FnMut(&str)) -> Options {
             "fault=page" => options.fault = Some(TestFault::PageFault),
             "fault=triple" => options.fault = Some(TestFault::TripleFault),
             "fault=spin" => options.fault = Some(TestFault::Spin),
+            "fault=flood" => options.fault = Some(TestFault::Flood),
             _ => match word.strip_prefix("cycles=").map(str::parse) {
                 Some(Ok(count)) => options.cycles = Some(count),
                 _ => unknown(word),

@@ -83,6 +83,11 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
             unsafe { core::ptr::read_volatile(0x7fff_0000_0000 as *const u64) };
         }
         Some(TestFault::TripleFault) => baremetal::cpu::triple_fault(),
+        Some(TestFault::Flood) => {
+            for line in 0..10_000 {
+                info!("dom0: flood line {line}");
+            }
+        }
         Some(TestFault::Spin) => {
             x86_64::instructions::interrupts::disable();
             loop {

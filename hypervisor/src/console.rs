@@ -91,3 +91,105 @@ mod tests {
         assert_eq!(out[1], "aaaaa");
     }
 }
+
+/// Lines a guest may print per second before the rest are dropped (a
+/// guest must not be able to flood the operator's console or stall the
+/// hypervisor on a slow serial line).
+pub const LINES_PER_SECOND: u64 = 50;
+/// Lines a guest may print in a burst.
+pub const BURST_LINES: u64 = 200;
+
+/// A token bucket over guest console lines.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimiter {
+    tokens: u64,
+    refilled_at_ns: u64,
+    suppressed: u64,
+}
+
+/// What to do with one line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineVerdict {
+    /// Print it.
+    Print,
+    /// Print it, after a note that this many lines were dropped.
+    PrintAfterDropping(u64),
+    /// Drop it.
+    Drop,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RateLimiter {
+    pub const fn new() -> Self {
+        Self {
+            tokens: BURST_LINES,
+            refilled_at_ns: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Lines dropped since the last printed one (and forgets them).
+    pub fn take_suppressed(&mut self) -> u64 {
+        core::mem::take(&mut self.suppressed)
+    }
+
+    /// Decides about a line printed at `now_ns`.
+    pub fn check(&mut self, now_ns: u64) -> LineVerdict {
+        let elapsed = now_ns.saturating_sub(self.refilled_at_ns);
+        let earned = elapsed.saturating_mul(LINES_PER_SECOND) / 1_000_000_000;
+        if earned > 0 {
+            self.tokens = (self.tokens + earned).min(BURST_LINES);
+            self.refilled_at_ns = now_ns;
+        }
+        if self.tokens == 0 {
+            self.suppressed += 1;
+            return LineVerdict::Drop;
+        }
+        self.tokens -= 1;
+        match core::mem::take(&mut self.suppressed) {
+            0 => LineVerdict::Print,
+            dropped => LineVerdict::PrintAfterDropping(dropped),
+        }
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_cut_to_the_burst_then_the_rate() {
+        let mut limiter = RateLimiter::new();
+        let printed = (0..1000)
+            .filter(|_| limiter.check(0) != LineVerdict::Drop)
+            .count();
+        assert_eq!(printed as u64, BURST_LINES);
+        // One second later: fifty more, the first with the drop count.
+        assert_eq!(
+            limiter.check(1_000_000_000),
+            LineVerdict::PrintAfterDropping(800)
+        );
+        let more = (0..100)
+            .filter(|_| limiter.check(1_000_000_000) != LineVerdict::Drop)
+            .count();
+        assert_eq!(more as u64, LINES_PER_SECOND - 1);
+    }
+
+    #[test]
+    fn a_quiet_guest_is_never_limited() {
+        let mut limiter = RateLimiter::new();
+        for second in 0..100u64 {
+            for line in 0..10 {
+                assert_eq!(
+                    limiter.check(second * 1_000_000_000 + line),
+                    LineVerdict::Print
+                );
+            }
+        }
+    }
+}

@@ -3,10 +3,17 @@
 print one Markdown table of figures (median [min-max] of N runs, and the ratio
 Xen / Xenolith). Called by scripts/bench, which builds both sides first.
 
-Standard library only. Each run is one boot: QEMU starts, the harness waits for
-Dom0's ready line on the serial console (power-on -> Dom0 ready), reads Dom0's
-memory figure from that line, lets the machine settle, then samples the QEMU
-process's CPU time over an idle window, and stops QEMU.
+Standard library only. Each run is one boot of each side: QEMU starts, the
+harness waits for Dom0's ready line on the serial console (power-on -> Dom0
+ready), reads Dom0's memory figure from that line, lets the machine settle, then
+samples the QEMU process's CPU time over an idle window, and stops QEMU.
+
+On the Xenolith side each run adds a second boot (when --guest-iso is given): a
+GRUB ISO whose Dom0 creates and destroys a guest --cycles times, then starts the
+test guest in bench mode. The harness reads the create+destroy time and the
+guest's `test-guest: bench` figures from the console and waits for the guest's
+verdict. The reference has no toolstack to start that guest, so those rows stay
+"not yet measurable" on the Xen side.
 """
 
 from __future__ import annotations
@@ -40,6 +47,22 @@ XENOLITH_READY = re.compile(r"\(d0\) dom0 ready: memory (\d+) MiB")
 XENOLITH_USES = re.compile(r"dom0 ready: .*?\buses (\d+) KiB")
 XEN_READY = re.compile(r"XEN-DOM0-READY\b(.*)")
 XEN_FIELD = re.compile(r"(\w+)=(\S+)")
+# The guest boot (Xenolith only): Dom0's create/destroy line, the test guest's
+# figures and its verdict.
+CYCLES_LINE = re.compile(r"\(d0\) dom0: (\d+) create/destroy cycles: .*?, (\d+) us per create\+destroy")
+GUEST_FIGURE = re.compile(r"\(d\d+\) test-guest: bench ([\w-]+) (\d+) (\S+)")
+GUEST_FAILURE = re.compile(r"\(d\d+\) test-guest: (FAIL .*)")
+GUEST_VERDICT = re.compile(r"\(d\d+\) test-guest: (\d+) passed, (\d+) failed")
+# The test guest's figure name -> (figure key, unit it prints, factor to the
+# table's unit).
+GUEST_FIGURES = {
+    "hypercall-round-trip": ("hypercall", "ns", 1e-3),
+    "evtchn-send": ("evtchn_send", "ns", 1e-3),
+    "grant-map-unmap": ("grant_map", "ns", 1e-3),
+    "grant-copy": ("grant_copy", "MB/s", 1.0),
+    "timer-immediate": ("timer_immediate", "ns", 1e-3),
+    "timer-wakeup": ("timer_wakeup", "ns", 1e-3),
+}
 # Linux's boot-time memory line: the resident kernel image (init is freed later).
 LINUX_MEMORY = re.compile(
     r"Memory: \d+K/(\d+)K available \((\d+)K kernel code, (\d+)K rwdata, "
@@ -88,6 +111,8 @@ class Side:
     command: list[str]
     timeout: float
     results: dict[str, list[float]] = field(default_factory=dict)
+    # The command of the guest boot (Xenolith with --guest-iso), if any.
+    guest_command: list[str] | None = None
 
     def add(self, figure: str, value: float | None) -> None:
         if value is not None:
@@ -270,6 +295,72 @@ def run_once(side: Side, machine: Machine, args: argparse.Namespace, log_path: P
     )
 
 
+def run_guest_bench(side: Side, args: argparse.Namespace, log_path: Path) -> None:
+    """One guest boot of Xenolith: records the create+destroy time and the
+    test guest's figures. Every figure must come, and the guest's verdict must
+    have no failure, within --guest-timeout seconds."""
+    command = side.guest_command
+    with open(log_path, "wb") as out:
+        out.write(("$ " + shlex.join(command) + "\n").encode())
+        out.flush()
+        started = time.monotonic()
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            preexec_fn=die_with_parent,
+        )
+        figures: dict[str, float] = {}
+        failures: list[str] = []
+        verdict = None
+        exit_status = None  # QEMU's, if it stopped before the harness stopped it
+        try:
+            pending = bytearray()
+            for _, line in read_lines(process, out, started + args.guest_timeout, pending):
+                cycles = CYCLES_LINE.search(line)
+                if cycles:
+                    if int(cycles.group(1)) != args.cycles:
+                        raise RunFailed(f"Dom0 ran {cycles.group(1)} cycles, not the {args.cycles} asked for")
+                    figures["create_destroy"] = int(cycles.group(2)) / 1000.0
+                figure = GUEST_FIGURE.search(line)
+                if figure and figure.group(1) in GUEST_FIGURES:
+                    key, unit, factor = GUEST_FIGURES[figure.group(1)]
+                    if figure.group(3) != unit:
+                        raise RunFailed(f"guest figure {figure.group(1)} in {figure.group(3)}, expected {unit}")
+                    figures[key] = int(figure.group(2)) * factor
+                failure = GUEST_FAILURE.search(line)
+                if failure:
+                    failures.append(failure.group(1))
+                verdict = GUEST_VERDICT.search(line) or verdict
+                if verdict:
+                    break
+            exit_status = process.poll()
+        finally:
+            stop(process)
+            if process.stdout:
+                process.stdout.close()
+    if failures:
+        raise RunFailed("the bench guest failed: " + "; ".join(failures))
+    if verdict is None:
+        if exit_status is not None:
+            raise RunFailed(f"QEMU exited with status {exit_status} before the bench guest's verdict")
+        raise RunFailed(f"no verdict from the bench guest within {args.guest_timeout:.0f} s")
+    if int(verdict.group(2)) != 0:
+        raise RunFailed(f"the bench guest's verdict: {verdict.group(0)}")
+    wanted = ["create_destroy"] + [key for key, _, _ in GUEST_FIGURES.values()]
+    missing = [key for key in wanted if key not in figures]
+    if missing:
+        raise RunFailed("the guest boot did not report " + ", ".join(missing))
+    for key, value in figures.items():
+        side.add(key, value)
+    log(
+        f"  {SIDE_TITLES[side.name]} guest boot: create+destroy {figures['create_destroy']:,.1f} ms, "
+        f"hypercall {figures['hypercall']:,.1f} µs, evtchn send {figures['evtchn_send']:,.1f} µs, "
+        f"grant map+unmap {figures['grant_map']:,.1f} µs, grant copy {figures['grant_copy']:,.0f} MB/s"
+    )
+
+
 def read_lines(process: subprocess.Popen, out, deadline: float, pending: bytearray):
     """Yield (time, line) for each serial line until DEADLINE or QEMU exits."""
     fd = process.stdout.fileno()
@@ -326,6 +417,13 @@ class Figure:
     title: str
     unit: str
     digits: int
+    # Why the Xen side has no value, when that is known up front.
+    xen_missing: str | None = None
+
+
+# The reference boots no guest: its Dom0 has no xl toolstack (and no
+# xenstored) to build the test guest.
+NO_XL = "the reference has no xl toolstack to start the test guest"
 
 
 MEASURED = [
@@ -337,15 +435,20 @@ MEASURED = [
     Figure("banner", "power-on → hypervisor's first console line", "ms", 0),
     Figure("ready", "power-on → Dom0 ready", "ms", 0),
     Figure("idle", "host CPU, idle appliance", "% of a core", 2),
+    Figure("create_destroy", "domain create+destroy (Dom0, mean)", "ms", 2, NO_XL),
+    Figure("hypercall", "hypercall round trip (guest, xen_version)", "µs", 1, NO_XL),
+    Figure("evtchn_send", "event channel send → pending (guest, own IPI port)", "µs", 1, NO_XL),
+    Figure("grant_map", "grant map+unmap (guest, own grant)", "µs", 1, NO_XL),
+    Figure("grant_copy", "grant copy, 4 KiB per hypercall (guest)", "MB/s", 0, NO_XL),
+    Figure("timer_immediate", "timer in the past → VIRQ_TIMER pending (guest)", "µs", 1, NO_XL),
+    Figure("timer_wakeup", "timer deadline → polling guest running again", "µs", 1, NO_XL),
 ]
 
 # Figures the issue asks for whose capability does not exist on both sides yet,
 # with what is missing.
 NOT_YET = [
-    ("create request → guest first console line", "Xenolith cannot create guests yet"),
-    ("create request → guest userspace", "Xenolith cannot create guests yet"),
-    ("event channel latency", "Xenolith has no event channels yet"),
-    ("hypercall latency", "no Dom0 benchmark probe on either side yet"),
+    ("create request → guest first console line", "no toolstack takes create requests yet"),
+    ("create request → guest userspace", "no toolstack, and no Linux guest yet"),
     ("block IOPS", "Xenolith has no blkback yet"),
     ("block MB/s", "Xenolith has no blkback yet"),
     ("network throughput", "Xenolith has no netback yet"),
@@ -394,6 +497,8 @@ def table(sides: dict[str, Side]) -> list[str]:
         if not a or not b:
             # Measured on one side only: not comparable yet.
             left = cell(a, figure) if a else "not yet measurable"
+            if not a and figure.xen_missing:
+                left += f" ({figure.xen_missing})"
             right = cell(b, figure) if b else "not yet measurable"
             lines.append(f"| {figure.title} | {left} | {right} | not yet measurable |")
             continue
@@ -474,6 +579,13 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=5.0, help="idle window, seconds")
     parser.add_argument("--xen-timeout", type=float, default=180.0)
     parser.add_argument("--xenolith-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--guest-iso",
+        help="Xenolith ISO whose Dom0 runs the create/destroy cycles and the bench test guest "
+        "(scripts/bench makes it); without it the guest rows stay not yet measurable",
+    )
+    parser.add_argument("--cycles", type=int, default=20, help="Dom0 create/destroy cycles the guest ISO runs")
+    parser.add_argument("--guest-timeout", type=float, default=60.0, help="seconds for a whole guest boot")
     args = parser.parse_args()
     # A SIGTERM (a timeout around the whole script) unwinds like Ctrl-C, so
     # the QEMU being run is stopped on the way out.
@@ -483,6 +595,10 @@ def main() -> int:
 
     machine = Machine(args.memory, args.cpus, args.cpu, args.dom0_mem)
     sides = {XENOLITH: xenolith_side(args, machine), XEN: xen_side(args, machine)}
+    if args.guest_iso:
+        if not Path(args.guest_iso).is_file():
+            raise SystemExit(f"bench: error: {args.guest_iso} missing")
+        sides[XENOLITH].guest_command = machine.qemu_base() + ["-cdrom", args.guest_iso, "-boot", "d"]
     for side in sides.values():
         for path in side.files.values():
             if not path.is_file():
@@ -495,14 +611,22 @@ def main() -> int:
     started = time.monotonic()
     for run in range(1, args.runs + 1):
         log(f"run {run}/{args.runs}")
-        for name in (XENOLITH, XEN):
-            log_path = log_dir / f"{name}-{run}.log"
+        xenolith, xen = sides[XENOLITH], sides[XEN]
+        boots = [
+            (SIDE_TITLES[XENOLITH], f"{XENOLITH}-{run}.log", lambda path: run_once(xenolith, machine, args, path)),
+            (SIDE_TITLES[XEN], f"{XEN}-{run}.log", lambda path: run_once(xen, machine, args, path)),
+        ]
+        if xenolith.guest_command:
+            guests_title = f"{SIDE_TITLES[XENOLITH]} guest boot"
+            boots.append((guests_title, f"{XENOLITH}-guests-{run}.log", lambda path: run_guest_bench(xenolith, args, path)))
+        for title, log_name, boot in boots:
+            log_path = log_dir / log_name
             try:
-                run_once(sides[name], machine, args, log_path)
+                boot(log_path)
             except RunFailed as error:
                 tail = log_path.read_text(errors="replace").splitlines()[-15:]
                 print("\n".join("    " + line for line in tail), file=sys.stderr)
-                log(f"error: {SIDE_TITLES[name]}, run {run}: {error} (serial log: {log_path})")
+                log(f"error: {title}, run {run}: {error} (serial log: {log_path})")
                 return 1
     log(f"all runs done in {time.monotonic() - started:.0f} s")
 

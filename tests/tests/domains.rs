@@ -150,3 +150,25 @@ fn a_guest_that_never_yields_does_not_starve_the_others() -> Result<(), Failure>
         ))),
     }
 }
+
+#[test]
+fn a_guest_flooding_the_console_is_rate_limited() -> Result<(), Failure> {
+    let dir = TempDir::new("guest-flood")?;
+    let dom0 = images()?.dom0;
+    let iso = make_iso_with_modules(
+        &dir,
+        "-- poweroff",
+        &[(&dom0, "test-guest fault=flood poweroff")],
+    )?;
+    let mut qemu = Qemu::iso(iso).spawn()?;
+    qemu.wait_for("all guests done", boot_timeout())?;
+    qemu.expect_exit(EXIT_POWEROFF, boot_timeout())?;
+    let printed = qemu.serial().matches("(d1) dom0: flood line").count();
+    if printed >= 1000 {
+        return Err(qemu.failure(format!(
+            "{printed} of 10000 flood lines reached the console"
+        )));
+    }
+    // What was lost is said, and the guest still shut down normally.
+    qemu.assert_serial_contains(&["console lines dropped", "domain 1 shut down (Poweroff)"])
+}

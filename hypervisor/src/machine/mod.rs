@@ -13,7 +13,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use hypervisor::boot::cmdline::{CrashAction, Options};
-use hypervisor::console::LineBuffer;
+use hypervisor::console::{LINES_PER_SECOND, LineBuffer, LineVerdict, RateLimiter};
 use hypervisor::control::{self, Command, DomainInfo};
 use hypervisor::domain::{
     Domain, DomainFrames, DomainState, DomainTable, GuestKind, GuestRam, Wait,
@@ -72,6 +72,8 @@ struct GuestHardware {
     nested: NestedPageTables,
     vcpus: Vec<Vcpu>,
     console: LineBuffer,
+    /// Keeps a guest from flooding the serial console.
+    console_limit: RateLimiter,
 }
 
 /// Which vCPU.
@@ -198,6 +200,7 @@ impl<'a> Machine<'a> {
                 nested: dom0.nested,
                 vcpus: alloc::vec![vcpu],
                 console: LineBuffer::new(),
+                console_limit: RateLimiter::new(),
             },
         );
         let total_pages = (frames.free_bytes() + dom0.ram.len()) / PAGE_SIZE;
@@ -585,20 +588,31 @@ impl<'a> Machine<'a> {
     }
 
     fn console_output(&mut self, domain: DomainId, bytes: &[u8]) {
+        let now = self.now().0;
         if let Some(hardware) = self.hardware.get_mut(&domain) {
+            let limit = &mut hardware.console_limit;
             hardware
                 .console
-                .push(bytes, |line| info!("(d{}) {line}", domain.0));
+                .push(bytes, |line| emit_guest_line(domain, line, limit, now));
         }
     }
 
+    /// Prints a guest's partial last line, and how many lines the rate
+    /// limit dropped, when it stops.
     fn flush_console(&mut self, domain: DomainId) {
-        if let Some(hardware) = self.hardware.get_mut(&domain)
-            && !hardware.console.is_empty()
-        {
-            hardware
-                .console
-                .flush(&mut |line: &str| info!("(d{}) {line}", domain.0));
+        if let Some(hardware) = self.hardware.get_mut(&domain) {
+            if !hardware.console.is_empty() {
+                hardware
+                    .console
+                    .flush(&mut |line: &str| info!("(d{}) {line}", domain.0));
+            }
+            let dropped = hardware.console_limit.take_suppressed();
+            if dropped > 0 {
+                warn!(
+                    "(d{}) {dropped} console lines dropped: more than {LINES_PER_SECOND} a second",
+                    domain.0
+                );
+            }
         }
     }
 
@@ -619,6 +633,7 @@ impl<'a> Machine<'a> {
         if let Some(next) = self.service_hypercall(current, number, args) {
             return next;
         }
+        let now = self.now().0;
         let (Some(hardware), Ok(entry)) =
             (self.hardware.get_mut(&domain), self.domains.get(domain))
         else {
@@ -650,9 +665,10 @@ impl<'a> Machine<'a> {
         };
         let mut guest = GuestView::new(vcpu.vmcb, RamAccess { ram: &entry.ram });
         let console = &mut hardware.console;
+        let limit = &mut hardware.console_limit;
         let outcome =
             hypercall::dispatch(number, args, &caller, &mut guest, &mut |bytes: &[u8]| {
-                console.push(bytes, |line| info!("(d{}) {line}", domain.0));
+                console.push(bytes, |line| emit_guest_line(domain, line, limit, now));
             });
         match outcome {
             Outcome::Return(value) => {
@@ -960,6 +976,7 @@ impl<'a> Machine<'a> {
                 nested,
                 vcpus,
                 console: LineBuffer::new(),
+                console_limit: RateLimiter::new(),
             },
         );
         Ok(())
@@ -1121,6 +1138,26 @@ impl<'a> Machine<'a> {
             done += chunk;
         }
         Ok(())
+    }
+}
+
+/// Prints one line of a guest's console; a guest other than Dom0 is held
+/// to the console rate limit.
+fn emit_guest_line(domain: DomainId, line: &str, limit: &mut RateLimiter, now_ns: u64) {
+    if domain == DomainId::DOM0 {
+        info!("(d0) {line}");
+        return;
+    }
+    match limit.check(now_ns) {
+        LineVerdict::Print => info!("(d{}) {line}", domain.0),
+        LineVerdict::PrintAfterDropping(dropped) => {
+            warn!(
+                "(d{}) {dropped} console lines dropped: more than {LINES_PER_SECOND} a second",
+                domain.0
+            );
+            info!("(d{}) {line}", domain.0);
+        }
+        LineVerdict::Drop => {}
     }
 }
 
