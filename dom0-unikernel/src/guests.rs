@@ -165,6 +165,7 @@ fn shutdown_reason(flags: u32) -> Option<&'static str> {
 /// Starts every boot module named `test-guest` and waits for them all to
 /// stop, destroying each; then reports memory before and after.
 pub fn run_test_guests(info: &StartInfo) {
+    let events = crate::events::DomainEvents::new();
     let free_before = free_kib();
     let mut running: arrayvec::ArrayVec<u16, 16> = arrayvec::ArrayVec::new();
     for module in &info.modules {
@@ -214,7 +215,15 @@ pub fn run_test_guests(info: &StartInfo) {
             }
             false
         });
-        hypercall::yield_now();
+        if running.is_empty() {
+            break;
+        }
+        // Sleep until the hypervisor says a domain stopped (VIRQ_DOM_EXC);
+        // without the event channel, fall back to yielding.
+        match &events {
+            Some(events) => events.wait(),
+            None => hypercall::yield_now(),
+        }
     }
     info!(
         "dom0: all guests done; free memory {free_before} KiB before, {} KiB after",

@@ -4,7 +4,10 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod console;
+mod events;
 mod guests;
 mod hypercall;
 
