@@ -617,12 +617,7 @@ impl Machine<'_> {
         let Ok(mut caller) = self.domains.remove(domain) else {
             return Errno::ESRCH.as_return();
         };
-        let registered: Vec<Option<HostPhysAddr>> =
-            caller.vcpus.iter().map(|state| state.vcpu_info).collect();
-        let mut memory = SharedPages {
-            shared_info: caller.shared_info,
-            registered: &registered,
-        };
+        let mut memory = SharedPages::of(&caller);
         let response = {
             let Some(vcpu) = self
                 .hardware
@@ -660,12 +655,7 @@ impl Machine<'_> {
         let Ok(entry) = self.domains.get(domain) else {
             return;
         };
-        let registered: Vec<Option<HostPhysAddr>> =
-            entry.vcpus.iter().map(|state| state.vcpu_info).collect();
-        let mut memory = SharedPages {
-            shared_info: entry.shared_info,
-            registered: &registered,
-        };
+        let mut memory = SharedPages::of(entry);
         let delivery = entry.events.raise(port, &mut memory);
         self.deliver(domain, delivery);
     }
@@ -675,12 +665,7 @@ impl Machine<'_> {
         let Ok(entry) = self.domains.get(domain) else {
             return;
         };
-        let registered: Vec<Option<HostPhysAddr>> =
-            entry.vcpus.iter().map(|state| state.vcpu_info).collect();
-        let mut memory = SharedPages {
-            shared_info: entry.shared_info,
-            registered: &registered,
-        };
+        let mut memory = SharedPages::of(entry);
         let delivery = entry
             .events
             .raise_virq(virq, VcpuId(vcpu as u32), &mut memory);
@@ -740,12 +725,7 @@ impl Machine<'_> {
         let Ok(entry) = self.domains.get_mut(current.domain) else {
             return Next::Switch;
         };
-        let registered: Vec<Option<HostPhysAddr>> =
-            entry.vcpus.iter().map(|state| state.vcpu_info).collect();
-        let pages = SharedPages {
-            shared_info: entry.shared_info,
-            registered: &registered,
-        };
+        let pages = SharedPages::of(entry);
         // As Xen's local_events_need_delivery(): a pending upcall the vCPU
         // can take now (interrupts on) means no sleep at all.
         let interrupts_on = self
@@ -783,12 +763,7 @@ impl Machine<'_> {
                     })
                     .ok_or(Errno::ESRCH)??;
                 let entry = self.domains.get(current.domain).map_err(|_| Errno::ESRCH)?;
-                let registered: Vec<Option<HostPhysAddr>> =
-                    entry.vcpus.iter().map(|state| state.vcpu_info).collect();
-                let pages = SharedPages {
-                    shared_info: entry.shared_info,
-                    registered: &registered,
-                };
+                let pages = SharedPages::of(entry);
                 let pending = entry.events.poll(&ports, &pages)?;
                 Ok((pending, ports.to_vec(), deadline))
             });
@@ -877,19 +852,15 @@ impl Machine<'_> {
         let Ok(entry) = self.domains.get(which.domain) else {
             return;
         };
-        let registered: Vec<Option<HostPhysAddr>> =
-            entry.vcpus.iter().map(|state| state.vcpu_info).collect();
-        let pages = SharedPages {
-            shared_info: entry.shared_info,
-            registered: &registered,
-        };
+        let pages = SharedPages::of(entry);
         let record = self
             .clock
             .time_info(baremetal::cpu::rdtsc(), tsc_offset, TSC_STABLE)
             .encode();
         for address in [
             pages.legacy_slot(which.index),
-            registered
+            pages
+                .registered
                 .get(which.index)
                 .copied()
                 .flatten()
@@ -928,12 +899,6 @@ impl Machine<'_> {
         let Ok(entry) = self.domains.get(which.domain) else {
             return false;
         };
-        let registered: Vec<Option<HostPhysAddr>> =
-            entry.vcpus.iter().map(|state| state.vcpu_info).collect();
-        SharedPages {
-            shared_info: entry.shared_info,
-            registered: &registered,
-        }
-        .upcall_pending(which.index)
+        SharedPages::of(entry).upcall_pending(which.index)
     }
 }

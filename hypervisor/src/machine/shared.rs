@@ -5,6 +5,9 @@
 
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
+use alloc::vec::Vec;
+
+use hypervisor::domain::Domain;
 use hypervisor::event_channel::{EventMemory, Port, VcpuId};
 use hypervisor::memory::HostPhysAddr;
 use hypervisor::time::VersionedWriter;
@@ -19,10 +22,20 @@ pub const TIME_OFFSET: u64 = 32;
 
 /// One domain's event memory: its shared_info frame and where each vCPU's
 /// vcpu_info lives.
-pub struct SharedPages<'a> {
+pub struct SharedPages {
     pub shared_info: HostPhysAddr,
     /// Registered vcpu_info per vCPU (`None`: the shared_info slot).
-    pub registered: &'a [Option<HostPhysAddr>],
+    pub registered: Vec<Option<HostPhysAddr>>,
+}
+
+impl SharedPages {
+    /// The shared pages of `domain`, as it set them up.
+    pub fn of(domain: &Domain) -> Self {
+        Self {
+            shared_info: domain.shared_info,
+            registered: domain.vcpus.iter().map(|state| state.vcpu_info).collect(),
+        }
+    }
 }
 
 fn word(address: u64) -> &'static AtomicU64 {
@@ -38,7 +51,7 @@ fn byte(address: u64) -> &'static AtomicU8 {
     unsafe { &*(address as *const AtomicU8) }
 }
 
-impl SharedPages<'_> {
+impl SharedPages {
     /// Where vCPU `vcpu`'s vcpu_info is, if it has one.
     pub fn vcpu_info(&self, vcpu: usize) -> Option<u64> {
         match self.registered.get(vcpu).copied().flatten() {
@@ -69,7 +82,7 @@ impl SharedPages<'_> {
     }
 }
 
-impl EventMemory for SharedPages<'_> {
+impl EventMemory for SharedPages {
     fn test_and_set_pending(&mut self, port: Port) -> bool {
         let (word, bit) = self.bit(PENDING, port);
         word.fetch_or(bit, Ordering::AcqRel) & bit != 0
