@@ -46,6 +46,20 @@ pub const SET_HVM_PARAM: u32 = 8;
 /// `tsc_khz` u32 @32, `domains` u32 @36.
 pub const PHYSINFO: u32 = 9;
 
+/// Map guest frames into Dom0 (the domain builder's foreign mappings).
+/// Dom0 is identity-mapped, so each frame appears in Dom0 at its
+/// host-physical address, which the hypervisor returns. In: `gfn` u64 @16
+/// (first guest frame), `count` u32 @24 (at most [`MAP_MAX`]), `addresses`
+/// u64 @32 (Dom0 virtual: an array of `count` u64 that receives each
+/// frame's address in Dom0). The mappings last until UNMAP_FRAMES or the
+/// domain's destruction.
+pub const MAP_FRAMES: u32 = 10;
+/// Unmap guest frames from Dom0. In: `gfn` u64 @16, `count` u32 @24.
+pub const UNMAP_FRAMES: u32 = 11;
+
+/// Most frames one MAP_FRAMES or UNMAP_FRAMES handles.
+pub const MAP_MAX: u32 = 512;
+
 /// Most bytes one WRITE_MEMORY copies.
 pub const WRITE_MAX: u32 = 1 << 20;
 /// `flags` bit of CREATE asking for an HVM guest.

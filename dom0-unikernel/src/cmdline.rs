@@ -25,6 +25,8 @@ pub struct Options {
     /// Create and destroy a guest this many times, reporting free memory
     /// before and after (a leak check).
     pub cycles: Option<u32>,
+    /// Check that guest frames mapped into Dom0 read and write through.
+    pub map_check: bool,
 }
 
 /// Parses Dom0's options; unknown words are returned for a warning.
@@ -33,6 +35,7 @@ pub fn parse(cmdline: &str, mut unknown: impl FnMut(&str)) -> Options {
     for word in cmdline.split_whitespace() {
         match word {
             "poweroff" => options.poweroff = true,
+            "mapcheck" => options.map_check = true,
             "fault=page" => options.fault = Some(TestFault::PageFault),
             "fault=triple" => options.fault = Some(TestFault::TripleFault),
             "fault=spin" => options.fault = Some(TestFault::Spin),

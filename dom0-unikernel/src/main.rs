@@ -99,6 +99,9 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
         }
         None => {}
     }
+    if options.map_check {
+        guests::foreign_mapping_check();
+    }
     if let Some(cycles) = options.cycles {
         guests::create_destroy_cycles(cycles);
     }

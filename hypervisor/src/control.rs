@@ -41,6 +41,17 @@ pub enum Command {
         value: u64,
     },
     PhysInfo,
+    MapFrames {
+        domain: DomainId,
+        gfn: u64,
+        count: u32,
+        addresses: GuestVirtAddr,
+    },
+    UnmapFrames {
+        domain: DomainId,
+        gfn: u64,
+        count: u32,
+    },
 }
 
 /// The raw request, as Dom0 wrote it.
@@ -122,6 +133,32 @@ pub fn decode(request: &Request) -> Result<Command, Errno> {
             value: u64_at(request, payload + 8),
         },
         abi::PHYSINFO => Command::PhysInfo,
+        abi::MAP_FRAMES | abi::UNMAP_FRAMES => {
+            let gfn = u64_at(request, payload);
+            let count = u32_at(request, payload + 8);
+            if count == 0
+                || count > abi::MAP_MAX
+                || gfn
+                    .checked_add(u64::from(count))
+                    .is_none_or(|end| end > 1 << 36)
+            {
+                return Err(Errno::EINVAL);
+            }
+            if u32_at(request, 0) == abi::MAP_FRAMES {
+                Command::MapFrames {
+                    domain: real_domain()?,
+                    gfn,
+                    count,
+                    addresses: GuestVirtAddr(u64_at(request, payload + 16)),
+                }
+            } else {
+                Command::UnmapFrames {
+                    domain: real_domain()?,
+                    gfn,
+                    count,
+                }
+            }
+        }
         _ => return Err(Errno::ENOSYS),
     })
 }
@@ -216,6 +253,30 @@ mod tests {
         let mut entry = request(abi::SET_VCPU_ENTRY, 1);
         entry[24..32].copy_from_slice(&(1u64 << 32).to_le_bytes());
         assert_eq!(decode(&entry), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn frame_mappings_are_bounded() {
+        let mut map = request(abi::MAP_FRAMES, 2);
+        map[16..24].copy_from_slice(&0x100u64.to_le_bytes());
+        map[24..28].copy_from_slice(&4u32.to_le_bytes());
+        map[32..40].copy_from_slice(&0x5000u64.to_le_bytes());
+        assert_eq!(
+            decode(&map),
+            Ok(Command::MapFrames {
+                domain: DomainId(2),
+                gfn: 0x100,
+                count: 4,
+                addresses: GuestVirtAddr(0x5000)
+            })
+        );
+        map[24..28].copy_from_slice(&(abi::MAP_MAX + 1).to_le_bytes());
+        assert_eq!(decode(&map), Err(Errno::EINVAL));
+        map[24..28].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(decode(&map), Err(Errno::EINVAL));
+        let mut unmap = request(abi::UNMAP_FRAMES, 0);
+        unmap[24..28].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(decode(&unmap), Err(Errno::EINVAL), "not Dom0's own frames");
     }
 
     #[test]

@@ -172,3 +172,10 @@ fn a_guest_flooding_the_console_is_rate_limited() -> Result<(), Failure> {
     // What was lost is said, and the guest still shut down normally.
     qemu.assert_serial_contains(&["console lines dropped", "domain 1 shut down (Poweroff)"])
 }
+
+#[test]
+fn dom0_maps_a_guests_frames_and_sees_its_own_writes() -> Result<(), Failure> {
+    let mut qemu = Qemu::built_kernel("-- mapcheck poweroff")?.spawn()?;
+    qemu.wait_for("dom0: foreign mapping check passed", boot_timeout())?;
+    qemu.expect_exit(EXIT_POWEROFF, boot_timeout())
+}

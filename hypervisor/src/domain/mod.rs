@@ -87,6 +87,9 @@ pub struct Domain {
     pub maptrack: Maptrack,
     /// Where it mapped each of its grant-table frames (index → guest frame).
     pub grant_frame_gfns: BTreeMap<u32, u64>,
+    /// Its frames Dom0 has mapped (guest frame → host frame), unmapped
+    /// from Dom0 before they can be freed.
+    pub mapped_by_dom0: BTreeMap<u64, HostPhysAddr>,
 }
 
 /// The hypervisor frames a new domain starts with.
@@ -173,6 +176,7 @@ impl Domain {
                 GUEST_MAPTRACK
             }),
             grant_frame_gfns: BTreeMap::new(),
+            mapped_by_dom0: BTreeMap::new(),
         })
     }
 }

@@ -816,6 +816,25 @@ impl<'a> Machine<'a> {
                     .ok_or(Errno::EINVAL)?;
                 *slot = value;
             }
+            Command::MapFrames {
+                domain,
+                gfn,
+                count,
+                addresses,
+            } => {
+                let mapped = self.map_into_dom0(domain, gfn, count)?;
+                for (index, address) in mapped.iter().enumerate() {
+                    let slot = GuestVirtAddr(addresses.0.wrapping_add(8 * index as u64));
+                    self.with_guest(current, |guest| guest.write(slot, &address.0.to_le_bytes()))
+                        .ok_or(Errno::EFAULT)?
+                        .map_err(|_| Errno::EFAULT)?;
+                }
+            }
+            Command::UnmapFrames { domain, gfn, count } => {
+                for frame in gfn..gfn + u64::from(count) {
+                    self.unmap_from_dom0(domain, frame);
+                }
+            }
             Command::PhysInfo => {
                 let free = self.frames.free_bytes() / PAGE_SIZE;
                 control::encode_physinfo(
@@ -1003,6 +1022,15 @@ impl<'a> Machine<'a> {
         if id == DomainId::DOM0 {
             return Err(Errno::EINVAL);
         }
+        // Dom0 must lose its view of the guest's frames before they go.
+        let dom0_views: Vec<u64> = self
+            .domains
+            .get(id)
+            .map(|entry| entry.mapped_by_dom0.keys().copied().collect())
+            .map_err(|_| Errno::ESRCH)?;
+        for gfn in dom0_views {
+            self.unmap_from_dom0(id, gfn);
+        }
         let mut entry = self.domains.remove(id).map_err(|_| Errno::ESRCH)?;
         self.unschedule_domain(id);
         if self.fpu_owner.is_some_and(|owner| owner.domain == id) {
@@ -1070,6 +1098,75 @@ impl<'a> Machine<'a> {
         }
         Self::free_ram(&mut self.frames, core::mem::take(&mut entry.ram));
         Ok(())
+    }
+
+    /// Maps `count` of a guest's frames from `gfn` into Dom0, each at its
+    /// host-physical address (Dom0 is identity-mapped), and returns them.
+    /// All or nothing: a frame that is not the guest's RAM fails the call.
+    fn map_into_dom0(
+        &mut self,
+        domain: DomainId,
+        gfn: u64,
+        count: u32,
+    ) -> Result<Vec<HostPhysAddr>, Errno> {
+        let entry = self.domains.get(domain).map_err(|_| Errno::ESRCH)?;
+        let frames: Vec<HostPhysAddr> = (gfn..gfn + u64::from(count))
+            .map(|frame| entry.ram.host_frame(frame).ok_or(Errno::EINVAL))
+            .collect::<Result<_, _>>()?;
+        let dom0_nested = self
+            .hardware
+            .get(&DomainId::DOM0)
+            .ok_or(Errno::ESRCH)?
+            .nested;
+        for (offset, host) in frames.iter().enumerate() {
+            let frame = gfn + offset as u64;
+            let already = self
+                .domains
+                .get(domain)
+                .is_ok_and(|entry| entry.mapped_by_dom0.contains_key(&frame));
+            if already {
+                continue;
+            }
+            let mut memory = TableFrames {
+                frames: &mut self.frames,
+            };
+            dom0_nested
+                .map(
+                    &mut memory,
+                    GuestPhysAddr(host.0),
+                    *host,
+                    PAGE_SIZE,
+                    PageFlags::WRITABLE,
+                    PageSize::Small,
+                )
+                .map_err(|_| Errno::ENOMEM)?;
+            if let Ok(entry) = self.domains.get_mut(domain) {
+                entry.mapped_by_dom0.insert(frame, *host);
+            }
+        }
+        Ok(frames)
+    }
+
+    /// Removes a guest frame from Dom0's view, if Dom0 mapped it.
+    fn unmap_from_dom0(&mut self, domain: DomainId, gfn: u64) {
+        let Some(host) = self
+            .domains
+            .get_mut(domain)
+            .ok()
+            .and_then(|entry| entry.mapped_by_dom0.remove(&gfn))
+        else {
+            return;
+        };
+        if let Some(hardware) = self.hardware.get(&DomainId::DOM0) {
+            let nested = hardware.nested;
+            let _ = nested.unmap_page(
+                &mut TableFrames {
+                    frames: &mut self.frames,
+                },
+                GuestPhysAddr(host.0),
+            );
+        }
+        self.flush_tlb(DomainId::DOM0);
     }
 
     /// Gives the FPU registers to `current`, saving the last owner's.

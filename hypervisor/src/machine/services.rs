@@ -323,6 +323,7 @@ impl Machine<'_> {
 
     /// Gives guest frame `gfn` back to the hypervisor.
     fn release_page(&mut self, domain: DomainId, gfn: u64) -> bool {
+        self.unmap_from_dom0(domain, gfn);
         let Some(hardware) = self.hardware.get(&domain) else {
             return false;
         };
@@ -349,7 +350,7 @@ impl Machine<'_> {
     }
 
     /// Every vCPU of `domain` flushes its TLB at its next VMRUN.
-    fn flush_tlb(&mut self, domain: DomainId) {
+    pub(super) fn flush_tlb(&mut self, domain: DomainId) {
         if let Some(hardware) = self.hardware.get_mut(&domain) {
             for vcpu in &mut hardware.vcpus {
                 vcpu.vmcb.write_u8(
@@ -393,6 +394,7 @@ impl Machine<'_> {
         if gfn >= (1 << 36) {
             return Err(Errno::EINVAL);
         }
+        self.unmap_from_dom0(domain, gfn);
         let nested = self.hardware.get(&domain).ok_or(Errno::ESRCH)?.nested;
         let entry = self.domains.get_mut(domain).map_err(|_| Errno::ESRCH)?;
         let mut memory = TableFrames {
