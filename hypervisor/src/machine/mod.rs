@@ -281,6 +281,9 @@ impl<'a> Machine<'a> {
                 baremetal::cpu::rdtsc().wrapping_add(self.clock.ticks_for_ns(slice_ns));
             self.arm_timer(next_deadline, Some(self.slice_end));
             self.publish_time(current);
+            if self.fpu_owner != Some(current) {
+                self.publish_runstate(current);
+            }
             self.switch_fpu(current);
             let upcall = self
                 .upcall_pending(current)

@@ -494,6 +494,10 @@ impl Machine<'_> {
                     .map_err(|_| Errno::ESRCH)?;
                 entry.vcpus[target].runstate_area =
                     Some(GuestVirtAddr(u64::from_le_bytes(address)));
+                // Like Xen, fill it in at once for the calling vCPU.
+                if target == current.index {
+                    self.publish_runstate(current);
+                }
                 Ok(0)
             }
             VCPUOP_SET_SINGLESHOT_TIMER => {
@@ -878,6 +882,26 @@ impl Machine<'_> {
                 &record,
             );
         }
+    }
+
+    /// Writes the vCPU's runstate (time running, runnable, blocked,
+    /// offline) into the area it registered, through its own page tables,
+    /// as it is about to run. A bad area is the guest's loss: ignored.
+    pub(super) fn publish_runstate(&mut self, which: VcpuRef) {
+        let Some(area) = self
+            .domains
+            .get(which.domain)
+            .ok()
+            .and_then(|entry| entry.vcpus.get(which.index))
+            .and_then(|state| state.runstate_area)
+        else {
+            return;
+        };
+        let Some(runstate) = self.scheduler.runstate(which) else {
+            return;
+        };
+        let record = runstate.at(self.now()).encode(false);
+        let _ = self.with_guest(which, |guest| guest.write(area, &record));
     }
 
     /// Writes the wallclock into a new domain's shared_info.

@@ -23,11 +23,14 @@ pub fn runstate_area(_context: &mut Context) -> Outcome {
         "register_runstate_memory_area",
         vcpu::register_runstate_memory_area(VcpuId::BOOT, &RUNSTATE),
     )?;
-    // Writing it is optional (a hypervisor may leave steal time at 0), but
-    // what is written must say "running".
+    // Xen fills the area in at registration; it must say "running".
     let info = RUNSTATE.read();
     ensure!(
-        !info.is_written() || info.state == RUNSTATE_RUNNING,
+        info.is_written(),
+        "runstate area left empty after registration"
+    );
+    ensure!(
+        info.state == RUNSTATE_RUNNING,
         "state {} while running",
         info.state
     );
