@@ -27,6 +27,8 @@ pub struct Options {
     pub cycles: Option<u32>,
     /// Check that guest frames mapped into Dom0 read and write through.
     pub map_check: bool,
+    /// Check that a device interrupt (the CMOS clock's) reaches Dom0.
+    pub interrupt_check: bool,
 }
 
 /// Parses Dom0's options; unknown words are returned for a warning.
@@ -36,6 +38,7 @@ pub fn parse(cmdline: &str, mut unknown: impl FnMut(&str)) -> Options {
         match word {
             "poweroff" => options.poweroff = true,
             "mapcheck" => options.map_check = true,
+            "irqcheck" => options.interrupt_check = true,
             "fault=page" => options.fault = Some(TestFault::PageFault),
             "fault=triple" => options.fault = Some(TestFault::TripleFault),
             "fault=spin" => options.fault = Some(TestFault::Spin),

@@ -10,6 +10,7 @@ mod console;
 mod events;
 mod guests;
 mod hypercall;
+mod interrupt_check;
 
 use baremetal::exceptions::{CrashReport, ExceptionFrame};
 use dom0::cmdline::{self, TestFault};
@@ -99,6 +100,9 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
         }
         None => {}
     }
+    if options.interrupt_check {
+        interrupt_check::run();
+    }
     if options.map_check {
         guests::foreign_mapping_check();
     }
@@ -155,6 +159,10 @@ fn tsc_khz() -> u32 {
 }
 
 fn on_exception(frame: &mut ExceptionFrame) {
+    if frame.vector == interrupt_check::CLOCK_VECTOR {
+        interrupt_check::on_clock_interrupt();
+        return;
+    }
     if frame.vector >= 32 {
         return;
     }

@@ -171,6 +171,13 @@ fn on_exception(frame: &mut ExceptionFrame) {
     if frame.vector == u64::from(hw::lapic::SPURIOUS_VECTOR) {
         return;
     }
+    if let Ok(vector) = u8::try_from(frame.vector)
+        && hw::device_interrupts::DOM0_VECTORS.contains(&vector)
+    {
+        hw::device_interrupts::record(vector);
+        hw::lapic::end_of_interrupt();
+        return;
+    }
     if frame.vector >= 32 {
         hw::pic::acknowledge(frame.vector);
         hw::lapic::end_of_interrupt();

@@ -253,6 +253,13 @@ impl<'a> Machine<'a> {
     /// exit, its time is accounted, and again.
     pub fn run(mut self) -> ! {
         loop {
+            // A device interrupt wakes Dom0 if it sleeps.
+            if crate::hw::device_interrupts::any_pending() {
+                self.wake(VcpuRef {
+                    domain: DomainId::DOM0,
+                    index: 0,
+                });
+            }
             let next_deadline = self.run_timers();
             let now = self.now();
             let decision = self
@@ -289,14 +296,26 @@ impl<'a> Machine<'a> {
                 .upcall_pending(current)
                 .then(|| self.upcall_vector(current))
                 .flatten();
+            // Dom0 also gets its devices' interrupts, one per entry, after
+            // any event-channel upcall.
+            let device_vector = match (current.domain, upcall) {
+                (DomainId::DOM0, None) => crate::hw::device_interrupts::take_highest(),
+                _ => None,
+            };
             let host_state = self.host_state;
             let Some(vcpu) = self.vcpu_mut(current) else {
                 let _ = self.scheduler.remove(current, now);
                 continue;
             };
-            vcpu.set_virtual_interrupt(upcall);
+            vcpu.set_virtual_interrupt(upcall.or(device_vector));
             let started = baremetal::cpu::rdtsc();
             vcpu.run(host_state);
+            if let Some(vector) = device_vector
+                && vcpu.virtual_interrupt_waiting()
+            {
+                // Not taken yet (interrupts off): offer it again next time.
+                crate::hw::device_interrupts::record(vector);
+            }
             let exit = VmExit::decode(
                 vcpu.vmcb
                     .read_u64(hypervisor::svm::vmcb::control::EXIT_CODE),

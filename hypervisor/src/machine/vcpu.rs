@@ -201,6 +201,12 @@ impl Vcpu {
         self.vmcb.write_u64(control::VIRTUAL_INTERRUPT, value);
     }
 
+    /// Whether the interrupt asked for with `set_virtual_interrupt` is
+    /// still waiting (the guest has not taken it).
+    pub fn virtual_interrupt_waiting(&self) -> bool {
+        self.vmcb.read_u64(control::VIRTUAL_INTERRUPT) & (1 << 8) != 0
+    }
+
     /// Runs the vCPU until its next VM exit.
     pub fn run(&mut self, host_state: HostPhysAddr) {
         // SAFETY: the VMCB and what it points at (nested tables, permission
