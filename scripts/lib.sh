@@ -61,6 +61,13 @@ XENOLITH_TOOLS=(
     "xorriso xorriso"
     "mformat mtools"
     "objcopy binutils"
+    # The bzImage tests compress their inputs with the tools Linux uses.
+    "xz xz-utils"
+    "gzip gzip"
+    "lz4 lz4"
+    "zstd zstd"
+    # scripts/fetch-guest and scripts/bench build initramfs images.
+    "cpio cpio"
 )
 
 # missing_packages: print the Debian packages whose tool is missing, one a line.

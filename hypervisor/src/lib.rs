@@ -20,3 +20,4 @@ pub mod scheduler;
 pub mod svm;
 pub mod time;
 pub mod vcpu;
+pub mod vlapic;

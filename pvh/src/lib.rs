@@ -4,6 +4,9 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
+pub mod bzimage;
 pub mod image;
 pub mod start_info;
 
