@@ -42,6 +42,17 @@ pub struct AddToPhysmap {
 }
 
 impl AddToPhysmap {
+    /// Maps `space`/`index` of the calling domain at guest frame `gfn`.
+    pub fn at(space: MapSpace, index: u64, gfn: GuestFrame) -> Self {
+        Self {
+            domid: DomainId::SELF.0,
+            size: 0,
+            space: space.0,
+            index,
+            gpfn: gfn.0,
+        }
+    }
+
     /// Maps `space`/`index` of the calling domain at `slot`'s frame.
     pub fn new(space: MapSpace, index: u64, slot: &FrameSlot) -> Self {
         Self {
@@ -140,6 +151,16 @@ const _: () = assert!(core::mem::size_of::<MemoryReservation<'static>>() == 32);
 const _: () = assert!(core::mem::size_of::<MemoryMapArgument<'static>>() == 16);
 const _: () = assert!(core::mem::size_of::<E820Entry>() == 20);
 const _: () = assert!(core::mem::size_of::<DomainIdArgument>() == 2);
+
+/// `XENMEM_add_to_physmap` at a bare guest frame, for probing the
+/// hypervisor's limits with frames the program never touches. Whatever
+/// the guest had at `gfn` is replaced, so pass only frames the program
+/// does not use (beyond its RAM): placing one over memory in use would
+/// pull that memory from under the program.
+pub fn add_to_physmap_at(space: MapSpace, index: u64, gfn: GuestFrame) -> Result<(), XenError> {
+    let mut argument = AddToPhysmap::at(space, index, gfn);
+    XenError::check(raw::call(&raw::ADD_TO_PHYSMAP, &mut argument)).map(drop)
+}
 
 /// `XENMEM_add_to_physmap`: puts `space`/`index` at `slot`'s frame
 /// (whatever was there, RAM included, is replaced).

@@ -90,7 +90,14 @@ pub struct Domain {
     /// Its frames Dom0 has mapped (guest frame → host frame), unmapped
     /// from Dom0 before they can be freed.
     pub mapped_by_dom0: BTreeMap<u64, HostPhysAddr>,
+    /// Nested page-table frames its own requests may still cause the
+    /// hypervisor to allocate (mappings at far-apart guest frames).
+    pub table_budget: u64,
 }
+
+/// Nested page tables a guest's requests may add beyond those of its RAM
+/// (4 MiB of tables: room for thousands of scattered mappings).
+pub const GUEST_TABLE_BUDGET: u64 = 1024;
 
 /// The hypervisor frames a new domain starts with.
 #[derive(Clone, Copy, Debug)]
@@ -177,6 +184,11 @@ impl Domain {
             }),
             grant_frame_gfns: BTreeMap::new(),
             mapped_by_dom0: BTreeMap::new(),
+            table_budget: if privileged {
+                u64::MAX
+            } else {
+                GUEST_TABLE_BUDGET
+            },
         })
     }
 }

@@ -119,3 +119,34 @@ impl TableMemory for TableFrames<'_> {
         Some(frame.start)
     }
 }
+
+/// Page-table frames charged to a guest's allowance: a guest that maps
+/// things at far-apart guest frames (shared_info, grants, ballooned pages)
+/// must not make the hypervisor allocate nested tables without end.
+pub struct ChargedTableFrames<'a> {
+    pub frames: &'a mut FrameAllocator,
+    /// Tables the guest may still cause; none left means the mapping fails.
+    pub budget: &'a mut u64,
+}
+
+impl TableMemory for ChargedTableFrames<'_> {
+    fn read_entry(&self, table: HostPhysAddr, index: usize) -> u64 {
+        // SAFETY: as for `TableFrames::read_entry`.
+        unsafe { core::ptr::read_volatile((table.0 as *const u64).add(index % ENTRIES_PER_TABLE)) }
+    }
+
+    fn write_entry(&mut self, table: HostPhysAddr, index: usize, entry: u64) {
+        // SAFETY: as for `TableFrames::write_entry`.
+        unsafe {
+            core::ptr::write_volatile((table.0 as *mut u64).add(index % ENTRIES_PER_TABLE), entry)
+        }
+    }
+
+    fn allocate_table(&mut self) -> Option<HostPhysAddr> {
+        *self.budget = self.budget.checked_sub(1)?;
+        TableFrames {
+            frames: self.frames,
+        }
+        .allocate_table()
+    }
+}

@@ -19,7 +19,7 @@ use xenolith_abi::hypercall::HypercallArgs;
 
 use super::guest_memory::{GuestView, RamAccess};
 use super::{GuestHardware, Machine, Next, VcpuRef};
-use crate::hw::memory::{self as physical, TableFrames};
+use crate::hw::memory::{self as physical, ChargedTableFrames, TableFrames};
 
 /// Grant entries in hypervisor-owned table frames.
 pub struct EntryMemory;
@@ -108,7 +108,7 @@ impl GrantHost for Host<'_> {
             .ok_or(GrantStatus::BadPage)?;
         let mapper = self
             .domains
-            .get(action.mapper)
+            .get_mut(action.mapper)
             .map_err(|_| GrantStatus::GeneralError)?;
         if mapper.ram.host_frame(action.mapper_frame.0).is_some() {
             return Err(GrantStatus::GeneralError);
@@ -126,8 +126,9 @@ impl GrantHost for Host<'_> {
             Access::Writable => PageFlags::WRITABLE,
             Access::ReadOnly => PageFlags::EMPTY,
         };
-        let mut memory = TableFrames {
+        let mut memory = ChargedTableFrames {
             frames: self.frames,
+            budget: &mut mapper.table_budget,
         };
         nested
             .map(

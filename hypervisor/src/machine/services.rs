@@ -19,7 +19,7 @@ use super::guest_memory::{GuestView, RamAccess};
 use super::shared::{SharedPages, TIME_OFFSET, TimeRecord, store};
 use super::vcpu::RunState;
 use super::{Machine, Next, VcpuRef};
-use crate::hw::memory::{self as physical, TableFrames};
+use crate::hw::memory::{self as physical, ChargedTableFrames, TableFrames};
 
 /// `XENMEM_*` commands.
 const XENMEM_DECREASE_RESERVATION: u64 = 1;
@@ -297,8 +297,9 @@ impl Machine<'_> {
         };
         // SAFETY: just allocated; a guest must not see a former owner's data.
         unsafe { physical::zero(frame) };
-        let mut memory = TableFrames {
+        let mut memory = ChargedTableFrames {
             frames: &mut self.frames,
+            budget: &mut entry.table_budget,
         };
         let mapped = nested.map(
             &mut memory,
@@ -397,8 +398,9 @@ impl Machine<'_> {
         self.unmap_from_dom0(domain, gfn);
         let nested = self.hardware.get(&domain).ok_or(Errno::ESRCH)?.nested;
         let entry = self.domains.get_mut(domain).map_err(|_| Errno::ESRCH)?;
-        let mut memory = TableFrames {
+        let mut memory = ChargedTableFrames {
             frames: &mut self.frames,
+            budget: &mut entry.table_budget,
         };
         let displaced = entry.ram.remove_page(gfn).ok().flatten();
         let _ = nested.unmap_page(&mut memory, GuestPhysAddr(gfn * PAGE_SIZE));

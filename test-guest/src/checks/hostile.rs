@@ -381,3 +381,36 @@ pub fn shutdown_reason(_context: &mut Context) -> Outcome {
         &[XenError::EINVAL],
     )
 }
+
+/// Moves shared_info to hundreds of far-apart guest frames (512 GiB
+/// apart, each needing fresh nested tables): the hypervisor must stop
+/// with -ENOMEM at the guest's allowance instead of allocating tables
+/// without end. shared_info goes back where the other checks expect it.
+pub fn physmap_scatter(context: &mut Context) -> Outcome {
+    let pages = context.pages()?;
+    let mut refused = None;
+    let mut accepted = 0u64;
+    for step in 1..=500u64 {
+        // Frames from 512 GiB up are far beyond this guest's RAM and never
+        // touched; only the mappings are asked for.
+        let far = xen_guest::GuestFrame(step << 27);
+        match guest_memory::add_to_physmap_at(MapSpace::SHARED_INFO, 0, far) {
+            Ok(()) => accepted += 1,
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+    }
+    ok(
+        "add_to_physmap(shared_info) back in place",
+        xen_guest::shared::map_shared_info(pages.shared_info),
+    )?;
+    match refused {
+        Some(XenError::ENOMEM) => Ok(()),
+        Some(other) => {
+            fail!("after {accepted} scattered mappings: expected -ENOMEM, got {other:?}")
+        }
+        None => fail!("all {accepted} scattered mappings accepted: nested tables are not limited"),
+    }
+}

@@ -128,6 +128,7 @@ pub const CHECKS: &[Check] = &[
     always("hostile-grant-handle", hostile::grant_handle),
     always("hostile-grant-flags", hostile::grant_flags),
     always("hostile-physmap", hostile::physmap),
+    always("hostile-physmap-scatter", hostile::physmap_scatter),
     always("hostile-bad-pointers", hostile::bad_pointers),
     always("unaligned-pointers", hostile::unaligned_pointers),
     always("hostile-console-count", hostile::console_count),
