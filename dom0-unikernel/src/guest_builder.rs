@@ -13,10 +13,13 @@ pub const COPY_CHUNK: usize = 1 << 20;
 
 /// A guest to build.
 pub struct GuestSpec<'a> {
+    /// A PVH ELF kernel (the image itself, already decompressed).
     pub image: &'a [u8],
     pub memory_kib: u64,
     pub vcpus: u32,
     pub cmdline: &'a str,
+    /// Module 0 for the guest (Linux's initrd), if any.
+    pub initrd: Option<&'a [u8]>,
 }
 
 /// One piece of guest memory to fill: `length` bytes at guest-physical
@@ -32,6 +35,7 @@ pub struct Copy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
     Image { offset: usize, length: usize },
+    Initrd { offset: usize, length: usize },
     StartInfo,
 }
 
@@ -77,7 +81,10 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
     let image: PvhImage = pvh::image::parse(spec.image).map_err(BuildError::Image)?;
     let memory = spec.memory_kib * 1024;
     let start_info_address = memory.saturating_sub(BLOCK_SIZE as u64);
-    if image.end > start_info_address {
+    // The initrd goes just below the start info, page-aligned.
+    let initrd_size = spec.initrd.map_or(0, |initrd| initrd.len() as u64);
+    let initrd_address = start_info_address.saturating_sub(initrd_size) & !0xfff;
+    if image.end > initrd_address || initrd_size > start_info_address {
         return Err(BuildError::TooSmall {
             image_end: image.end,
             memory,
@@ -101,23 +108,62 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
             done += length;
         }
     }
+    let mut done = 0u64;
+    while done < initrd_size {
+        let length = (initrd_size - done).min(COPY_CHUNK as u64);
+        let piece = Copy {
+            address: initrd_address + done,
+            source: Source::Initrd {
+                offset: done as usize,
+                length: length as usize,
+            },
+        };
+        copies
+            .try_push(piece)
+            .map_err(|_| BuildError::TooManyPieces)?;
+        done += length;
+    }
     copies
         .try_push(Copy {
             address: start_info_address,
             source: Source::StartInfo,
         })
         .map_err(|_| BuildError::TooManyPieces)?;
-    let ram = [MemoryEntry {
-        address: 0,
-        size: memory,
-        kind: memmap_type::RAM,
+    // RAM below 640 KiB (Linux puts its real-mode trampoline there), the
+    // legacy VGA/BIOS hole reserved, then RAM up to the top.
+    let ram = [
+        MemoryEntry {
+            address: 0,
+            size: 0xa_0000,
+            kind: memmap_type::RAM,
+        },
+        MemoryEntry {
+            address: 0xa_0000,
+            size: 0x6_0000,
+            kind: memmap_type::RESERVED,
+        },
+        MemoryEntry {
+            address: 0x10_0000,
+            size: memory - 0x10_0000,
+            kind: memmap_type::RAM,
+        },
+    ];
+    let initrd_module = [pvh::start_info::ModuleEntry {
+        address: initrd_address,
+        size: initrd_size,
+        cmdline: "",
     }];
+    let modules: &[pvh::start_info::ModuleEntry<'_>] = if spec.initrd.is_some() {
+        &initrd_module
+    } else {
+        &[]
+    };
     let start_info = pvh::start_info::build(&StartInfoInput {
         base: start_info_address,
         flags: 0,
         memory: &ram,
         cmdline: spec.cmdline,
-        modules: &[],
+        modules,
         rsdp: 0,
     });
     Ok(BuildPlan {
@@ -140,6 +186,7 @@ mod tests {
             memory_kib: 32 * 1024,
             vcpus: 1,
             cmdline: "role=offer",
+            initrd: None,
         })
         .expect("plan");
         assert_eq!(plan.entry, 0x10_0000);
@@ -176,6 +223,7 @@ mod tests {
             memory_kib: 1024,
             vcpus: 1,
             cmdline: "",
+            initrd: None,
         });
         assert!(matches!(result, Err(BuildError::TooSmall { .. })));
         assert!(matches!(
@@ -183,9 +231,42 @@ mod tests {
                 image: b"junk",
                 memory_kib: 1024,
                 vcpus: 1,
-                cmdline: ""
+                cmdline: "",
+                initrd: None,
             }),
             Err(BuildError::Image(_))
         ));
+    }
+
+    #[test]
+    fn an_initrd_is_module_zero_below_the_start_info() {
+        let image = pvh::image::testing::elf_image(0x100_0000, 0x2000, Some(0x100_0000));
+        let initrd = vec![7u8; 3 * COPY_CHUNK / 2];
+        let plan = plan(&GuestSpec {
+            image: image.bytes(),
+            memory_kib: 64 * 1024,
+            vcpus: 1,
+            cmdline: "console=hvc0",
+            initrd: Some(&initrd),
+        })
+        .expect("plan");
+        let pieces: Vec<_> = plan
+            .copies
+            .iter()
+            .filter(|copy| matches!(copy.source, Source::Initrd { .. }))
+            .collect();
+        assert_eq!(pieces.len(), 2, "split into copy-sized pieces");
+        let start = pieces[0].address;
+        assert_eq!(start % 4096, 0);
+        assert!(start + initrd.len() as u64 <= plan.start_info_address);
+        let modlist = u64::from_le_bytes(plan.start_info[16..24].try_into().unwrap());
+        let at = (modlist - plan.start_info_address) as usize;
+        assert_eq!(
+            u64::from_le_bytes(plan.start_info[at..at + 8].try_into().unwrap()),
+            start
+        );
+        assert_eq!(plan.start_info[12], 1, "one module");
+        // Low RAM for Linux's trampoline, the legacy hole reserved.
+        assert_eq!(plan.start_info[48], 3);
     }
 }

@@ -58,31 +58,47 @@ fn simple(cmd: u32, domain: u16) -> Result<(), i64> {
     hypercall::control(&mut request(cmd, domain))
 }
 
-/// Creates a paused, empty guest; returns its domain id.
+/// Creates a paused, empty test guest; returns its domain id.
 pub fn create() -> Result<u16, i64> {
+    create_with(GUEST_MEMORY_KIB)
+}
+
+/// Creates a paused, empty guest with `memory_kib` of RAM.
+fn create_with(memory_kib: u64) -> Result<u16, i64> {
     let mut create = request(abi::CREATE, 0);
     put_u32(&mut create, 16, 1);
-    put_u64(&mut create, 24, GUEST_MEMORY_KIB);
+    put_u64(&mut create, 24, memory_kib);
     hypercall::control(&mut create)?;
     Ok(u16::from_le_bytes([create[8], create[9]]))
 }
 
-/// Loads `image` with `cmdline` into paused guest `domain` and sets its
-/// entry point.
+/// Loads `image` with `cmdline` into paused test guest `domain` and sets
+/// its entry point.
 pub fn load(domain: u16, image: &[u8], cmdline: &str) -> Result<(), i64> {
-    let spec = GuestSpec {
-        image,
-        memory_kib: GUEST_MEMORY_KIB,
-        vcpus: 1,
-        cmdline,
-    };
-    let plan = guest_builder::plan(&spec).map_err(|build_error| {
+    build(
+        domain,
+        &GuestSpec {
+            image,
+            memory_kib: GUEST_MEMORY_KIB,
+            vcpus: 1,
+            cmdline,
+            initrd: None,
+        },
+    )
+}
+
+/// Loads a guest as `spec` says into paused domain `domain` and sets its
+/// entry point.
+fn build(domain: u16, spec: &GuestSpec<'_>) -> Result<(), i64> {
+    let (image, initrd) = (spec.image, spec.initrd.unwrap_or(&[]));
+    let plan = guest_builder::plan(spec).map_err(|build_error| {
         error!("dom0: cannot build guest: {build_error}");
         -22
     })?;
     for copy in &plan.copies {
         let bytes = match copy.source {
             Source::Image { offset, length } => image.get(offset..offset + length).ok_or(-22)?,
+            Source::Initrd { offset, length } => initrd.get(offset..offset + length).ok_or(-22)?,
             Source::StartInfo => &plan.start_info[..],
         };
         let mut write = request(abi::WRITE_MEMORY, domain);
@@ -168,9 +184,40 @@ pub fn run_test_guests(info: &StartInfo) {
     let events = crate::events::DomainEvents::new();
     let free_before = free_kib();
     let mut running: arrayvec::ArrayVec<u16, 16> = arrayvec::ArrayVec::new();
-    for module in &info.modules {
+    for (index, module) in info.modules.iter().enumerate() {
         let mut words = module.cmdline.split_whitespace();
-        if words.next() != Some("test-guest") {
+        let first = words.next();
+        if first == Some("linux") {
+            let line = module.cmdline.trim_start_matches("linux").trim();
+            // SAFETY: modules lie in Dom0's RAM, reserved from its heap.
+            let kernel = unsafe {
+                core::slice::from_raw_parts(
+                    module.range.start as usize as *const u8,
+                    module.range.len() as usize,
+                )
+            };
+            let initrd = info
+                .modules
+                .get(index + 1)
+                .filter(|next| next.cmdline.as_str() == "linux-initrd")
+                .map(|next| {
+                    // SAFETY: as above.
+                    unsafe {
+                        core::slice::from_raw_parts(
+                            next.range.start as usize as *const u8,
+                            next.range.len() as usize,
+                        )
+                    }
+                });
+            match start_linux(kernel, line, initrd) {
+                Ok(domain) => {
+                    let _ = running.try_push(domain);
+                }
+                Err(code) => error!("dom0: starting Linux failed: error {code}"),
+            }
+            continue;
+        }
+        if first != Some("test-guest") {
             continue;
         }
         let cmdline = module.cmdline.trim_start_matches("test-guest").trim();
@@ -344,4 +391,54 @@ fn unmap_frames(domain: u16, gfn: u64, count: u32) -> Result<(), i64> {
     put_u64(&mut unmap, 16, gfn);
     put_u32(&mut unmap, 24, count);
     hypercall::control(&mut unmap)
+}
+
+/// Most RAM a Linux guest may ask for on its module line, in MiB.
+const LINUX_MEMORY_MAX_MIB: u64 = 4096;
+
+/// Starts a Linux kernel (a distro bzImage or an ELF vmlinux) from boot
+/// modules: the module line is `linux [memory=MiB] KERNEL ARGS...`, and
+/// the next module named `linux-initrd`, if any, is its initrd.
+fn start_linux(kernel: &[u8], line: &str, initrd: Option<&[u8]>) -> Result<u16, i64> {
+    let mut memory_mib = 256;
+    let mut args = line;
+    if let Some(rest) = line.strip_prefix("memory=") {
+        let (value, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+        memory_mib = value
+            .parse()
+            .ok()
+            .filter(|mib| (64..=LINUX_MEMORY_MAX_MIB).contains(mib))
+            .ok_or(-22)?;
+        args = tail.trim();
+    }
+    let started = baremetal::cpu::rdtsc();
+    let vmlinux =
+        pvh::bzimage::vmlinux(kernel, pvh::bzimage::SUGGESTED_LIMIT).map_err(|error| {
+            error!("dom0: the Linux image is unusable: {error:?}");
+            -22
+        })?;
+    let khz =
+        u64::from(baremetal::cpu::cpuid(xenolith_abi::cpuid::XEN_CPUID_BASE + 3, 0)[2].max(1));
+    info!(
+        "dom0: Linux image {} KiB -> vmlinux {} KiB in {} ms",
+        kernel.len() / 1024,
+        vmlinux.len() / 1024,
+        baremetal::cpu::rdtsc().wrapping_sub(started) / khz
+    );
+    let memory_kib = memory_mib * 1024;
+    let domain = create_with(memory_kib)?;
+    let spec = GuestSpec {
+        image: &vmlinux,
+        memory_kib,
+        vcpus: 1,
+        cmdline: args,
+        initrd,
+    };
+    let result = build(domain, &spec).and_then(|()| simple(abi::UNPAUSE, domain));
+    if let Err(code) = result {
+        let _ = simple(abi::DESTROY, domain);
+        return Err(code);
+    }
+    info!("dom0: started Linux as domain {domain} ({memory_mib} MiB, command line {args:?})");
+    Ok(domain)
 }
