@@ -1,16 +1,15 @@
 //! Stock Debian Linux as a guest: Dom0 decompresses Debian's bzImage
 //! (XZ with the x86 BCJ filter), builds a PVH guest with the busybox
-//! initramfs that `scripts/fetch-guest` makes, and the kernel starts and
-//! prints its banner on the Xen console. (How far it gets is the
-//! measure of the Linux-guest work; whatever it does, the machine goes on
-//! and Dom0 cleans up after it.)
+//! initramfs that `scripts/fetch-guest` makes, and the kernel starts,
+//! prints its banner on the Xen console, finds Xen and its x2APIC, and
+//! sets up its memory. How far it gets is the measure of the Linux-guest
+//! work (today it stops where it needs ACPI tables to pick its APIC
+//! driver); whatever it does, the hypervisor and Dom0 go on.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use xenolith_tests::{
-    EXIT_POWEROFF, Failure, Qemu, TempDir, boot_timeout, make_iso_with_modules, repo_root,
-};
+use xenolith_tests::{Failure, Qemu, TempDir, boot_timeout, make_iso_with_modules, repo_root};
 
 /// The kernel and initramfs `scripts/fetch-guest --poweroff` leaves.
 fn guest_files() -> Result<(PathBuf, PathBuf), Failure> {
@@ -45,11 +44,16 @@ fn a_stock_debian_kernel_starts_as_a_pvh_guest() -> Result<(), Failure> {
     qemu.wait_for("(d1) [    0.000000] Linux version 6.1", boot_timeout())?;
     qemu.wait_for("Command line: console=hvc0 earlyprintk=xen", boot_timeout())?;
     qemu.wait_for("BIOS-e820", boot_timeout())?;
-    // However far it gets today, the domain ends and Dom0 cleans up.
+    qemu.wait_for("Hypervisor detected: Xen HVM", boot_timeout())?;
     qemu.wait_for(
-        "dom0: domain 1 shut down",
-        boot_timeout() + Duration::from_secs(60),
+        "x2apic: enabled by BIOS, switching to x2apic ops",
+        boot_timeout(),
     )?;
-    qemu.wait_for("all guests done", boot_timeout())?;
-    qemu.expect_exit(EXIT_POWEROFF, boot_timeout())
+    qemu.wait_for("Initmem setup node 0", boot_timeout())?;
+    // The machine stays up whatever the guest does next.
+    std::thread::sleep(Duration::from_secs(1));
+    if !qemu.is_running()? {
+        return Err(qemu.failure("QEMU stopped while the Linux guest ran"));
+    }
+    Ok(())
 }

@@ -125,6 +125,10 @@ pub struct VcpuXenState {
     pub runstate_area: Option<GuestVirtAddr>,
     /// What it waits for while blocked.
     pub wait: Option<Wait>,
+    /// Its virtual local APIC (guests; Dom0 has none).
+    pub lapic: Option<crate::vlapic::VirtualLapic>,
+    /// The local-APIC vector offered through the VMCB at the last entry.
+    pub lapic_offered: Option<u8>,
 }
 
 /// Why a vCPU is blocked.

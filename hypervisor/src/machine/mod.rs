@@ -5,6 +5,7 @@
 
 mod grants;
 mod guest_memory;
+mod lapic;
 mod services;
 mod shared;
 mod vcpu;
@@ -302,12 +303,18 @@ impl<'a> Machine<'a> {
                 (DomainId::DOM0, None) => crate::hw::device_interrupts::take_highest(),
                 _ => None,
             };
+            // A guest's local-APIC interrupt, when no upcall is offered.
+            let lapic_vector = if upcall.is_none() {
+                self.lapic_offer(current)
+            } else {
+                None
+            };
             let host_state = self.host_state;
             let Some(vcpu) = self.vcpu_mut(current) else {
                 let _ = self.scheduler.remove(current, now);
                 continue;
             };
-            vcpu.set_virtual_interrupt(upcall.or(device_vector));
+            vcpu.set_virtual_interrupt(upcall.or(device_vector).or(lapic_vector));
             let started = baremetal::cpu::rdtsc();
             vcpu.run(host_state);
             if let Some(vector) = device_vector
@@ -324,7 +331,11 @@ impl<'a> Machine<'a> {
                 vcpu.vmcb
                     .read_u64(hypervisor::svm::vmcb::control::EXIT_INFO2),
             );
+            let lapic_taken = lapic_vector.is_some() && !vcpu.virtual_interrupt_waiting();
             let ran = baremetal::cpu::rdtsc().wrapping_sub(started);
+            if lapic_taken {
+                self.lapic_delivered(current);
+            }
             if let Ok(entry) = self.domains.get_mut(current.domain) {
                 entry.cpu_ticks = entry.cpu_ticks.wrapping_add(ran);
             }
@@ -408,6 +419,7 @@ impl<'a> Machine<'a> {
                     domain_id: domain.0,
                     guest_cr4: vcpu.vmcb.read_u64(save::CR4),
                     tsc_khz: logger::tsc_khz(),
+                    x2apic: domain != DomainId::DOM0,
                 };
                 let leaf = vcpu.vmcb.rax() as u32;
                 let subleaf = vcpu.registers.rcx as u32;
@@ -523,6 +535,9 @@ impl<'a> Machine<'a> {
     }
 
     fn msr(&mut self, current: VcpuRef, write: bool) -> Next {
+        if let Some(next) = self.lapic_msr(current, write) {
+            return next;
+        }
         let domain = current.domain;
         let Some(vcpu) = self.vcpu_mut(current) else {
             return Next::Switch;
@@ -1010,6 +1025,9 @@ impl<'a> Machine<'a> {
             .collect();
         if let Ok(entry) = self.domains.get_mut(id) {
             entry.ram = ram;
+            for (index, state) in entry.vcpus.iter_mut().enumerate() {
+                state.lapic = Some(lapic::x2apic_for_vcpu(index));
+            }
         }
         self.hardware.insert(
             id,

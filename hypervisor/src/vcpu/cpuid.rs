@@ -18,6 +18,8 @@ pub struct CpuidContext {
     pub guest_cr4: u64,
     /// The guest's TSC frequency in kHz.
     pub tsc_khz: u32,
+    /// Whether the vCPU has a virtual x2APIC.
+    pub x2apic: bool,
 }
 
 const CR4_OSXSAVE: u64 = 1 << 18;
@@ -37,7 +39,7 @@ pub fn guest_cpuid(
             ecx |= 1 << 31; // a hypervisor is present
             ecx &= !(1 << 5); // no VMX
             ecx &= !(1 << 3); // no MONITOR/MWAIT: halt with HLT (TCG bug)
-            ecx &= !(1 << 21); // no x2APIC until the virtual APIC exists
+            set_bit(&mut ecx, 21, context.x2apic);
             set_bit(&mut ecx, 27, context.guest_cr4 & CR4_OSXSAVE != 0);
             // Initial APIC id in EBX[31:24], as the MADT will say.
             let ebx = (ebx & 0x00ff_ffff) | ((context.vcpu_id * 2) << 24);
@@ -107,6 +109,7 @@ mod tests {
             domain_id: 7,
             guest_cr4: 0,
             tsc_khz: 2_000_000,
+            x2apic: false,
         }
     }
 
@@ -149,5 +152,14 @@ mod tests {
         let mut context = context();
         context.guest_cr4 = CR4_OSXSAVE;
         assert_ne!(guest_cpuid(1, 0, &context, epyc)[2] & (1 << 27), 0);
+    }
+
+    #[test]
+    fn x2apic_is_offered_only_with_a_virtual_apic() {
+        let mut context = context();
+        context.x2apic = true;
+        assert_ne!(guest_cpuid(1, 0, &context, epyc)[2] & (1 << 21), 0);
+        context.x2apic = false;
+        assert_eq!(guest_cpuid(1, 0, &context, epyc)[2] & (1 << 21), 0);
     }
 }
