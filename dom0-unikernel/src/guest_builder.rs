@@ -37,12 +37,18 @@ pub enum Source {
     Image { offset: usize, length: usize },
     Initrd { offset: usize, length: usize },
     StartInfo,
+    Acpi,
 }
+
+/// Where the ACPI tables go: the legacy BIOS area, which the memory map
+/// marks reserved (Linux also finds an RSDP there by scanning).
+pub const ACPI_ADDRESS: u64 = 0xe_0000;
 
 /// The worked-out build.
 pub struct BuildPlan {
     pub copies: ArrayVec<Copy, 64>,
     pub start_info: [u8; BLOCK_SIZE],
+    pub acpi: [u8; pvh::acpi::BLOCK_SIZE],
     pub start_info_address: u64,
     pub entry: u32,
 }
@@ -129,6 +135,13 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
             source: Source::StartInfo,
         })
         .map_err(|_| BuildError::TooManyPieces)?;
+    copies
+        .try_push(Copy {
+            address: ACPI_ADDRESS,
+            source: Source::Acpi,
+        })
+        .map_err(|_| BuildError::TooManyPieces)?;
+    let (acpi, rsdp) = pvh::acpi::build(ACPI_ADDRESS, spec.vcpus);
     // RAM below 640 KiB (Linux puts its real-mode trampoline there), the
     // legacy VGA/BIOS hole reserved, then RAM up to the top.
     let ram = [
@@ -164,11 +177,12 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
         memory: &ram,
         cmdline: spec.cmdline,
         modules,
-        rsdp: 0,
+        rsdp,
     });
     Ok(BuildPlan {
         copies,
         start_info,
+        acpi,
         start_info_address,
         entry: image.entry,
     })
@@ -204,9 +218,22 @@ mod tests {
             plan.start_info_address,
             32 * 1024 * 1024 - BLOCK_SIZE as u64
         );
+        assert!(
+            plan.copies
+                .iter()
+                .any(|copy| copy.source == Source::StartInfo)
+        );
+        // The ACPI tables go to the legacy BIOS area, and the start info
+        // points Linux at their RSDP.
+        assert!(
+            plan.copies
+                .iter()
+                .any(|copy| copy.source == Source::Acpi && copy.address == ACPI_ADDRESS)
+        );
+        assert_eq!(&plan.acpi[0..8], b"RSD PTR ");
         assert_eq!(
-            plan.copies.last().map(|copy| copy.source),
-            Some(Source::StartInfo)
+            u64::from_le_bytes(plan.start_info[32..40].try_into().unwrap()),
+            ACPI_ADDRESS
         );
         assert_eq!(
             &plan.start_info[8..12],

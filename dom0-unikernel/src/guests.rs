@@ -100,6 +100,7 @@ fn build(domain: u16, spec: &GuestSpec<'_>) -> Result<(), i64> {
             Source::Image { offset, length } => image.get(offset..offset + length).ok_or(-22)?,
             Source::Initrd { offset, length } => initrd.get(offset..offset + length).ok_or(-22)?,
             Source::StartInfo => &plan.start_info[..],
+            Source::Acpi => &plan.acpi[..],
         };
         let mut write = request(abi::WRITE_MEMORY, domain);
         put_u64(&mut write, 16, copy.address);

@@ -6,6 +6,7 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod bzimage;
 pub mod image;
 pub mod start_info;

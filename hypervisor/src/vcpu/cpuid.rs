@@ -41,6 +41,8 @@ pub fn guest_cpuid(
             ecx &= !(1 << 3); // no MONITOR/MWAIT: halt with HLT (TCG bug)
             set_bit(&mut ecx, 21, context.x2apic);
             set_bit(&mut ecx, 27, context.guest_cr4 & CR4_OSXSAVE != 0);
+            // No machine-check architecture: its MSRs are not virtualized.
+            let edx = edx & !((1 << 7) | (1 << 14));
             // Initial APIC id in EBX[31:24], as the MADT will say.
             let ebx = (ebx & 0x00ff_ffff) | ((context.vcpu_id * 2) << 24);
             [eax, ebx, ecx, edx]

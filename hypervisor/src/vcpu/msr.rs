@@ -11,6 +11,9 @@ pub const APIC_BASE: u32 = 0x1b;
 pub const TSC: u32 = 0x10;
 pub const MTRR_CAPABILITIES: u32 = 0xfe;
 pub const MTRR_DEFAULT_TYPE: u32 = 0x2ff;
+/// TSC_AUX (RDTSCP/RDPID's processor id): not switched per guest, so a
+/// guest's writes are ignored and it reads 0, the one vCPU it has.
+pub const TSC_AUX: u32 = 0xc000_0103;
 
 /// MSRs the guest reads and writes without an exit: all are loaded and
 /// saved per guest by VMRUN/#VMEXIT or VMLOAD/VMSAVE.
@@ -57,6 +60,7 @@ pub fn read(msr: u32, vmcb_efer: u64) -> MsrOutcome {
         // from the nested tables.
         MTRR_CAPABILITIES => MsrOutcome::Done(0),
         MTRR_DEFAULT_TYPE => MsrOutcome::Done((1 << 11) | 6),
+        TSC_AUX => MsrOutcome::Done(0),
         _ => MsrOutcome::Fault,
     }
 }
@@ -67,7 +71,7 @@ pub fn write(msr: u32, value: u64) -> MsrOutcome {
         EFER if value & !EFER_GUEST_BITS == 0 => MsrOutcome::SetEfer(value | EFER_SVME),
         HYPERCALL_PAGE_MSR if value & 0xfff == 0 => MsrOutcome::InstallHypercallPage(value),
         // Writes the hypervisor owns and a guest may harmlessly try.
-        APIC_BASE | TSC | MTRR_DEFAULT_TYPE => MsrOutcome::Done(0),
+        APIC_BASE | TSC | MTRR_DEFAULT_TYPE | TSC_AUX => MsrOutcome::Done(0),
         _ => MsrOutcome::Fault,
     }
 }

@@ -1,0 +1,198 @@
+//! The ACPI tables a PVH guest boots with, as libxl gives them: RSDP,
+//! XSDT, a hardware-reduced FADT, an empty DSDT and a MADT with one local
+//! APIC per vCPU (APIC id 2·i, processor UID i = the Xen vCPU id, no
+//! IO-APIC). Linux needs the MADT to choose its APIC driver and to see
+//! more than one CPU. Written as one block at a guest-physical address.
+
+/// Size of the block (all tables together).
+pub const BLOCK_SIZE: usize = 4096;
+/// Most vCPUs the MADT lists (keeps the block in one page).
+pub const MAX_VCPUS: u32 = 128;
+
+const RSDP_SIZE: usize = 36;
+const HEADER_SIZE: usize = 36;
+const XSDT_OFFSET: usize = 64;
+const XSDT_SIZE: usize = HEADER_SIZE + 2 * 8;
+const FADT_OFFSET: usize = 128;
+const FADT_SIZE: usize = 276;
+const DSDT_OFFSET: usize = FADT_OFFSET + FADT_SIZE + 12;
+const DSDT_SIZE: usize = HEADER_SIZE;
+const MADT_OFFSET: usize = 512;
+/// FADT flags: HW_REDUCED_ACPI (bit 20).
+const FADT_HW_REDUCED: u32 = 1 << 20;
+/// The local APIC's address, in the MADT header.
+const LOCAL_APIC_ADDRESS: u32 = 0xfee0_0000;
+
+/// The tables for a guest with `vcpus` vCPUs, to sit at guest-physical
+/// `base`. Returns the block and the RSDP's address (for
+/// `hvm_start_info.rsdp_paddr`). `vcpus` is clamped to 1..=[`MAX_VCPUS`].
+pub fn build(base: u64, vcpus: u32) -> ([u8; BLOCK_SIZE], u64) {
+    let vcpus = vcpus.clamp(1, MAX_VCPUS);
+    let mut block = [0u8; BLOCK_SIZE];
+
+    // MADT: header, local APIC address, flags (no 8259s), one Processor
+    // Local APIC entry (type 0, 8 bytes) per vCPU.
+    let madt_size = HEADER_SIZE + 8 + 8 * vcpus as usize;
+    header(&mut block, MADT_OFFSET, b"APIC", madt_size, 5);
+    put(
+        &mut block,
+        MADT_OFFSET + 36,
+        &LOCAL_APIC_ADDRESS.to_le_bytes(),
+    );
+    for vcpu in 0..vcpus as usize {
+        let entry = MADT_OFFSET + 44 + 8 * vcpu;
+        block[entry] = 0; // Processor Local APIC
+        block[entry + 1] = 8;
+        block[entry + 2] = vcpu as u8; // ACPI processor UID = vCPU id
+        block[entry + 3] = (2 * vcpu) as u8; // APIC id
+        put(&mut block, entry + 4, &1u32.to_le_bytes()); // enabled
+    }
+    checksum(&mut block, MADT_OFFSET, madt_size, 9);
+
+    // DSDT: no objects (no _S5: a PVH guest halts to power off).
+    header(&mut block, DSDT_OFFSET, b"DSDT", DSDT_SIZE, 2);
+    checksum(&mut block, DSDT_OFFSET, DSDT_SIZE, 9);
+
+    // FADT revision 6, hardware-reduced: no PM timer, no SCI, no legacy.
+    header(&mut block, FADT_OFFSET, b"FACP", FADT_SIZE, 6);
+    put(
+        &mut block,
+        FADT_OFFSET + 40,
+        &((base + DSDT_OFFSET as u64) as u32).to_le_bytes(),
+    );
+    put(
+        &mut block,
+        FADT_OFFSET + 112,
+        &FADT_HW_REDUCED.to_le_bytes(),
+    );
+    block[FADT_OFFSET + 131] = 5; // minor version (FADT 6.5 layout)
+    put(
+        &mut block,
+        FADT_OFFSET + 140,
+        &(base + DSDT_OFFSET as u64).to_le_bytes(),
+    ); // X_DSDT
+    checksum(&mut block, FADT_OFFSET, FADT_SIZE, 9);
+
+    // XSDT: the FADT and the MADT.
+    header(&mut block, XSDT_OFFSET, b"XSDT", XSDT_SIZE, 1);
+    put(
+        &mut block,
+        XSDT_OFFSET + 36,
+        &(base + FADT_OFFSET as u64).to_le_bytes(),
+    );
+    put(
+        &mut block,
+        XSDT_OFFSET + 44,
+        &(base + MADT_OFFSET as u64).to_le_bytes(),
+    );
+    checksum(&mut block, XSDT_OFFSET, XSDT_SIZE, 9);
+
+    // RSDP revision 2 at the start of the block.
+    put(&mut block, 0, b"RSD PTR ");
+    put(&mut block, 9, b"XENLTH");
+    block[15] = 2;
+    put(&mut block, 20, &(RSDP_SIZE as u32).to_le_bytes());
+    put(&mut block, 24, &(base + XSDT_OFFSET as u64).to_le_bytes());
+    checksum(&mut block, 0, 20, 8); // ACPI 1.0 checksum over the first 20 bytes
+    checksum(&mut block, 0, RSDP_SIZE, 32); // extended checksum
+    (block, base)
+}
+
+fn put(block: &mut [u8], at: usize, bytes: &[u8]) {
+    block[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// A table header: signature, length, revision, OEM fields.
+fn header(block: &mut [u8], at: usize, signature: &[u8; 4], length: usize, revision: u8) {
+    put(block, at, signature);
+    put(block, at + 4, &(length as u32).to_le_bytes());
+    block[at + 8] = revision;
+    put(block, at + 10, b"XENLTH");
+    put(block, at + 16, b"XENOLITH");
+    put(block, at + 24, &1u32.to_le_bytes());
+    put(block, at + 28, b"XNLT");
+    put(block, at + 32, &1u32.to_le_bytes());
+}
+
+/// Sets the byte at `at + field` so the `length` bytes from `at` sum to 0.
+fn checksum(block: &mut [u8], at: usize, length: usize, field: usize) {
+    block[at + field] = 0;
+    let sum = block[at..at + length]
+        .iter()
+        .fold(0u8, |sum, byte| sum.wrapping_add(*byte));
+    block[at + field] = 0u8.wrapping_sub(sum);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sums_to_zero(bytes: &[u8]) -> bool {
+        bytes.iter().fold(0u8, |sum, byte| sum.wrapping_add(*byte)) == 0
+    }
+
+    fn u32_at(block: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(block[at..at + 4].try_into().unwrap())
+    }
+
+    fn u64_at(block: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(block[at..at + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn every_table_checks_out_and_links_to_the_next() {
+        let base = 0xe_0000;
+        let (block, rsdp) = build(base, 4);
+        assert_eq!(rsdp, base);
+        assert_eq!(&block[0..8], b"RSD PTR ");
+        assert!(sums_to_zero(&block[0..20]) && sums_to_zero(&block[0..36]));
+        let xsdt = (u64_at(&block, 24) - base) as usize;
+        assert_eq!(&block[xsdt..xsdt + 4], b"XSDT");
+        let length = u32_at(&block, xsdt + 4) as usize;
+        assert!(sums_to_zero(&block[xsdt..xsdt + length]));
+        let mut signatures = Vec::new();
+        for entry in (xsdt + 36..xsdt + length).step_by(8) {
+            let table = (u64_at(&block, entry) - base) as usize;
+            let size = u32_at(&block, table + 4) as usize;
+            assert!(
+                sums_to_zero(&block[table..table + size]),
+                "table at {table:#x}"
+            );
+            signatures.push(block[table..table + 4].to_vec());
+        }
+        assert_eq!(signatures, [b"FACP".to_vec(), b"APIC".to_vec()]);
+    }
+
+    #[test]
+    fn the_madt_lists_each_vcpu_with_uid_i_and_apic_id_2i() {
+        let (block, _) = build(0x1000, 3);
+        let madt = MADT_OFFSET;
+        assert_eq!(u32_at(&block, madt + 4), 44 + 3 * 8);
+        for vcpu in 0..3 {
+            let entry = madt + 44 + 8 * vcpu;
+            assert_eq!(
+                &block[entry..entry + 4],
+                &[0, 8, vcpu as u8, 2 * vcpu as u8]
+            );
+            assert_eq!(u32_at(&block, entry + 4), 1);
+        }
+    }
+
+    #[test]
+    fn the_fadt_is_hardware_reduced_and_points_at_the_dsdt() {
+        let base = 0x2000;
+        let (block, _) = build(base, 1);
+        assert_ne!(u32_at(&block, FADT_OFFSET + 112) & FADT_HW_REDUCED, 0);
+        let dsdt = (u64_at(&block, FADT_OFFSET + 140) - base) as usize;
+        assert_eq!(&block[dsdt..dsdt + 4], b"DSDT");
+        assert_eq!(
+            build(0, 0).0[MADT_OFFSET + 4],
+            (44 + 8) as u8,
+            "at least one vCPU"
+        );
+        assert_eq!(
+            u32_at(&build(0, 1000).0, MADT_OFFSET + 4) as usize,
+            44 + 8 * MAX_VCPUS as usize
+        );
+    }
+}
