@@ -110,30 +110,12 @@ impl fmt::Display for CrashReport<'_> {
             "RSP={:#018x} SS={:#06x} CR2={:#018x}",
             r.rsp, r.ss, self.cr2
         )?;
-        writeln!(
+        write_general_registers(
             f,
-            "RAX={:#018x} RBX={:#018x} RCX={:#018x}",
-            r.rax, r.rbx, r.rcx
-        )?;
-        writeln!(
-            f,
-            "RDX={:#018x} RSI={:#018x} RDI={:#018x}",
-            r.rdx, r.rsi, r.rdi
-        )?;
-        writeln!(
-            f,
-            "RBP={:#018x} R8 ={:#018x} R9 ={:#018x}",
-            r.rbp, r.r8, r.r9
-        )?;
-        writeln!(
-            f,
-            "R10={:#018x} R11={:#018x} R12={:#018x}",
-            r.r10, r.r11, r.r12
-        )?;
-        writeln!(
-            f,
-            "R13={:#018x} R14={:#018x} R15={:#018x}",
-            r.r13, r.r14, r.r15
+            [
+                r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12,
+                r.r13, r.r14, r.r15,
+            ],
         )?;
         write!(
             f,
@@ -144,6 +126,23 @@ impl fmt::Display for CrashReport<'_> {
 }
 
 /// The handler every vector reaches. Returning resumes the interrupted code.
+/// Writes RAX..R15 (in that order) three to a line, the layout every crash
+/// report here shares.
+pub fn write_general_registers(f: &mut dyn fmt::Write, values: [u64; 15]) -> fmt::Result {
+    const NAMES: [&str; 15] = [
+        "RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "R8 ", "R9 ", "R10", "R11", "R12", "R13",
+        "R14", "R15",
+    ];
+    for (row, names) in values.chunks(3).zip(NAMES.chunks(3)) {
+        writeln!(
+            f,
+            "{}={:#018x} {}={:#018x} {}={:#018x}",
+            names[0], row[0], names[1], row[1], names[2], row[2]
+        )?;
+    }
+    Ok(())
+}
+
 pub type Handler = fn(&mut ExceptionFrame);
 
 static HANDLER: AtomicUsize = AtomicUsize::new(0);

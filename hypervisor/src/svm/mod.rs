@@ -50,32 +50,25 @@ impl fmt::Display for GuestReport<'_> {
             v.rflags(),
             v.cpl()
         )?;
-        writeln!(
+        baremetal::exceptions::write_general_registers(
             f,
-            "RAX={:#018x} RBX={:#018x} RCX={:#018x}",
-            v.rax(),
-            r.rbx,
-            r.rcx
-        )?;
-        writeln!(
-            f,
-            "RDX={:#018x} RSI={:#018x} RDI={:#018x}",
-            r.rdx, r.rsi, r.rdi
-        )?;
-        writeln!(
-            f,
-            "RBP={:#018x} R8 ={:#018x} R9 ={:#018x}",
-            r.rbp, r.r8, r.r9
-        )?;
-        writeln!(
-            f,
-            "R10={:#018x} R11={:#018x} R12={:#018x}",
-            r.r10, r.r11, r.r12
-        )?;
-        writeln!(
-            f,
-            "R13={:#018x} R14={:#018x} R15={:#018x}",
-            r.r13, r.r14, r.r15
+            [
+                v.rax(),
+                r.rbx,
+                r.rcx,
+                r.rdx,
+                r.rsi,
+                r.rdi,
+                r.rbp,
+                r.r8,
+                r.r9,
+                r.r10,
+                r.r11,
+                r.r12,
+                r.r13,
+                r.r14,
+                r.r15,
+            ],
         )?;
         writeln!(
             f,
