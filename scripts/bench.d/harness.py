@@ -448,7 +448,7 @@ MEASURED = [
 # with what is missing.
 NOT_YET = [
     ("create request → guest first console line", "no toolstack takes create requests yet"),
-    ("create request → guest userspace", "no toolstack, and no Linux guest yet"),
+    ("create request → guest userspace", "no toolstack takes create requests yet; Linux guests start only from a boot module"),
     ("block IOPS", "Xenolith has no blkback yet"),
     ("block MB/s", "Xenolith has no blkback yet"),
     ("network throughput", "Xenolith has no netback yet"),
