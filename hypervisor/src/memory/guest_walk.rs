@@ -433,35 +433,18 @@ fn walk_long4(
     if sign_extended != address {
         return Err(WalkError::NonCanonical);
     }
-    let no_execute_reserved = if efer_nxe { 0 } else { NO_EXECUTE };
-    let mut table = cr3 & ADDRESS_MASK;
-    let mut rights = Rights::ALL;
-    for level in (1..=4u8).rev() {
-        let shift = 12 + 9 * u32::from(level - 1);
-        let index = (address >> shift) & 0x1ff;
-        let entry = read_u64(memory, table + index * 8)?;
-        if entry & PRESENT == 0 {
-            return Err(WalkError::NotPresent { level });
-        }
-        let leaf = level == 1 || (matches!(level, 2 | 3) && entry & PAGE_SIZE_BIT != 0);
-        let format_reserved = match (level, leaf) {
-            (4, _) => PAGE_SIZE_BIT,
-            (3, true) => HUGE_LEAF_RESERVED,
-            (2, true) => LARGE_LEAF_RESERVED,
-            _ => 0,
-        };
-        if entry & (format_reserved | no_execute_reserved | BEYOND_MAX_PHYSICAL) != 0 {
-            return Err(WalkError::ReservedBit { level });
-        }
-        rights.restrict(entry, efer_nxe);
-        if leaf {
-            rights.check(access)?;
-            return Ok(Page::new(entry & ADDRESS_MASK, 1 << shift, address));
-        }
-        table = entry & ADDRESS_MASK;
-    }
-    // Level 1 always returns above; kept so the loop needs no panic.
-    Err(WalkError::NotPresent { level: 1 })
+    let levels = Levels {
+        top: 4,
+        always_reserved: 0,
+    };
+    walk_tables(
+        cr3 & ADDRESS_MASK,
+        levels,
+        address,
+        access,
+        efer_nxe,
+        memory,
+    )
 }
 
 /// A four-entry pointer table, then two levels of 512 eight-byte entries,
@@ -486,25 +469,59 @@ fn walk_pae(
     {
         return Err(WalkError::ReservedBit { level: 3 });
     }
+    let levels = Levels {
+        top: 2,
+        always_reserved: PAE_HIGH_BITS,
+    };
+    walk_tables(
+        pointer & ADDRESS_MASK,
+        levels,
+        address,
+        access,
+        efer_nxe,
+        memory,
+    )
+}
+
+/// The shape of the eight-byte-entry tables below CR3 (long mode) or below
+/// the PAE pointer table.
+struct Levels {
+    /// The level of the first table: 4 in long mode, 2 under PAE.
+    top: u8,
+    /// Bits that must be clear in every entry (PAE's bits above 51).
+    always_reserved: u64,
+}
+
+/// Walks 512-entry tables from `table` down to a leaf. Long mode and PAE
+/// share this: they differ only in how many levels there are and in which
+/// bits are reserved everywhere.
+fn walk_tables(
+    mut table: u64,
+    levels: Levels,
+    address: u64,
+    access: Access,
+    efer_nxe: bool,
+    memory: &impl GuestPhysicalMemory,
+) -> Result<Page, WalkError> {
     let no_execute_reserved = if efer_nxe { 0 } else { NO_EXECUTE };
-    let mut table = pointer & ADDRESS_MASK;
     let mut rights = Rights::ALL;
-    for level in (1..=2u8).rev() {
+    for level in (1..=levels.top).rev() {
         let shift = 12 + 9 * u32::from(level - 1);
         let index = (address >> shift) & 0x1ff;
         let entry = read_u64(memory, table + index * 8)?;
         if entry & PRESENT == 0 {
             return Err(WalkError::NotPresent { level });
         }
-        let leaf = level == 1 || entry & PAGE_SIZE_BIT != 0;
-        let format_reserved = if level == 2 && leaf {
-            LARGE_LEAF_RESERVED
-        } else {
-            0
+        let leaf = level == 1 || (matches!(level, 2 | 3) && entry & PAGE_SIZE_BIT != 0);
+        let format_reserved = match (level, leaf) {
+            (4, _) => PAGE_SIZE_BIT,
+            (3, true) => HUGE_LEAF_RESERVED,
+            (2, true) => LARGE_LEAF_RESERVED,
+            _ => 0,
         };
-        if entry & (format_reserved | no_execute_reserved | PAE_HIGH_BITS | BEYOND_MAX_PHYSICAL)
-            != 0
-        {
+        let reserved =
+            format_reserved | no_execute_reserved | levels.always_reserved | BEYOND_MAX_PHYSICAL;
+        if entry & reserved != 0 {
             return Err(WalkError::ReservedBit { level });
         }
         rights.restrict(entry, efer_nxe);
@@ -514,6 +531,7 @@ fn walk_pae(
         }
         table = entry & ADDRESS_MASK;
     }
+    // Level 1 always returns above; kept so the loop needs no panic.
     Err(WalkError::NotPresent { level: 1 })
 }
 
