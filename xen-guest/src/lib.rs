@@ -29,7 +29,7 @@ pub mod version;
 pub mod vm_assist;
 
 pub use error::{GrantError, GrantStatus, XenError};
-pub use raw::{FrameSlot, GuestHandle, RunstateArea};
+pub use raw::{FrameSlot, GuestHandle, RunstateArea, TimeArea};
 pub use types::{
     DomainId, GrantHandle, GrantRef, GuestFrame, GuestPhysAddr, PAGE_SIZE, Port, SystemTime,
     VcpuId, Virq,

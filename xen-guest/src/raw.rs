@@ -8,7 +8,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU64};
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, Ordering, fence};
 
 use xenolith_abi::hypercall::HypercallNumber;
 use xenolith_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_YIELD};
@@ -26,9 +26,10 @@ use crate::memory::{
     AddToPhysmap, DomainIdArgument, E820Entry, MemoryMapArgument, MemoryReservation,
 };
 use crate::sched::{SchedPoll, SchedShutdown};
+use crate::time::VcpuTime;
 use crate::types::{GuestFrame, GuestPhysAddr, PAGE_SIZE};
 use crate::vcpu::{
-    PeriodicTimer, RegisterRunstateArea, RegisterVcpuInfo, RunstateInfo, SingleshotTimer,
+    PeriodicTimer, RegisterArea, RegisterVcpuInfo, RunstateInfo, SingleshotTimer,
     VCPUOP_STOP_PERIODIC_TIMER, VCPUOP_STOP_SINGLESHOT_TIMER,
 };
 use crate::version::{ExtraVersion, FeatureInfo};
@@ -152,7 +153,7 @@ arguments! {
     MemoryReservation<'static> => MemoryReservation<'_>;
     DomainIdArgument => DomainIdArgument;
     RegisterVcpuInfo => RegisterVcpuInfo;
-    RegisterRunstateArea => RegisterRunstateArea;
+    RegisterArea => RegisterArea;
     SingleshotTimer => SingleshotTimer;
     PeriodicTimer => PeriodicTimer;
     HvmParam => HvmParam;
@@ -225,8 +226,10 @@ pub(crate) const MAXIMUM_RESERVATION: Command<DomainIdArgument> =
     command(MEMORY_OP, memory::XENMEM_MAXIMUM_RESERVATION);
 pub(crate) const REGISTER_VCPU_INFO: Command<RegisterVcpuInfo> =
     command(VCPU_OP, vcpu::VCPUOP_REGISTER_VCPU_INFO);
-pub(crate) const REGISTER_RUNSTATE: Command<RegisterRunstateArea> =
+pub(crate) const REGISTER_RUNSTATE: Command<RegisterArea> =
     command(VCPU_OP, vcpu::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA);
+pub(crate) const REGISTER_TIME_AREA: Command<RegisterArea> =
+    command(VCPU_OP, vcpu::VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA);
 pub(crate) const SET_SINGLESHOT_TIMER: Command<SingleshotTimer> =
     command(VCPU_OP, vcpu::VCPUOP_SET_SINGLESHOT_TIMER);
 pub(crate) const SET_PERIODIC_TIMER: Command<PeriodicTimer> =
@@ -511,6 +514,63 @@ impl RunstateArea {
     /// The guest-virtual address the hypervisor writes.
     pub(crate) fn address(&'static self) -> u64 {
         self.0.get() as u64
+    }
+}
+
+/// A `vcpu_time_info` the hypervisor keeps current at a guest-virtual
+/// address (`VCPUOP_register_vcpu_time_memory_area`). Zero until written.
+#[repr(C, align(32))]
+pub struct TimeArea(UnsafeCell<[u64; 4]>);
+
+// SAFETY: only the hypervisor writes it; the program only reads volatilely.
+unsafe impl Sync for TimeArea {}
+
+impl TimeArea {
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new([0; 4]))
+    }
+
+    /// A consistent copy, read with the version protocol; `None` if it
+    /// never held still (or was never written: version 0 and all zero).
+    pub fn read(&self) -> Option<VcpuTime> {
+        for _ in 0..64 {
+            let version = self.word(0) as u32;
+            if version & 1 == 1 {
+                core::hint::spin_loop();
+                continue;
+            }
+            fence(Ordering::Acquire);
+            let words = [self.word(1), self.word(2), self.word(3)];
+            fence(Ordering::Acquire);
+            if self.word(0) as u32 == version && words != [0; 3] {
+                return Some(VcpuTime {
+                    version,
+                    tsc_timestamp: words[0],
+                    system_time: words[1],
+                    tsc_to_system_mul: words[2] as u32,
+                    tsc_shift: (words[2] >> 32) as u8 as i8,
+                    flags: (words[2] >> 40) as u8,
+                });
+            }
+        }
+        None
+    }
+
+    fn word(&self, index: usize) -> u64 {
+        // SAFETY: `index` < 4 at every call site; the cell is valid and
+        // aligned, and any bits are a valid u64.
+        unsafe { (self.0.get() as *const u64).add(index).read_volatile() }
+    }
+
+    /// The guest-virtual address the hypervisor writes.
+    pub(crate) fn address(&'static self) -> u64 {
+        self.0.get() as u64
+    }
+}
+
+impl Default for TimeArea {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -2,7 +2,7 @@
 //! vCPU's vcpu_info and runstate, and the per-vCPU timers.
 
 use crate::error::XenError;
-use crate::raw::{self, FrameSlot, RunstateArea, ValueCall};
+use crate::raw::{self, FrameSlot, RunstateArea, TimeArea, ValueCall};
 use crate::shared::{VCPU_INFO_SIZE, VcpuInfo};
 use crate::types::{PAGE_SIZE, SystemTime, VcpuId};
 
@@ -12,6 +12,7 @@ pub const VCPUOP_STOP_PERIODIC_TIMER: u64 = 7;
 pub const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 8;
 pub const VCPUOP_STOP_SINGLESHOT_TIMER: u64 = 9;
 pub const VCPUOP_REGISTER_VCPU_INFO: u64 = 10;
+pub const VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA: u64 = 13;
 
 /// `VCPU_SSHOTTMR_future`: ask for `-ETIME` if the deadline has passed
 /// (a hypervisor may ignore it and fire at once, as Xen 4.18+ does).
@@ -47,11 +48,12 @@ pub struct PeriodicTimer {
     pub period_ns: u64,
 }
 
-/// `struct vcpu_register_runstate_memory_area` (8 bytes): the guest
-/// virtual address of a `vcpu_runstate_info`.
+/// `struct vcpu_register_runstate_memory_area` and
+/// `struct vcpu_register_time_memory_area` (8 bytes each): the guest-virtual
+/// address of a `vcpu_runstate_info` or a `vcpu_time_info`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RegisterRunstateArea {
+pub struct RegisterArea {
     address: u64,
 }
 
@@ -85,7 +87,7 @@ impl RunstateInfo {
 const _: () = assert!(core::mem::size_of::<RegisterVcpuInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<SingleshotTimer>() == 16);
 const _: () = assert!(core::mem::size_of::<PeriodicTimer>() == 8);
-const _: () = assert!(core::mem::size_of::<RegisterRunstateArea>() == 8);
+const _: () = assert!(core::mem::size_of::<RegisterArea>() == 8);
 const _: () = assert!(core::mem::size_of::<RunstateInfo>() == 48);
 
 /// `VCPUOP_register_vcpu_info`: from now on the hypervisor keeps `vcpu`'s
@@ -121,11 +123,26 @@ pub fn register_runstate_memory_area(
     vcpu: VcpuId,
     area: &'static RunstateArea,
 ) -> Result<(), XenError> {
-    let mut argument = RegisterRunstateArea {
+    let mut argument = RegisterArea {
         address: area.address(),
     };
     XenError::check(raw::call_for_vcpu(
         &raw::REGISTER_RUNSTATE,
+        vcpu.raw(),
+        &mut argument,
+    ))
+    .map(drop)
+}
+
+/// `VCPUOP_register_vcpu_time_memory_area`: have the hypervisor keep a
+/// copy of `vcpu`'s time record in `area` too (Linux maps it into its
+/// vDSO).
+pub fn register_time_memory_area(vcpu: VcpuId, area: &'static TimeArea) -> Result<(), XenError> {
+    let mut argument = RegisterArea {
+        address: area.address(),
+    };
+    XenError::check(raw::call_for_vcpu(
+        &raw::REGISTER_TIME_AREA,
         vcpu.raw(),
         &mut argument,
     ))

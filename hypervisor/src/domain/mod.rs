@@ -123,6 +123,9 @@ pub struct VcpuXenState {
     pub timers: VcpuTimers,
     /// Its runstate area (a guest-virtual address).
     pub runstate_area: Option<GuestVirtAddr>,
+    /// Its extra time record for user space (a guest-virtual address,
+    /// VCPUOP_register_vcpu_time_memory_area).
+    pub time_area: Option<GuestVirtAddr>,
     /// What it waits for while blocked.
     pub wait: Option<Wait>,
     /// Its virtual local APIC (guests; Dom0 has none).

@@ -16,7 +16,7 @@ use xenolith_abi::hypercall::{HypercallArgs, HypercallNumber};
 use xenolith_abi::sched;
 
 use super::guest_memory::{GuestView, RamAccess};
-use super::shared::{SharedPages, TIME_OFFSET, TimeRecord, store};
+use super::shared::{GuestTimeRecord, SharedPages, TIME_OFFSET, TimeRecord, store};
 use super::vcpu::RunState;
 use super::{Machine, Next, VcpuRef};
 use crate::hw::memory::{self as physical, ChargedTableFrames, TableFrames};
@@ -36,6 +36,7 @@ const GRANT_STATUS_FRAME: u64 = 1 << 31;
 /// `VCPUOP_*` commands.
 const VCPUOP_IS_UP: u64 = 3;
 const VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA: u64 = 5;
+const VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA: u64 = 13;
 const VCPUOP_SET_PERIODIC_TIMER: u64 = 6;
 const VCPUOP_STOP_PERIODIC_TIMER: u64 = 7;
 const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 8;
@@ -502,6 +503,22 @@ impl Machine<'_> {
                 }
                 Ok(0)
             }
+            VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA => {
+                let mut address = [0u8; 8];
+                self.read_argument(current, args.rdx, &mut address)?;
+                let entry = self
+                    .domains
+                    .get_mut(current.domain)
+                    .map_err(|_| Errno::ESRCH)?;
+                let address = u64::from_le_bytes(address);
+                // Address 0 unregisters, as in Xen.
+                entry.vcpus[target].time_area = (address != 0).then_some(GuestVirtAddr(address));
+                // Linux checks the record's flags at once, so fill it now.
+                if target == current.index {
+                    self.publish_time(current);
+                }
+                Ok(0)
+            }
             VCPUOP_SET_SINGLESHOT_TIMER => {
                 if target != current.index {
                     return Err(Errno::EINVAL);
@@ -861,6 +878,10 @@ impl Machine<'_> {
             return;
         };
         let pages = SharedPages::of(entry);
+        let time_area = entry
+            .vcpus
+            .get(which.index)
+            .and_then(|state| state.time_area);
         let record = self
             .clock
             .time_info(baremetal::cpu::rdtsc(), tsc_offset, TSC_STABLE)
@@ -883,6 +904,12 @@ impl Machine<'_> {
                 },
                 &record,
             );
+        }
+        if let Some(address) = time_area {
+            // A bad area is the guest's loss: its writes are dropped.
+            let _ = self.with_guest(which, |guest| {
+                publish(&mut GuestTimeRecord { guest, address }, &record)
+            });
         }
     }
 

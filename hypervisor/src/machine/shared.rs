@@ -9,7 +9,8 @@ use alloc::vec::Vec;
 
 use hypervisor::domain::Domain;
 use hypervisor::event_channel::{EventMemory, Port, VcpuId};
-use hypervisor::memory::HostPhysAddr;
+use hypervisor::hypercall::GuestAccess;
+use hypervisor::memory::{GuestVirtAddr, HostPhysAddr};
 use hypervisor::time::VersionedWriter;
 
 /// Offsets in shared_info (`xen.h`).
@@ -150,6 +151,33 @@ impl VersionedWriter for TimeRecord {
             };
         }
         core::sync::atomic::compiler_fence(Ordering::Release);
+    }
+}
+
+/// A `vcpu_time_info` record the guest placed at a guest-virtual address
+/// (VCPUOP_register_vcpu_time_memory_area), written through its own page
+/// tables. Faults drop the write: the area is the guest's to keep mapped.
+pub struct GuestTimeRecord<'a, G: GuestAccess> {
+    pub guest: &'a mut G,
+    pub address: GuestVirtAddr,
+}
+
+impl<G: GuestAccess> VersionedWriter for GuestTimeRecord<'_, G> {
+    fn version(&self) -> u32 {
+        let mut bytes = [0u8; 4];
+        let _ = self.guest.read(self.address, &mut bytes);
+        u32::from_le_bytes(bytes)
+    }
+
+    fn write_version(&mut self, version: u32) {
+        let _ = self.guest.write(self.address, &version.to_le_bytes());
+    }
+
+    fn write_fields(&mut self, fields: &[u8]) {
+        let fields = fields.get(..28).unwrap_or(fields);
+        let _ = self
+            .guest
+            .write(GuestVirtAddr(self.address.0.wrapping_add(4)), fields);
     }
 }
 

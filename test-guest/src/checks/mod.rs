@@ -86,6 +86,7 @@ pub const CHECKS: &[Check] = &[
     always("reservation", physmap::reservation),
     always("balloon", physmap::balloon),
     always("runstate-area", vcpu::runstate_area),
+    always("time-area", vcpu::time_area),
     always("vcpu-info-register", vcpu::register_vcpu_info),
     always("sched-yield", vcpu::sched_yield),
     always("timer-singleshot", vcpu::timer_singleshot),

@@ -4,8 +4,11 @@
 
 use xen_guest::raw::rdtsc;
 use xen_guest::shared::selector_bit;
+use xen_guest::time::TSC_STABLE;
 use xen_guest::vcpu::{self, RUNSTATE_RUNNING, SINGLESHOT_FUTURE};
-use xen_guest::{DomainId, RunstateArea, SystemTime, VcpuId, XenError, event_channel, sched};
+use xen_guest::{
+    DomainId, RunstateArea, SystemTime, TimeArea, VcpuId, XenError, event_channel, sched,
+};
 
 use super::physmap::spin;
 use super::{Context, MILLISECOND};
@@ -13,6 +16,8 @@ use crate::report::{Outcome, ensure, expect_error, fail, ok};
 
 /// Where the hypervisor writes vCPU 0's runstate.
 static RUNSTATE: RunstateArea = RunstateArea::new();
+/// Where the hypervisor keeps a second copy of vCPU 0's time record.
+static TIME: TimeArea = TimeArea::new();
 /// Where vcpu_info goes in its page: not page-aligned, as Linux's
 /// per-CPU areas are not.
 const VCPU_INFO_OFFSET: u32 = 192;
@@ -33,6 +38,41 @@ pub fn runstate_area(_context: &mut Context) -> Outcome {
         info.state == RUNSTATE_RUNNING,
         "state {} while running",
         info.state
+    );
+    Ok(())
+}
+
+pub fn time_area(_context: &mut Context) -> Outcome {
+    ok(
+        "register_vcpu_time_memory_area",
+        vcpu::register_time_memory_area(VcpuId::BOOT, &TIME),
+    )?;
+    // Linux reads the flags straight after registering (to decide whether
+    // its vDSO may use the record), so registration must fill it in.
+    let Some(first) = TIME.read() else {
+        fail!("time area not filled in at registration");
+    };
+    ensure!(
+        first.flags & TSC_STABLE != 0 && first.tsc_to_system_mul != 0,
+        "time area flags {:#x}, scale {:#x}: not a stable clock",
+        first.flags,
+        first.tsc_to_system_mul
+    );
+    // It is kept current: every entry republishes it with a new version.
+    ok("sched_op yield", sched::yield_now())?;
+    let Some(second) = TIME.read() else {
+        fail!("time area unreadable after a yield");
+    };
+    ensure!(
+        second.version != first.version && second.system_time >= first.system_time,
+        "time area not republished (versions {} then {})",
+        first.version,
+        second.version
+    );
+    let now = second.system_time_at(rdtsc());
+    ensure!(
+        now >= SystemTime(second.system_time),
+        "time area's clock runs backwards"
     );
     Ok(())
 }
