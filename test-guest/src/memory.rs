@@ -18,7 +18,10 @@ use xen_guest::memory::{
 };
 use xen_guest::raw::hypercall;
 use xen_guest::sched::SCHEDOP_POLL;
-use xen_guest::vcpu::{VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA, VCPUOP_SET_SINGLESHOT_TIMER};
+use xen_guest::vcpu::{
+    VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA, VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA,
+    VCPUOP_SET_SINGLESHOT_TIMER,
+};
 use xen_guest::version::{XENVER_EXTRAVERSION, XENVER_GET_FEATURES};
 use xen_guest::{FrameSlot, GuestFrame, PAGE_SIZE};
 use xenolith_abi::console_io::CONSOLEIO_WRITE;
@@ -254,6 +257,21 @@ pub fn poll_with_unreachable_ports(address: Unreachable) -> i64 {
     // SAFETY: the structure is ours for the call and its only pointer is
     // unreachable.
     unsafe { hypercall(HypercallNumber::SCHED_OP, [SCHEDOP_POLL, pointer, 0, 0, 0]) }
+}
+
+/// `VCPUOP_register_vcpu_time_memory_area` for vCPU 0 at `address` (0
+/// unregisters).
+pub fn register_time_area_at(address: u64) -> i64 {
+    let mut argument: u64 = address;
+    let pointer = &mut argument as *mut u64 as u64;
+    // SAFETY: the argument is ours for the call; the hypervisor only
+    // records `address` and writes there through our page tables later.
+    unsafe {
+        hypercall(
+            HypercallNumber::VCPU_OP,
+            [VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA, 0, pointer, 0, 0],
+        )
+    }
 }
 
 /// `XENMEM_memory_map` whose buffer is at `address`.

@@ -17,7 +17,8 @@ use super::{Context, HOLE_HOSTILE, MILLISECOND};
 use crate::memory::{
     PointerProbe, StraddleProbe, Unreachable, call_straddling, call_with_unreachable,
     console_write_with_count, memory_map_with_unreachable_buffer, poll_with_unreachable_ports,
-    reservation_with_unreachable_extents, sched_op_with_scratch, setup_table_with_unreachable_list,
+    register_time_area_at, reservation_with_unreachable_extents, sched_op_with_scratch,
+    setup_table_with_unreachable_list,
 };
 use crate::report::{Outcome, ensure, expect_error, expect_raw, expect_status, fail, grant_ok, ok};
 
@@ -242,6 +243,23 @@ pub fn bad_pointers(_context: &mut Context) -> Outcome {
             GrantStatus(status)
         );
     }
+    Ok(())
+}
+
+/// A time area at an address nothing maps is accepted, as Xen accepts it;
+/// the writes on every entry then fail quietly and the guest runs on.
+pub fn bad_time_area(_context: &mut Context) -> Outcome {
+    for address in [Unreachable::UNMAPPED, Unreachable::NON_CANONICAL] {
+        let result = register_time_area_at(address.address());
+        ensure!(
+            result == 0,
+            "time area at {:#x}: registration returned {result}",
+            address.address()
+        );
+        ok("sched_op yield", sched::yield_now())?;
+    }
+    let result = register_time_area_at(0);
+    ensure!(result == 0, "unregistering the time area returned {result}");
     Ok(())
 }
 

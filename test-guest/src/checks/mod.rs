@@ -132,6 +132,7 @@ pub const CHECKS: &[Check] = &[
     always("hostile-physmap-scatter", hostile::physmap_scatter),
     always("hostile-bad-pointers", hostile::bad_pointers),
     always("unaligned-pointers", hostile::unaligned_pointers),
+    always("hostile-time-area", hostile::bad_time_area),
     always("hostile-console-count", hostile::console_count),
     always("hostile-populate-huge", hostile::populate_huge),
     always("hostile-foreign-domain", hostile::foreign_domain),
