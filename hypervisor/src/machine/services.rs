@@ -4,7 +4,7 @@
 
 use alloc::vec::Vec;
 
-use hypervisor::domain::{DomainState, Wait};
+use hypervisor::domain::{DomainState, VcpuXenState, Wait};
 use hypervisor::event_channel::{self, Delivery, Domains, EventChannels, Port, VcpuId, Virq};
 use hypervisor::hypercall::GuestAccess;
 use hypervisor::memory::paging::{PageFlags, PageSize};
@@ -429,6 +429,29 @@ impl Machine<'_> {
         Ok(())
     }
 
+    /// A vCPU's Xen-ABI state; `index` was checked against the domain.
+    fn xen_state(&mut self, domain: DomainId, index: usize) -> Result<&mut VcpuXenState, Errno> {
+        self.domains
+            .get_mut(domain)
+            .map_err(|_| Errno::ESRCH)?
+            .vcpus
+            .get_mut(index)
+            .ok_or(Errno::ENOENT)
+    }
+
+    /// The guest-virtual address a register_*_memory_area call names;
+    /// 0 unregisters, as in Xen (a null handle).
+    fn read_area(
+        &mut self,
+        current: VcpuRef,
+        argument: u64,
+    ) -> Result<Option<GuestVirtAddr>, Errno> {
+        let mut address = [0u8; 8];
+        self.read_argument(current, argument, &mut address)?;
+        let address = u64::from_le_bytes(address);
+        Ok((address != 0).then_some(GuestVirtAddr(address)))
+    }
+
     fn vcpu_op(&mut self, current: VcpuRef, args: HypercallArgs) -> Result<u64, Errno> {
         let target = args.rsi as usize;
         let count = self
@@ -489,14 +512,8 @@ impl Machine<'_> {
                 Ok(0)
             }
             VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
-                let mut address = [0u8; 8];
-                self.read_argument(current, args.rdx, &mut address)?;
-                let entry = self
-                    .domains
-                    .get_mut(current.domain)
-                    .map_err(|_| Errno::ESRCH)?;
-                entry.vcpus[target].runstate_area =
-                    Some(GuestVirtAddr(u64::from_le_bytes(address)));
+                let area = self.read_area(current, args.rdx)?;
+                self.xen_state(current.domain, target)?.runstate_area = area;
                 // Like Xen, fill it in at once for the calling vCPU.
                 if target == current.index {
                     self.publish_runstate(current);
@@ -504,15 +521,8 @@ impl Machine<'_> {
                 Ok(0)
             }
             VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA => {
-                let mut address = [0u8; 8];
-                self.read_argument(current, args.rdx, &mut address)?;
-                let entry = self
-                    .domains
-                    .get_mut(current.domain)
-                    .map_err(|_| Errno::ESRCH)?;
-                let address = u64::from_le_bytes(address);
-                // Address 0 unregisters, as in Xen.
-                entry.vcpus[target].time_area = (address != 0).then_some(GuestVirtAddr(address));
+                let area = self.read_area(current, args.rdx)?;
+                self.xen_state(current.domain, target)?.time_area = area;
                 // Linux checks the record's flags at once, so fill it now.
                 if target == current.index {
                     self.publish_time(current);
@@ -525,11 +535,7 @@ impl Machine<'_> {
                 }
                 let mut request = [0u8; 16];
                 self.read_argument(current, args.rdx, &mut request)?;
-                let entry = self
-                    .domains
-                    .get_mut(current.domain)
-                    .map_err(|_| Errno::ESRCH)?;
-                entry.vcpus[target]
+                self.xen_state(current.domain, target)?
                     .timers
                     .set_singleshot(SystemTime(u64_at(&request, 0)), u32_at(&request, 8), now)
                     .map(|()| 0)
@@ -539,32 +545,24 @@ impl Machine<'_> {
                 if target != current.index {
                     return Err(Errno::EINVAL);
                 }
-                let entry = self
-                    .domains
-                    .get_mut(current.domain)
-                    .map_err(|_| Errno::ESRCH)?;
-                entry.vcpus[target].timers.stop_singleshot();
+                self.xen_state(current.domain, target)?
+                    .timers
+                    .stop_singleshot();
                 Ok(0)
             }
             VCPUOP_SET_PERIODIC_TIMER => {
                 let mut period = [0u8; 8];
                 self.read_argument(current, args.rdx, &mut period)?;
-                let entry = self
-                    .domains
-                    .get_mut(current.domain)
-                    .map_err(|_| Errno::ESRCH)?;
-                entry.vcpus[target]
+                self.xen_state(current.domain, target)?
                     .timers
                     .set_periodic(u64::from_le_bytes(period))
                     .map(|()| 0)
                     .map_err(|_| Errno::EINVAL)
             }
             VCPUOP_STOP_PERIODIC_TIMER => {
-                let entry = self
-                    .domains
-                    .get_mut(current.domain)
-                    .map_err(|_| Errno::ESRCH)?;
-                entry.vcpus[target].timers.stop_periodic();
+                self.xen_state(current.domain, target)?
+                    .timers
+                    .stop_periodic();
                 Ok(0)
             }
             _ => Err(Errno::ENOSYS),
