@@ -19,8 +19,11 @@ pub enum TestFault {
 /// What the command line asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
-    /// Power the machine off once ready.
+    /// Power the machine off once ready and every guest has stopped.
     pub poweroff: bool,
+    /// As `poweroff`, but report (QEMU status 39) when a guest did not
+    /// power off cleanly.
+    pub exit_when_idle: bool,
     pub fault: Option<TestFault>,
     /// Create and destroy a guest this many times, reporting free memory
     /// before and after (a leak check).
@@ -37,6 +40,7 @@ pub fn parse(cmdline: &str, mut unknown: impl FnMut(&str)) -> Options {
     for word in cmdline.split_whitespace() {
         match word {
             "poweroff" => options.poweroff = true,
+            "exit-when-idle" => options.exit_when_idle = true,
             "mapcheck" => options.map_check = true,
             "irqcheck" => options.interrupt_check = true,
             "fault=page" => options.fault = Some(TestFault::PageFault),
@@ -60,10 +64,11 @@ mod tests {
     fn parses_switches_and_reports_the_rest() {
         let mut unknown = Vec::new();
         let options = parse(
-            " poweroff fault=triple bogus cycles=100 cycles=x ",
+            " poweroff fault=triple bogus cycles=100 cycles=x exit-when-idle ",
             |word| unknown.push(word.to_string()),
         );
         assert!(options.poweroff);
+        assert!(options.exit_when_idle);
         assert_eq!(options.fault, Some(TestFault::TripleFault));
         assert_eq!(options.cycles, Some(100));
         assert_eq!(unknown, ["bogus", "cycles=x"]);

@@ -1,24 +1,30 @@
-//! Dom0's event channels: its shared_info page and the VIRQ_DOM_EXC port
-//! through which the hypervisor says a guest stopped, so Dom0 sleeps in
-//! SCHEDOP_poll instead of asking over and over.
+//! Dom0's event channels: its shared_info page, the VIRQs through which
+//! the hypervisor says a guest stopped (VIRQ_DOM_EXC) and that the
+//! operator typed (VIRQ_CONSOLE), and waiting on those and the guests'
+//! ring ports in SCHEDOP_poll instead of asking over and over.
 
 use alloc::alloc::{Layout, alloc_zeroed};
+use alloc::vec::Vec;
 use log::warn;
 use xen_guest::event_channel::bind_virq;
+use xen_guest::sched::POLL_PORTS_MAX;
 use xen_guest::shared::{SharedInfo, map_shared_info};
 use xen_guest::types::{GuestFrame, Port, SystemTime, VcpuId, Virq};
 use xen_guest::{FrameSlot, sched};
 
 const PAGE: usize = 4096;
 
-/// Where Dom0 hears that domains stopped.
-pub struct DomainEvents {
+/// Where Dom0 hears about domains and the operator.
+pub struct EventHub {
     shared: SharedInfo,
-    port: Port,
+    /// VIRQ_DOM_EXC: a domain shut down or crashed.
+    pub domain_exception: Port,
+    /// VIRQ_CONSOLE: serial input waits.
+    pub console_input: Option<Port>,
 }
 
-impl DomainEvents {
-    /// Maps shared_info over a fresh heap page and binds VIRQ_DOM_EXC.
+impl EventHub {
+    /// Maps shared_info over a fresh heap page and binds the VIRQs.
     pub fn new() -> Option<Self> {
         let layout = Layout::from_size_align(PAGE, PAGE).ok()?;
         // SAFETY: a non-zero-sized layout; the page is leaked on purpose:
@@ -39,22 +45,46 @@ impl DomainEvents {
                 return None;
             }
         };
-        let port = match bind_virq(Virq::DOM_EXC, VcpuId(0)) {
+        let domain_exception = match bind_virq(Virq::DOM_EXC, VcpuId(0)) {
             Ok(port) => port,
             Err(error) => {
                 warn!("dom0: binding VIRQ_DOM_EXC failed: {error:?}");
                 return None;
             }
         };
-        Some(Self { shared, port })
+        let console_input = bind_virq(Virq::CONSOLE, VcpuId(0))
+            .inspect_err(|error| warn!("dom0: binding VIRQ_CONSOLE failed: {error:?}"))
+            .ok();
+        Some(Self {
+            shared,
+            domain_exception,
+            console_input,
+        })
+    }
+
+    /// Whether `port` fired since the last call (clears it).
+    pub fn take(&self, port: Port) -> bool {
+        self.shared.clear_pending(port)
     }
 
     /// Sleeps until a domain stopped since the last call (returns at once
     /// if one did).
-    pub fn wait(&self) {
-        if !self.shared.clear_pending(self.port) {
-            let _ = sched::poll(&[self.port], SystemTime(0));
-            self.shared.clear_pending(self.port);
+    pub fn wait_domain_exception(&self) {
+        self.wait(&[self.domain_exception]);
+        self.take(self.domain_exception);
+    }
+
+    /// Sleeps until one of `ports`, or a VIRQ, is pending (returns at once
+    /// if one is). Pending bits stay set for [`EventHub::take`].
+    pub fn wait(&self, ports: &[Port]) {
+        let mut all: Vec<Port> = Vec::with_capacity(ports.len() + 2);
+        all.push(self.domain_exception);
+        all.extend(self.console_input);
+        all.extend_from_slice(ports);
+        all.truncate(POLL_PORTS_MAX);
+        if all.iter().any(|&port| self.shared.is_pending(port)) {
+            return;
         }
+        let _ = sched::poll(&all, SystemTime(0));
     }
 }

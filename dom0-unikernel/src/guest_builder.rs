@@ -44,6 +44,11 @@ pub enum Source {
 /// marks reserved (Linux also finds an RSDP there by scanning).
 pub const ACPI_ADDRESS: u64 = 0xe_0000;
 
+/// Pages at the top of a guest's RAM that the memory map marks reserved:
+/// the xenstore ring, then the console ring (Linux maps them with
+/// `memremap`, so they must not also be RAM it allocates).
+pub const SPECIAL_PAGES: u64 = 2;
+
 /// The worked-out build.
 pub struct BuildPlan {
     pub copies: ArrayVec<Copy, 64>,
@@ -51,6 +56,10 @@ pub struct BuildPlan {
     pub acpi: [u8; pvh::acpi::BLOCK_SIZE],
     pub start_info_address: u64,
     pub entry: u32,
+    /// The xenstore ring's guest frame.
+    pub store_frame: u64,
+    /// The console ring's guest frame.
+    pub console_frame: u64,
 }
 
 /// Why a guest cannot be built.
@@ -81,16 +90,17 @@ impl core::fmt::Display for BuildError {
     }
 }
 
-/// Plans the build. The guest's RAM is `[0, memory)`; the start info sits
-/// at its top.
+/// Plans the build. The guest's RAM is `[0, memory)`; the special pages
+/// sit at its top, the start info just below them.
 pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
     let image: PvhImage = pvh::image::parse(spec.image).map_err(BuildError::Image)?;
-    let memory = spec.memory_kib * 1024;
-    let start_info_address = memory.saturating_sub(BLOCK_SIZE as u64);
+    let memory = (spec.memory_kib * 1024) & !0xfff;
+    let special = memory.saturating_sub(SPECIAL_PAGES * 4096);
+    let start_info_address = special.saturating_sub(BLOCK_SIZE as u64) & !0xfff;
     // The initrd goes just below the start info, page-aligned.
     let initrd_size = spec.initrd.map_or(0, |initrd| initrd.len() as u64);
     let initrd_address = start_info_address.saturating_sub(initrd_size) & !0xfff;
-    if image.end > initrd_address || initrd_size > start_info_address {
+    if image.end > initrd_address || initrd_size > start_info_address || special < 0x20_0000 {
         return Err(BuildError::TooSmall {
             image_end: image.end,
             memory,
@@ -143,7 +153,8 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
         .map_err(|_| BuildError::TooManyPieces)?;
     let (acpi, rsdp) = pvh::acpi::build(ACPI_ADDRESS, spec.vcpus);
     // RAM below 640 KiB (Linux puts its real-mode trampoline there), the
-    // legacy VGA/BIOS hole reserved, then RAM up to the top.
+    // legacy VGA/BIOS hole reserved, RAM up to the special pages, which
+    // are reserved.
     let ram = [
         MemoryEntry {
             address: 0,
@@ -157,8 +168,13 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
         },
         MemoryEntry {
             address: 0x10_0000,
-            size: memory - 0x10_0000,
+            size: special - 0x10_0000,
             kind: memmap_type::RAM,
+        },
+        MemoryEntry {
+            address: special,
+            size: memory - special,
+            kind: memmap_type::RESERVED,
         },
     ];
     let initrd_module = [pvh::start_info::ModuleEntry {
@@ -185,6 +201,8 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
         acpi,
         start_info_address,
         entry: image.entry,
+        store_frame: special / 4096,
+        console_frame: special / 4096 + 1,
     })
 }
 
@@ -214,10 +232,10 @@ mod tests {
                 }
             }
         );
-        assert_eq!(
-            plan.start_info_address,
-            32 * 1024 * 1024 - BLOCK_SIZE as u64
-        );
+        assert_eq!(plan.store_frame, 32 * 256 - 2);
+        assert_eq!(plan.console_frame, 32 * 256 - 1);
+        assert!(plan.start_info_address + BLOCK_SIZE as u64 <= plan.store_frame * 4096);
+        assert_eq!(plan.start_info_address % 4096, 0);
         assert!(
             plan.copies
                 .iter()
@@ -293,7 +311,8 @@ mod tests {
             start
         );
         assert_eq!(plan.start_info[12], 1, "one module");
-        // Low RAM for Linux's trampoline, the legacy hole reserved.
-        assert_eq!(plan.start_info[48], 3);
+        // Low RAM for Linux's trampoline, the legacy hole reserved, the
+        // special pages reserved.
+        assert_eq!(plan.start_info[48], 4);
     }
 }

@@ -1,6 +1,6 @@
 //! Hypercalls to the Xenolith hypervisor (the Xen ABI: VMMCALL on AMD).
 
-use xenolith_abi::console_io::CONSOLEIO_WRITE;
+use xenolith_abi::console_io::{CONSOLEIO_READ, CONSOLEIO_WRITE};
 use xenolith_abi::hypercall::HypercallNumber;
 use xenolith_abi::sched::{SCHEDOP_SHUTDOWN, ShutdownReason};
 
@@ -37,6 +37,20 @@ pub fn console_write(bytes: &[u8]) {
             bytes.as_ptr() as u64,
         )
     };
+}
+
+/// Reads bytes typed on the serial line (none waiting: 0).
+pub fn console_read(buffer: &mut [u8]) -> usize {
+    // SAFETY: the buffer is valid for `buffer.len()` bytes of writing.
+    let result = unsafe {
+        call(
+            HypercallNumber::CONSOLE_IO,
+            CONSOLEIO_READ,
+            buffer.len() as u64,
+            buffer.as_mut_ptr() as u64,
+        )
+    };
+    usize::try_from(result).map_or(0, |count| count.min(buffer.len()))
 }
 
 /// Asks the hypervisor to stop Dom0 (and with it the machine).

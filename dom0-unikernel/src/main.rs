@@ -1,16 +1,25 @@
 //! Dom0, the privileged unikernel: entered by the hypervisor at its PVH
-//! entry, it takes its memory and reports ready. Device drivers, xenstore
-//! and the toolstack arrive in later stages.
+//! entry, it takes its memory, reports ready, runs the self-checking test
+//! guests, then serves: the toolstack starts the guests the boot modules
+//! define, xenstored and the console back end serve their rings, and the
+//! management shell takes the operator's commands on the serial line.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod boot_guests;
 mod console;
+mod console_service;
+mod control;
 mod events;
+mod guest_page;
 mod guests;
 mod hypercall;
 mod interrupt_check;
+mod management;
+mod toolstack;
+mod xenstore_service;
 
 use baremetal::exceptions::{CrashReport, ExceptionFrame};
 use dom0::cmdline::{self, TestFault};
@@ -110,15 +119,76 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
     if let Some(cycles) = options.cycles {
         guests::create_destroy_cycles(cycles);
     }
-    guests::run_test_guests(&info);
-    if options.poweroff {
-        info!("dom0: powering off as asked");
-        hypercall::shutdown(ShutdownReason::Poweroff);
+    let events = events::EventHub::new();
+    guests::run_test_guests(&info, events.as_ref());
+    serve(&info, &options, events.as_ref())
+}
+
+/// Dom0's main loop: starts the boot guests, then serves rings, domain
+/// events and the operator until it is time to power off.
+fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::EventHub>) -> ! {
+    let free_before = control::free_kib();
+    let mut toolstack = toolstack::Toolstack::new();
+    for index in boot_guests::define(info, &mut toolstack) {
+        if let Err(why) = toolstack.create(index) {
+            log::error!("dom0: starting a boot guest failed: {why}");
+        }
     }
+    let interactive = !(options.poweroff || options.exit_when_idle);
+    let mut management = management::Management::new();
+    let mut had_guests = toolstack.guests().next().is_some();
     loop {
-        // Nothing to do until an event arrives: halt with interrupts on.
-        x86_64::instructions::interrupts::enable_and_hlt();
+        let ports = toolstack.ports();
+        if let Some(events) = events {
+            for &port in &ports {
+                events.take(port);
+            }
+            if events.take(events.domain_exception) {
+                toolstack.on_domain_exception();
+            }
+            if let Some(port) = events.console_input {
+                events.take(port);
+            }
+        } else {
+            toolstack.on_domain_exception();
+        }
+        toolstack.service();
+        management.service(&mut toolstack);
+        had_guests |= toolstack.guests().next().is_some();
+        if !interactive && toolstack.idle() {
+            power_off(options, &toolstack, free_before, had_guests);
+        }
+        if interactive {
+            management.prompt();
+        }
+        match events {
+            Some(events) => events.wait(&toolstack.ports()),
+            None => hypercall::yield_now(),
+        }
     }
+}
+
+/// Every guest has stopped and Dom0 was asked to power off then.
+fn power_off(
+    options: &cmdline::Options,
+    toolstack: &toolstack::Toolstack,
+    free_before: u64,
+    had_guests: bool,
+) -> ! {
+    let outcomes = toolstack.outcomes;
+    if had_guests {
+        info!(
+            "dom0: all guests done ({} powered off, {} did not); free memory {free_before} KiB before, {} KiB after",
+            outcomes.powered_off,
+            outcomes.failed,
+            control::free_kib()
+        );
+    }
+    let failed = options.exit_when_idle && outcomes.failed > 0;
+    info!("dom0: powering off as asked");
+    let code = control::power_off(failed);
+    warn!("dom0: the hypervisor refused to power off ({code}); shutting Dom0 down");
+    hypercall::shutdown(ShutdownReason::Poweroff)
 }
 
 /// Gives the heap the RAM above the image, below the boot data.
@@ -148,7 +218,7 @@ fn init_heap(info: &StartInfo) -> u64 {
 }
 
 /// Bytes Dom0 uses: its image (code, data, stacks) and the heap in use.
-fn memory_in_use() -> u64 {
+pub fn memory_in_use() -> u64 {
     // Taking the addresses of linker symbols reads nothing.
     let image = &raw const __image_end as u64 - &raw const __image_start as u64;
     image + HEAP.lock().used() as u64

@@ -10,7 +10,7 @@ pub use xenolith_abi::sched::{
 };
 
 /// Most ports [`poll`] passes in one call (Xen allows 128).
-pub const POLL_PORTS_MAX: usize = 16;
+pub const POLL_PORTS_MAX: usize = 128;
 
 /// `struct sched_shutdown`.
 #[repr(C)]

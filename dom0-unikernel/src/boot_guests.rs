@@ -1,0 +1,135 @@
+//! Guests from boot modules: `guest-config NAME` modules carry xl.cfg
+//! files, each followed by `guest-file VALUE` modules for the `kernel` and
+//! `ramdisk` values it names; `linux [memory=MiB] ARGS` (with an optional
+//! `linux-initrd` after it) is a shorthand for a Linux guest; an
+//! `appliance-config` module's `guests` list says which to start at boot
+//! (without one, every guest defined starts).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use config::{ApplianceConfig, DomainConfig, ShutdownAction};
+use dom0::start_info::{Module, StartInfo};
+use log::{error, warn};
+
+use crate::guests::module_bytes;
+use crate::toolstack::{GuestDefinition, Toolstack};
+
+/// Memory of a `linux` guest unless its line says otherwise, in MiB.
+const LINUX_DEFAULT_MIB: u64 = 256;
+
+/// The first word of a module's command line, and the rest.
+fn split(module: &Module) -> (&str, &str) {
+    let line = module.cmdline.as_str().trim_start();
+    match line.split_once(' ') {
+        Some((word, rest)) => (word, rest),
+        None => (line, ""),
+    }
+}
+
+/// Defines every guest the boot modules describe; returns the
+/// definitions to start now, in order.
+pub fn define(info: &StartInfo, toolstack: &mut Toolstack) -> Vec<usize> {
+    let mut defined = Vec::new();
+    let mut appliance: Option<ApplianceConfig> = None;
+    for (index, module) in info.modules.iter().enumerate() {
+        match split(module) {
+            ("guest-config", name) => {
+                let files: Vec<&Module> = info.modules[index + 1..]
+                    .iter()
+                    .take_while(|next| split(next).0 == "guest-file")
+                    .collect();
+                match guest_config(name, module_bytes(module), &files) {
+                    Ok(definition) => defined.push(toolstack.define(definition)),
+                    Err(why) => error!("dom0: {name}: {why}"),
+                }
+            }
+            ("linux", line) => {
+                let initrd = info
+                    .modules
+                    .get(index + 1)
+                    .filter(|next| split(next).0 == "linux-initrd")
+                    .map(module_bytes);
+                let name = if defined.is_empty() {
+                    String::from("linux")
+                } else {
+                    format!("linux-{}", defined.len() + 1)
+                };
+                match linux(name, module_bytes(module), line, initrd) {
+                    Ok(definition) => defined.push(toolstack.define(definition)),
+                    Err(why) => error!("dom0: linux module: {why}"),
+                }
+            }
+            ("appliance-config", name) => {
+                match ApplianceConfig::parse_bytes(module_bytes(module)) {
+                    Ok(config) => {
+                        for warning in &config.warnings {
+                            warn!("dom0: {name}:{warning}");
+                        }
+                        appliance = Some(config);
+                    }
+                    Err(error) => error!("dom0: {name}:{error}"),
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(appliance) = appliance else {
+        return defined;
+    };
+    appliance
+        .boot_guests
+        .iter()
+        .filter_map(|name| {
+            let found = toolstack.find_definition(name);
+            if found.is_none() {
+                error!("dom0: the appliance config starts {name:?}, which no guest-config module defines");
+            }
+            found
+        })
+        .collect()
+}
+
+fn guest_config(name: &str, text: &[u8], files: &[&Module]) -> Result<GuestDefinition, String> {
+    let config = DomainConfig::parse_bytes(text).map_err(|error| format!("{error}"))?;
+    for warning in &config.warnings {
+        warn!("dom0: {name}:{warning}");
+    }
+    GuestDefinition::from_config(name, &config, |value| {
+        files
+            .iter()
+            .find(|module| split(module).1 == value)
+            .map(|module| module_bytes(module))
+    })
+}
+
+fn linux(
+    name: String,
+    kernel: &'static [u8],
+    line: &str,
+    initrd: Option<&'static [u8]>,
+) -> Result<GuestDefinition, String> {
+    let mut memory_mib = LINUX_DEFAULT_MIB;
+    let mut cmdline = line.trim();
+    if let Some(rest) = cmdline.strip_prefix("memory=") {
+        let (value, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+        memory_mib = value
+            .parse()
+            .map_err(|_| format!("memory={value}: give a number of MiB"))?;
+        cmdline = tail.trim();
+    }
+    Ok(GuestDefinition {
+        source: name.clone(),
+        name,
+        memory_mib,
+        vcpus: 1,
+        kernel,
+        ramdisk: initrd,
+        cmdline: cmdline.into(),
+        uuid: None,
+        on_poweroff: ShutdownAction::Destroy,
+        on_reboot: ShutdownAction::Restart,
+        on_crash: ShutdownAction::Destroy,
+    })
+}

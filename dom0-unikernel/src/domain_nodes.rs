@@ -1,0 +1,367 @@
+//! A guest's xenstore nodes, as libxl lays them out: the toolstack writes
+//! them before introducing the domain and removes them when it is gone.
+//! `/local/domain/<id>` is the guest's to read but not to change, except
+//! the subtrees a PV guest writes into (`control/*`, `data`, `device`'s
+//! children come later with the back ends); other guests see none of it.
+
+use alloc::format;
+use alloc::string::String;
+
+use xenstore::{Access, ConnectionId, DomainId, Error, GuestFrame, Permissions, Port, Xenstored};
+
+/// What the toolstack knows of a guest when it introduces it.
+#[derive(Clone, Debug)]
+pub struct GuestRecord<'a> {
+    pub domain: DomainId,
+    pub name: &'a str,
+    /// The hyphenated UUID.
+    pub uuid: &'a str,
+    pub memory_kib: u64,
+    pub max_memory_kib: u64,
+    pub vcpus: u32,
+    /// The console ring's frame and the guest's console port.
+    pub console: (GuestFrame, Port),
+}
+
+/// `/local/domain/<id>`.
+pub fn domain_path(domain: DomainId) -> String {
+    format!("/local/domain/{}", domain.0)
+}
+
+/// Nodes the guest may write (libxl's `rwperms`).
+const GUEST_WRITABLE: [&str; 11] = [
+    "control/shutdown",
+    "control/feature-poweroff",
+    "control/feature-reboot",
+    "control/feature-suspend",
+    "control/sysrq",
+    "data",
+    "drivers",
+    "feature",
+    "attr",
+    "error",
+    "device",
+];
+
+/// Writes the guest's nodes, then introduces it so its ring is served.
+pub fn introduce(
+    store: &mut Xenstored,
+    toolstack: ConnectionId,
+    guest: &GuestRecord<'_>,
+    ring: (GuestFrame, Port),
+) -> Result<(), Error> {
+    let home = domain_path(guest.domain);
+    let vm = format!("/vm/{}", guest.uuid);
+    // Read-only for the guest, invisible to everyone else.
+    let read_only = Permissions::new(DomainId::DOM0, Access::None).with(guest.domain, Access::Read);
+    let writable = Permissions::new(guest.domain, Access::None);
+    {
+        let mut session = store.session(toolstack, None);
+        // A stale tree from an earlier domain with this id goes first.
+        session.remove(&home)?;
+        session.mkdir(&home)?;
+        session.set_permissions(&home, read_only.clone())?;
+        session.mkdir(&vm)?;
+        session.set_permissions(&vm, read_only)?;
+        // New nodes inherit their parent's permissions.
+        let id = format!("{}", guest.domain.0);
+        let values: [(&str, String); 17] = [
+            ("name", guest.name.into()),
+            ("domid", id),
+            ("vm", vm.clone()),
+            ("memory/static-max", format!("{}", guest.max_memory_kib)),
+            ("memory/target", format!("{}", guest.memory_kib)),
+            ("memory/videoram", "-1".into()),
+            ("cpu/0/availability", "online".into()),
+            ("console/ring-ref", format!("{}", guest.console.0.0)),
+            ("console/port", format!("{}", guest.console.1.0)),
+            ("console/type", "xenconsoled".into()),
+            ("console/limit", format!("{}", 1 << 20)),
+            ("console/tty", String::new()),
+            (
+                "control/platform-feature-multiprocessor-suspend",
+                "1".into(),
+            ),
+            ("control/platform-feature-xs_reset_watches", "1".into()),
+            ("image/ostype", "linux".into()),
+            ("store/ring-ref", format!("{}", ring.0.0)),
+            ("store/port", format!("{}", ring.1.0)),
+        ];
+        for (key, value) in values {
+            session.write(&format!("{home}/{key}"), value.as_bytes())?;
+        }
+        for cpu in 1..guest.vcpus.min(128) {
+            session.write(&format!("{home}/cpu/{cpu}/availability"), b"online")?;
+        }
+        for key in GUEST_WRITABLE {
+            let path = format!("{home}/{key}");
+            if key.starts_with("control/") {
+                session.write(&path, b"")?;
+            } else {
+                session.mkdir(&path)?;
+            }
+            session.set_permissions(&path, writable.clone())?;
+        }
+        for (key, value) in [("name", guest.name), ("uuid", guest.uuid)] {
+            session.write(&format!("{vm}/{key}"), value.as_bytes())?;
+        }
+    }
+    store.introduce_domain(guest.domain, ring.0, ring.1)?;
+    Ok(())
+}
+
+/// Asks the guest to stop or restart by writing `control/shutdown`
+/// (`"poweroff"`, `"reboot"`); Linux's watch on it does the rest.
+pub fn request_shutdown(
+    store: &mut Xenstored,
+    toolstack: ConnectionId,
+    domain: DomainId,
+    request: &str,
+) -> Result<(), Error> {
+    let path = format!("{}/control/shutdown", domain_path(domain));
+    let mut session = store.session(toolstack, None);
+    // Only a guest that set up its watch answers; a missing node means it
+    // never came that far.
+    session.read(&path)?;
+    session.write(&path, request.as_bytes())
+}
+
+/// Whether the guest said it acts on `control/shutdown` requests.
+pub fn handles_shutdown_requests(
+    store: &mut Xenstored,
+    toolstack: ConnectionId,
+    domain: DomainId,
+) -> bool {
+    let path = format!("{}/control/feature-poweroff", domain_path(domain));
+    store
+        .session(toolstack, None)
+        .read(&path)
+        .is_ok_and(|value| value == b"1")
+}
+
+/// Forgets a destroyed guest: its connection, watches and nodes.
+pub fn release(
+    store: &mut Xenstored,
+    toolstack: ConnectionId,
+    domain: DomainId,
+    uuid: &str,
+) -> Result<(), Error> {
+    let released = store.release_domain(domain);
+    let mut session = store.session(toolstack, None);
+    session.remove(&domain_path(domain))?;
+    session.remove(&format!("/vm/{uuid}"))?;
+    // A domain never introduced has nothing to release.
+    match released {
+        Ok(()) | Err(Error::NotFound) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xenstore::{Caller, Request, Response};
+
+    const GUEST: DomainId = DomainId(3);
+    const OTHER: DomainId = DomainId(4);
+
+    fn record(domain: DomainId, uuid: &str) -> GuestRecord<'_> {
+        GuestRecord {
+            domain,
+            name: "web",
+            uuid,
+            memory_kib: 262_144,
+            max_memory_kib: 262_144,
+            vcpus: 2,
+            console: (GuestFrame(0xfff), Port(2)),
+        }
+    }
+
+    fn store_with_guests() -> (Xenstored, ConnectionId) {
+        let mut store = Xenstored::default();
+        let toolstack = store.open_local();
+        introduce(
+            &mut store,
+            toolstack,
+            &record(GUEST, "00000000-0000-0000-0000-000000000003"),
+            (GuestFrame(0xffe), Port(1)),
+        )
+        .expect("introduce");
+        introduce(
+            &mut store,
+            toolstack,
+            &record(OTHER, "00000000-0000-0000-0000-000000000004"),
+            (GuestFrame(0xffe), Port(1)),
+        )
+        .expect("introduce");
+        (store, toolstack)
+    }
+
+    /// Runs `request` as the guest itself (its ring connection).
+    fn as_guest(
+        store: &mut Xenstored,
+        domain: DomainId,
+        request: Request<'_>,
+    ) -> Result<Response, Error> {
+        let connection = store.domain(domain).expect("introduced").connection;
+        assert_eq!(
+            store.connection(connection).unwrap().caller(),
+            Caller::guest(domain)
+        );
+        store.request(connection, None, request)
+    }
+
+    #[test]
+    fn the_guest_reads_its_nodes_through_relative_paths() {
+        let (mut store, _) = store_with_guests();
+        assert_eq!(
+            as_guest(&mut store, GUEST, Request::Read { path: "name" }),
+            Ok(Response::Value(b"web".to_vec()))
+        );
+        assert_eq!(
+            as_guest(
+                &mut store,
+                GUEST,
+                Request::Read {
+                    path: "memory/target"
+                }
+            ),
+            Ok(Response::Value(b"262144".to_vec()))
+        );
+        assert_eq!(
+            as_guest(
+                &mut store,
+                GUEST,
+                Request::Read {
+                    path: "cpu/1/availability"
+                }
+            ),
+            Ok(Response::Value(b"online".to_vec()))
+        );
+    }
+
+    #[test]
+    fn the_guest_writes_control_nodes_but_not_its_name() {
+        let (mut store, _) = store_with_guests();
+        for path in ["control/feature-poweroff", "data/anything", "device/vbd"] {
+            assert_eq!(
+                as_guest(&mut store, GUEST, Request::Write { path, value: b"1" }),
+                Ok(Response::Ok),
+                "{path}"
+            );
+        }
+        for path in ["name", "memory/target", "newnode"] {
+            assert_eq!(
+                as_guest(&mut store, GUEST, Request::Write { path, value: b"x" }),
+                Err(Error::AccessDenied),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_guest_cannot_see_another_guests_nodes() {
+        let (mut store, _) = store_with_guests();
+        for path in [
+            "/local/domain/3/name",
+            "/local/domain/3/data",
+            "/vm/00000000-0000-0000-0000-000000000003",
+        ] {
+            assert_eq!(
+                as_guest(&mut store, OTHER, Request::Read { path }),
+                Err(Error::AccessDenied),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            as_guest(
+                &mut store,
+                OTHER,
+                Request::Write {
+                    path: "/local/domain/3/control/shutdown",
+                    value: b"poweroff"
+                }
+            ),
+            Err(Error::AccessDenied)
+        );
+    }
+
+    #[test]
+    fn a_shutdown_request_needs_a_guest_that_listens() {
+        let (mut store, toolstack) = store_with_guests();
+        assert!(!handles_shutdown_requests(&mut store, toolstack, GUEST));
+        as_guest(
+            &mut store,
+            GUEST,
+            Request::Write {
+                path: "control/feature-poweroff",
+                value: b"1",
+            },
+        )
+        .unwrap();
+        assert!(handles_shutdown_requests(&mut store, toolstack, GUEST));
+        request_shutdown(&mut store, toolstack, GUEST, "poweroff").unwrap();
+        assert_eq!(
+            as_guest(
+                &mut store,
+                GUEST,
+                Request::Read {
+                    path: "control/shutdown"
+                }
+            ),
+            Ok(Response::Value(b"poweroff".to_vec()))
+        );
+        assert_eq!(
+            request_shutdown(&mut store, toolstack, DomainId(9), "poweroff"),
+            Err(Error::NotFound)
+        );
+    }
+
+    #[test]
+    fn release_removes_everything_and_a_new_domain_starts_clean() {
+        let (mut store, toolstack) = store_with_guests();
+        as_guest(
+            &mut store,
+            GUEST,
+            Request::Write {
+                path: "data/x",
+                value: b"1",
+            },
+        )
+        .unwrap();
+        release(
+            &mut store,
+            toolstack,
+            GUEST,
+            "00000000-0000-0000-0000-000000000003",
+        )
+        .unwrap();
+        let mut session = store.session(toolstack, None);
+        assert_eq!(session.read("/local/domain/3/name"), Err(Error::NotFound));
+        assert_eq!(
+            session.read("/vm/00000000-0000-0000-0000-000000000003/name"),
+            Err(Error::NotFound)
+        );
+        assert!(store.domain(GUEST).is_none());
+        // Releasing twice, or a domain never introduced, is harmless.
+        release(
+            &mut store,
+            toolstack,
+            GUEST,
+            "00000000-0000-0000-0000-000000000003",
+        )
+        .unwrap();
+        introduce(
+            &mut store,
+            toolstack,
+            &record(GUEST, "00000000-0000-0000-0000-000000000005"),
+            (GuestFrame(1), Port(1)),
+        )
+        .unwrap();
+        assert_eq!(
+            as_guest(&mut store, GUEST, Request::Read { path: "data/x" }),
+            Err(Error::NotFound)
+        );
+        store.check().expect("consistent store");
+    }
+}

@@ -1,0 +1,473 @@
+//! The toolstack: guests defined by xl.cfg files (or `linux` boot-module
+//! lines), created, watched and torn down. Creating a guest is libxl's
+//! PVH sequence (XEN-ABI.md §10): create the domain, load the kernel,
+//! initrd, start info and ACPI tables, offer console and xenstore event
+//! channels, set the HVM params, write its xenstore nodes, introduce it,
+//! unpause. When a guest stops, its `on_poweroff`/`on_reboot`/`on_crash`
+//! action runs.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use config::{DomainConfig, GuestType, ShutdownAction, Uuid};
+use dom0::domain_nodes::{self, GuestRecord};
+use dom0::guest_builder::GuestSpec;
+use log::{error, info, warn};
+use xenolith_abi::domain::DomainId;
+use xenolith_abi::event_channel::Port;
+use xenstore::GuestFrame;
+
+use crate::console_service::ConsoleService;
+use crate::control::{self, StopReason, hvm_param};
+use crate::guests;
+use crate::hypercall;
+use crate::xenstore_service::XenstoreService;
+
+/// Most RAM a guest may have, in MiB (Dom0 maps guest frames below 4 GiB).
+const MEMORY_MAX_MIB: u64 = 3072;
+
+/// A guest as defined: what `create` builds, again on each restart.
+#[derive(Clone, Debug)]
+pub struct GuestDefinition {
+    pub name: String,
+    /// Where it came from (a config's module name), for messages.
+    pub source: String,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub kernel: &'static [u8],
+    pub ramdisk: Option<&'static [u8]>,
+    pub cmdline: String,
+    pub uuid: Option<Uuid>,
+    pub on_poweroff: ShutdownAction,
+    pub on_reboot: ShutdownAction,
+    pub on_crash: ShutdownAction,
+}
+
+impl GuestDefinition {
+    /// A definition from a parsed xl.cfg; `file` finds the module named by
+    /// a `kernel` or `ramdisk` value.
+    pub fn from_config(
+        source: &str,
+        config: &DomainConfig,
+        file: impl Fn(&str) -> Option<&'static [u8]>,
+    ) -> Result<Self, String> {
+        if config.guest_type == GuestType::Hvm {
+            return Err("type = \"hvm\" is not supported yet; use \"pvh\"".into());
+        }
+        let kernel_name = config.kernel.as_deref().ok_or("no kernel")?;
+        let kernel = file(kernel_name)
+            .ok_or_else(|| format!("kernel {kernel_name:?} is not among the boot modules"))?;
+        let ramdisk = match config.ramdisk.as_deref() {
+            Some(name) => Some(
+                file(name)
+                    .ok_or_else(|| format!("ramdisk {name:?} is not among the boot modules"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            name: config.name.clone(),
+            source: source.into(),
+            memory_mib: config.memory.0,
+            vcpus: config.vcpus,
+            kernel,
+            ramdisk,
+            cmdline: config.command_line.clone().unwrap_or_default(),
+            uuid: config.uuid,
+            on_poweroff: config.on_poweroff,
+            on_reboot: config.on_reboot,
+            on_crash: config.on_crash,
+        })
+    }
+}
+
+/// Where a guest is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestState {
+    Running,
+    /// Stopped and kept (`preserve`), until destroyed.
+    Stopped(StopReason),
+}
+
+/// A guest that exists.
+pub struct Guest {
+    pub domain: DomainId,
+    /// Index into the definitions.
+    pub definition: usize,
+    pub name: String,
+    uuid: String,
+    pub state: GuestState,
+    pub memory_mib: u64,
+}
+
+/// How guests ended, for `exit-when-idle`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outcomes {
+    pub powered_off: u32,
+    /// Crashed, destroyed by the operator, or failed to start.
+    pub failed: u32,
+}
+
+/// Every guest and the services they use.
+pub struct Toolstack {
+    definitions: Vec<GuestDefinition>,
+    guests: BTreeMap<DomainId, Guest>,
+    pub xenstore: XenstoreService,
+    pub consoles: ConsoleService,
+    pub outcomes: Outcomes,
+    /// Guests created so far (for UUIDs of guests without one).
+    created: u64,
+}
+
+impl Toolstack {
+    pub fn new() -> Self {
+        Self {
+            definitions: Vec::new(),
+            guests: BTreeMap::new(),
+            xenstore: XenstoreService::new(),
+            consoles: ConsoleService::default(),
+            outcomes: Outcomes::default(),
+            created: 0,
+        }
+    }
+
+    /// Adds a definition; returns its index.
+    pub fn define(&mut self, definition: GuestDefinition) -> usize {
+        self.definitions.push(definition);
+        self.definitions.len() - 1
+    }
+
+    /// The definition named `name` (its guest name or its source).
+    pub fn find_definition(&self, name: &str) -> Option<usize> {
+        self.definitions
+            .iter()
+            .position(|definition| definition.name == name)
+            .or_else(|| {
+                self.definitions
+                    .iter()
+                    .position(|definition| definition.source == name)
+            })
+    }
+
+    pub fn guests(&self) -> impl Iterator<Item = &Guest> {
+        self.guests.values()
+    }
+
+    pub fn guest(&self, domain: DomainId) -> Option<&Guest> {
+        self.guests.get(&domain)
+    }
+
+    /// The guest named `name`.
+    pub fn find_guest(&self, name: &str) -> Option<DomainId> {
+        self.guests
+            .values()
+            .find(|guest| guest.name == name)
+            .map(|guest| guest.domain)
+    }
+
+    /// Whether every guest has stopped (none exist, or all are preserved).
+    pub fn idle(&self) -> bool {
+        self.guests
+            .values()
+            .all(|guest| guest.state != GuestState::Running)
+    }
+
+    /// Creates and starts the guest of definition `index`.
+    pub fn create(&mut self, index: usize) -> Result<DomainId, String> {
+        let definition = self
+            .definitions
+            .get(index)
+            .cloned()
+            .ok_or("no such definition")?;
+        if self.find_guest(&definition.name).is_some() {
+            return Err(format!(
+                "a guest named {:?} already exists",
+                definition.name
+            ));
+        }
+        let result = self.build(index, &definition);
+        if result.is_err() {
+            self.outcomes.failed += 1;
+        }
+        result
+    }
+
+    fn build(&mut self, index: usize, definition: &GuestDefinition) -> Result<DomainId, String> {
+        let started = baremetal::cpu::rdtsc();
+        if !(2..=MEMORY_MAX_MIB).contains(&definition.memory_mib) {
+            return Err(format!(
+                "memory = {} MiB: give 2 to {MEMORY_MAX_MIB}",
+                definition.memory_mib
+            ));
+        }
+        // Secondary vCPUs need INIT/SIPI, which the hypervisor lacks yet:
+        // Linux would wait seconds for each to come up.
+        if definition.vcpus > 1 {
+            warn!(
+                "dom0: {}: vcpus = {}: one vCPU runs for now",
+                definition.name, definition.vcpus
+            );
+        }
+        let vmlinux = pvh::bzimage::vmlinux(definition.kernel, pvh::bzimage::SUGGESTED_LIMIT)
+            .map_err(|error| format!("the kernel is unusable: {error:?}"))?;
+        let decompressed = guests::milliseconds_since(started);
+        let memory_kib = definition.memory_mib * 1024;
+        let domain = control::create(1, memory_kib)
+            .map_err(|code| format!("the hypervisor refused the domain: error {code}"))?;
+        self.created += 1;
+        let uuid = match definition.uuid {
+            Some(uuid) => uuid.to_string(),
+            None => generated_uuid(domain, self.created),
+        };
+        let guest = Guest {
+            domain,
+            definition: index,
+            name: definition.name.clone(),
+            uuid,
+            state: GuestState::Running,
+            memory_mib: definition.memory_mib,
+        };
+        let spec = GuestSpec {
+            image: &vmlinux,
+            memory_kib,
+            vcpus: 1,
+            cmdline: &definition.cmdline,
+            initrd: definition.ramdisk,
+        };
+        if let Err(why) = self.set_up(&guest, &spec) {
+            self.tear_down(&guest);
+            return Err(why);
+        }
+        drop(vmlinux);
+        self.guests.insert(domain, guest);
+        if let Err(code) = control::unpause(domain) {
+            if let Some(guest) = self.guests.remove(&domain) {
+                self.tear_down(&guest);
+            }
+            return Err(format!("unpausing failed: error {code}"));
+        }
+        info!(
+            "dom0: created domain {} ({}) in {} ms ({} ms decompressing the kernel): {} MiB, command line {:?}",
+            domain.0,
+            definition.name,
+            guests::milliseconds_since(started),
+            decompressed,
+            definition.memory_mib,
+            definition.cmdline
+        );
+        Ok(domain)
+    }
+
+    /// Everything between CREATE and UNPAUSE.
+    fn set_up(&mut self, guest: &Guest, spec: &GuestSpec<'_>) -> Result<(), String> {
+        let domain = guest.domain;
+        let plan =
+            guests::build(domain, spec).map_err(|code| format!("loading failed: error {code}"))?;
+        let store_port = offer_port(domain)?;
+        let console_port = offer_port(domain)?;
+        for (index, value) in [
+            (hvm_param::STORE_PFN, plan.store_frame),
+            (hvm_param::STORE_EVTCHN, u64::from(store_port.0)),
+            (hvm_param::CONSOLE_PFN, plan.console_frame),
+            (hvm_param::CONSOLE_EVTCHN, u64::from(console_port.0)),
+        ] {
+            control::set_hvm_param(domain, index, value)
+                .map_err(|code| format!("setting HVM param {index} failed: error {code}"))?;
+        }
+        self.consoles
+            .connect(domain, &guest.name, plan.console_frame, console_port)
+            .map_err(|code| format!("connecting the console failed: error {code}"))?;
+        let record = GuestRecord {
+            domain,
+            name: &guest.name,
+            uuid: &guest.uuid,
+            memory_kib: spec.memory_kib,
+            max_memory_kib: spec.memory_kib,
+            vcpus: spec.vcpus,
+            console: (GuestFrame(plan.console_frame), console_port),
+        };
+        let (store, toolstack) = self.xenstore.store();
+        domain_nodes::introduce(
+            store,
+            toolstack,
+            &record,
+            (GuestFrame(plan.store_frame), store_port),
+        )
+        .map_err(|error| format!("writing its xenstore nodes failed: {error:?}"))?;
+        // Maps and binds the ring now, before the guest runs.
+        self.xenstore.service();
+        Ok(())
+    }
+
+    /// Stops serving a guest and destroys its domain.
+    fn tear_down(&mut self, guest: &Guest) {
+        self.consoles.disconnect(guest.domain);
+        let (store, toolstack) = self.xenstore.store();
+        if let Err(error) = domain_nodes::release(store, toolstack, guest.domain, &guest.uuid) {
+            warn!(
+                "dom0: releasing domain {}'s xenstore nodes failed: {error:?}",
+                guest.domain.0
+            );
+        }
+        self.xenstore.service();
+        if let Err(code) = control::destroy(guest.domain) {
+            error!("dom0: destroying domain {} failed: {code}", guest.domain.0);
+        }
+    }
+
+    /// Destroys a guest at the operator's request.
+    pub fn destroy(&mut self, domain: DomainId) -> Result<(), String> {
+        let guest = self.guests.remove(&domain).ok_or("no such guest")?;
+        if guest.state == GuestState::Running {
+            self.outcomes.failed += 1;
+        }
+        self.tear_down(&guest);
+        info!("dom0: destroyed domain {} ({})", domain.0, guest.name);
+        Ok(())
+    }
+
+    /// Asks a guest to power off or reboot through `control/shutdown`.
+    pub fn request_shutdown(&mut self, domain: DomainId, request: &str) -> Result<(), String> {
+        if !self.guests.contains_key(&domain) {
+            return Err("no such guest".into());
+        }
+        let (store, toolstack) = self.xenstore.store();
+        if !domain_nodes::handles_shutdown_requests(store, toolstack, domain) {
+            return Err("the guest has no PV control interface (yet); use destroy".into());
+        }
+        domain_nodes::request_shutdown(store, toolstack, domain, request)
+            .map_err(|error| format!("writing control/shutdown failed: {error:?}"))?;
+        self.xenstore.service();
+        Ok(())
+    }
+
+    /// Looks at every guest after VIRQ_DOM_EXC: runs the action for each
+    /// that stopped.
+    pub fn on_domain_exception(&mut self) {
+        let running: Vec<DomainId> = self
+            .guests
+            .values()
+            .filter(|guest| guest.state == GuestState::Running)
+            .map(|guest| guest.domain)
+            .collect();
+        for domain in running {
+            let reason = match control::info(domain) {
+                Ok(info) => match info.stopped() {
+                    Some(reason) => reason,
+                    None => continue,
+                },
+                Err(_) => {
+                    error!("dom0: domain {} vanished", domain.0);
+                    self.guests.remove(&domain);
+                    self.outcomes.failed += 1;
+                    continue;
+                }
+            };
+            self.stopped(domain, reason);
+        }
+    }
+
+    fn stopped(&mut self, domain: DomainId, reason: StopReason) {
+        let Some(guest) = self.guests.get(&domain) else {
+            return;
+        };
+        let Some(definition) = self.definitions.get(guest.definition) else {
+            return;
+        };
+        let action = match reason {
+            StopReason::Poweroff => definition.on_poweroff,
+            StopReason::Reboot => definition.on_reboot,
+            _ => definition.on_crash,
+        };
+        let index = guest.definition;
+        info!(
+            "dom0: domain {} ({}) shut down ({}): {}",
+            domain.0,
+            guest.name,
+            reason.name(),
+            action_name(action)
+        );
+        match reason {
+            StopReason::Poweroff => self.outcomes.powered_off += 1,
+            StopReason::Reboot if matches!(action, ShutdownAction::Restart) => {}
+            _ => self.outcomes.failed += 1,
+        }
+        match action {
+            ShutdownAction::Preserve => {
+                self.consoles.disconnect(domain);
+                let (store, _) = self.xenstore.store();
+                store.domain_shut_down(domain);
+                self.xenstore.service();
+                if let Some(guest) = self.guests.get_mut(&domain) {
+                    guest.state = GuestState::Stopped(reason);
+                }
+            }
+            ShutdownAction::Restart
+            | ShutdownAction::CoredumpRestart
+            | ShutdownAction::RenameRestart
+            | ShutdownAction::SoftReset => {
+                if let Some(guest) = self.guests.remove(&domain) {
+                    self.tear_down(&guest);
+                }
+                match self.create(index) {
+                    Ok(new) => info!("dom0: restarted as domain {}", new.0),
+                    Err(why) => error!("dom0: restarting failed: {why}"),
+                }
+            }
+            ShutdownAction::Destroy | ShutdownAction::CoredumpDestroy => {
+                if let Some(guest) = self.guests.remove(&domain) {
+                    self.tear_down(&guest);
+                }
+            }
+        }
+    }
+
+    /// Every port the services wait on.
+    pub fn ports(&self) -> Vec<Port> {
+        self.xenstore.ports().chain(self.consoles.ports()).collect()
+    }
+
+    /// Serves rings: console output, xenstore requests.
+    pub fn service(&mut self) {
+        self.consoles.service();
+        self.xenstore.service();
+    }
+}
+
+/// A port of `domain` that Dom0 may bind (Dom0 serves both its console
+/// and its xenstore).
+fn offer_port(domain: DomainId) -> Result<Port, String> {
+    hypercall::alloc_unbound(domain.0, 0)
+        .map(Port)
+        .map_err(|code| format!("allocating an event channel failed: error {code}"))
+}
+
+/// A UUID for a guest whose config gives none: random-looking, not
+/// reused within a boot (version 4 layout).
+fn generated_uuid(domain: DomainId, counter: u64) -> String {
+    let mut state = baremetal::cpu::rdtsc() ^ (u64::from(domain.0) << 48) ^ counter;
+    let mut bytes = [0u8; 16];
+    for byte in &mut bytes {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        *byte = (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8;
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    Uuid(bytes).to_string()
+}
+
+fn action_name(action: ShutdownAction) -> &'static str {
+    match action {
+        ShutdownAction::Destroy => "destroying it",
+        ShutdownAction::Restart => "restarting it",
+        ShutdownAction::Preserve => "keeping it",
+        ShutdownAction::CoredumpDestroy => "destroying it (core dumps are not supported)",
+        ShutdownAction::CoredumpRestart => "restarting it (core dumps are not supported)",
+        ShutdownAction::RenameRestart => "restarting it (rename-restart acts as restart)",
+        ShutdownAction::SoftReset => "restarting it (soft-reset acts as restart)",
+    }
+}
