@@ -56,6 +56,13 @@ pub const PHYSINFO: u32 = 9;
 pub const MAP_FRAMES: u32 = 10;
 /// Unmap guest frames from Dom0. In: `gfn` u64 @16, `count` u32 @24.
 pub const UNMAP_FRAMES: u32 = 11;
+/// Power the machine off, reporting how the appliance ended. In: `status`
+/// u32 @16: 0 is a clean power off (as `SCHEDOP_shutdown(poweroff)`);
+/// anything else is a deliberate power off that reports failure (e.g. a
+/// guest did not shut down cleanly). Under QEMU, `isa-debug-exit` makes
+/// QEMU exit with 33 for status 0 and 39 otherwise; on hardware both power
+/// off through ACPI and the status is logged. Does not return.
+pub const POWER_OFF: u32 = 12;
 
 /// Most frames one MAP_FRAMES or UNMAP_FRAMES handles.
 pub const MAP_MAX: u32 = 512;

@@ -1,7 +1,10 @@
-//! Guest console output on the hypervisor's serial line: bytes from a
-//! guest are gathered into lines, stripped of control characters (a guest
-//! must not drive the operator's terminal) and emitted whole, so lines from
-//! the hypervisor and from guests never interleave mid-line.
+//! The hypervisor's serial console: guest output gathered into lines,
+//! stripped of control characters (a guest must not drive the operator's
+//! terminal) and emitted whole, so lines from the hypervisor and from
+//! guests never interleave mid-line; Dom0's output passed through as it
+//! comes (Dom0 runs the operator's shell); and typed input ([`input`]).
+
+pub mod input;
 
 use arrayvec::ArrayString;
 
@@ -191,5 +194,90 @@ mod rate_tests {
                 );
             }
         }
+    }
+}
+
+/// The bytes that go out on the serial line, and where its cursor is. The
+/// log's lines and Dom0's passed-through output share the line: a lone
+/// "\n" goes out as "\r\n" (a "\r\n" the writer sent itself stays as it
+/// is), and a log line that would start in the middle of Dom0's output
+/// (after a prompt, say) starts on a fresh line instead.
+#[derive(Clone, Copy, Debug)]
+pub struct SerialLine {
+    previous: u8,
+}
+
+impl Default for SerialLine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SerialLine {
+    /// A line at its start.
+    pub const fn new() -> Self {
+        Self { previous: b'\n' }
+    }
+
+    /// Sends `byte` through `send`, with a carriage return before a lone
+    /// line feed.
+    pub fn put(&mut self, byte: u8, mut send: impl FnMut(u8)) {
+        if byte == b'\n' && self.previous != b'\r' {
+            send(b'\r');
+        }
+        send(byte);
+        self.previous = byte;
+    }
+
+    /// Whether the cursor is at the start of a line (nothing sent yet, or
+    /// the last byte ended a line).
+    pub fn at_line_start(&self) -> bool {
+        self.previous == b'\n'
+    }
+
+    /// Ends a partial line, so that what follows starts on its own.
+    pub fn start_line(&mut self, mut send: impl FnMut(u8)) {
+        if !self.at_line_start() {
+            self.put(b'\n', &mut send);
+        }
+    }
+}
+
+#[cfg(test)]
+mod serial_line_tests {
+    use super::*;
+
+    fn sent(line: &mut SerialLine, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &byte in bytes {
+            line.put(byte, |sent| out.push(sent));
+        }
+        out
+    }
+
+    #[test]
+    fn lone_line_feeds_get_a_carriage_return_and_others_pass() {
+        let mut line = SerialLine::new();
+        assert_eq!(sent(&mut line, b"a\nb\r\nc"), b"a\r\nb\r\nc");
+        assert_eq!(
+            sent(&mut line, b"\x08 \x08\x1b[2J\r"),
+            b"\x08 \x08\x1b[2J\r"
+        );
+    }
+
+    #[test]
+    fn a_new_line_is_started_only_after_a_partial_one() {
+        let mut line = SerialLine::new();
+        let mut out = Vec::new();
+        line.start_line(|byte| out.push(byte));
+        assert!(out.is_empty());
+        out = sent(&mut line, b"xenolith# ");
+        assert!(!line.at_line_start());
+        line.start_line(|byte| out.push(byte));
+        assert_eq!(out, b"xenolith# \r\n");
+        assert!(line.at_line_start());
+        // A carriage return alone leaves the prompt on the line.
+        sent(&mut line, b"x\r");
+        assert!(!line.at_line_start());
     }
 }

@@ -52,6 +52,10 @@ pub enum Command {
         gfn: u64,
         count: u32,
     },
+    /// Power the machine off; a non-zero `status` reports failure.
+    PowerOff {
+        status: u32,
+    },
 }
 
 /// The raw request, as Dom0 wrote it.
@@ -159,6 +163,9 @@ pub fn decode(request: &Request) -> Result<Command, Errno> {
                 }
             }
         }
+        abi::POWER_OFF => Command::PowerOff {
+            status: u32_at(request, payload),
+        },
         _ => return Err(Errno::ENOSYS),
     })
 }
@@ -277,6 +284,17 @@ mod tests {
         let mut unmap = request(abi::UNMAP_FRAMES, 0);
         unmap[24..28].copy_from_slice(&1u32.to_le_bytes());
         assert_eq!(decode(&unmap), Err(Errno::EINVAL), "not Dom0's own frames");
+    }
+
+    #[test]
+    fn power_off_carries_its_status() {
+        let mut power_off = request(abi::POWER_OFF, 0);
+        assert_eq!(decode(&power_off), Ok(Command::PowerOff { status: 0 }));
+        power_off[16..20].copy_from_slice(&7u32.to_le_bytes());
+        assert_eq!(decode(&power_off), Ok(Command::PowerOff { status: 7 }));
+        power_off[4] ^= 1;
+        assert_eq!(decode(&power_off), Err(Errno::EINVAL), "version checked");
+        assert_eq!(decode(&request(13, 0)), Err(Errno::ENOSYS));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The hypervisor's log: every record goes to COM1 with the time since
-//! hypervisor entry, so boot figures can be read straight off the console.
+//! hypervisor entry, so boot figures can be read straight off the console,
+//! each on a line of its own even when Dom0's output left one open.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -50,7 +51,7 @@ impl Log for SerialLogger {
             Level::Debug => "debug ",
             Level::Trace => "trace ",
         };
-        serial::write_fmt(format_args!(
+        serial::write_line_fmt(format_args!(
             "[{:4}.{:03}] {level}{}\n",
             micros / 1_000_000,
             (micros / 1000) % 1000,

@@ -61,6 +61,9 @@ pub enum StopReason {
     Dom0Crashed = 0x11,
     /// The hypervisor could not go on: status 37.
     Fatal = 0x12,
+    /// Dom0 powered off on purpose but reports failure (the control
+    /// interface's POWER_OFF with a non-zero status): status 39.
+    PoweroffReportingFailure = 0x13,
 }
 
 /// Whether we run under QEMU: its fw_cfg interface answers "QEMU".
@@ -90,10 +93,14 @@ fn qemu_exit(reason: StopReason) {
 }
 
 /// Stops the machine for `reason`: QEMU exits; hardware powers off
-/// through ACPI when Dom0 asked for it, and halts otherwise.
+/// through ACPI when Dom0 asked for it (whatever status it reports), and
+/// halts otherwise.
 pub fn stop(reason: StopReason) -> ! {
     qemu_exit(reason);
-    if reason == StopReason::Poweroff {
+    if matches!(
+        reason,
+        StopReason::Poweroff | StopReason::PoweroffReportingFailure
+    ) {
         acpi_poweroff();
     }
     log::info!("machine halted; it is safe to power it off");

@@ -3,7 +3,7 @@
 //! traits, and what the machine must do (stop a domain, block a vCPU)
 //! comes out as an [`Outcome`].
 
-use xenolith_abi::console_io::CONSOLEIO_WRITE;
+use xenolith_abi::console_io::{CONSOLEIO_READ, CONSOLEIO_WRITE};
 use xenolith_abi::domain::DomainId;
 use xenolith_abi::errno::Errno;
 use xenolith_abi::hypercall::{HypercallArgs, HypercallNumber};
@@ -22,6 +22,18 @@ pub struct GuestFault {
 pub trait GuestAccess {
     fn read(&self, address: GuestVirtAddr, buffer: &mut [u8]) -> Result<(), GuestFault>;
     fn write(&mut self, address: GuestVirtAddr, data: &[u8]) -> Result<(), GuestFault>;
+}
+
+/// The console as `console_io` sees it: where the caller's output goes,
+/// and the input typed on the serial line (which only Dom0 reads).
+pub trait Console {
+    /// Takes console output from the caller.
+    fn write(&mut self, bytes: &[u8]);
+    /// Copies waiting input, from the `skip`th oldest byte on, into `into`
+    /// without taking it; returns how many bytes were copied.
+    fn peek_input(&self, skip: usize, into: &mut [u8]) -> usize;
+    /// Takes the `count` oldest input bytes: the caller has them now.
+    fn consume_input(&mut self, count: usize);
 }
 
 /// Who is calling.
@@ -65,13 +77,13 @@ pub fn dispatch(
     args: HypercallArgs,
     caller: &Caller<'_>,
     guest: &mut impl GuestAccess,
-    console: &mut impl FnMut(&[u8]),
+    console: &mut impl Console,
 ) -> Outcome {
     if caller.cpl != 0 {
         return Outcome::error(Errno::EPERM);
     }
     match number {
-        HypercallNumber::CONSOLE_IO => console_io(args, guest, console),
+        HypercallNumber::CONSOLE_IO => console_io(args, caller, guest, console),
         HypercallNumber::XEN_VERSION => xen_version(args, caller, guest),
         HypercallNumber::SCHED_OP => sched_op(args, guest),
         _ => Outcome::error(Errno::ENOSYS),
@@ -80,12 +92,25 @@ pub fn dispatch(
 
 fn console_io(
     args: HypercallArgs,
-    guest: &impl GuestAccess,
-    console: &mut impl FnMut(&[u8]),
+    caller: &Caller<'_>,
+    guest: &mut impl GuestAccess,
+    console: &mut impl Console,
 ) -> Outcome {
-    if args.rdi != CONSOLEIO_WRITE {
-        return Outcome::error(Errno::ENOSYS);
+    match args.rdi {
+        CONSOLEIO_WRITE => console_write(args, guest, console),
+        // As Xen without an XSM policy granting it: input is Dom0's alone.
+        CONSOLEIO_READ if caller.privileged => console_read(args, guest, console),
+        CONSOLEIO_READ => Outcome::error(Errno::EPERM),
+        _ => Outcome::error(Errno::ENOSYS),
     }
+}
+
+/// CONSOLEIO_write: `count` bytes from the guest's `buffer` to the console.
+fn console_write(
+    args: HypercallArgs,
+    guest: &impl GuestAccess,
+    console: &mut impl Console,
+) -> Outcome {
     let count = args.rsi;
     if count > CONSOLE_WRITE_MAX {
         return Outcome::error(Errno::EINVAL);
@@ -101,10 +126,44 @@ fn console_io(
         if guest.read(GuestVirtAddr(address), buffer).is_err() {
             return Outcome::error(Errno::EFAULT);
         }
-        console(buffer);
+        console.write(buffer);
         done += length as u64;
     }
     Outcome::Return(0)
+}
+
+/// CONSOLEIO_read: copies up to `count` bytes of typed input into the
+/// guest's `buffer` and returns how many (0 when none waits). The input is
+/// taken only once all of it reached the guest: a bad buffer is -EFAULT
+/// and the bytes stay for the next read.
+fn console_read(
+    args: HypercallArgs,
+    guest: &mut impl GuestAccess,
+    console: &mut impl Console,
+) -> Outcome {
+    // Xen's `count` is an unsigned int: only the low 32 bits count.
+    let wanted = (args.rsi as u32) as usize;
+    let mut chunk = [0u8; 256];
+    let mut done = 0usize;
+    while done < wanted {
+        let length = (wanted - done).min(chunk.len());
+        let copied = console.peek_input(done, &mut chunk[..length]);
+        if copied == 0 {
+            break;
+        }
+        let Some(address) = args.rdx.checked_add(done as u64) else {
+            return Outcome::error(Errno::EFAULT);
+        };
+        if guest
+            .write(GuestVirtAddr(address), &chunk[..copied])
+            .is_err()
+        {
+            return Outcome::error(Errno::EFAULT);
+        }
+        done += copied;
+    }
+    console.consume_input(done);
+    Outcome::Return(done as u64)
 }
 
 fn xen_version(args: HypercallArgs, caller: &Caller<'_>, guest: &mut impl GuestAccess) -> Outcome {

@@ -1,6 +1,7 @@
 //! Hypercall tests against a fake guest memory.
 
 use super::*;
+use crate::console::input::{INPUT_CAPACITY, InputBuffer};
 
 /// Guest memory: `len` bytes at guest-virtual `base`; anything else faults.
 struct FakeGuest {
@@ -47,6 +48,28 @@ impl GuestAccess for FakeGuest {
     }
 }
 
+/// A console that keeps what guests write and serves typed input from a
+/// real [`InputBuffer`].
+#[derive(Default)]
+struct FakeConsole {
+    output: Vec<u8>,
+    input: InputBuffer,
+}
+
+impl Console for FakeConsole {
+    fn write(&mut self, bytes: &[u8]) {
+        self.output.extend_from_slice(bytes);
+    }
+
+    fn peek_input(&self, skip: usize, into: &mut [u8]) -> usize {
+        self.input.peek(skip, into)
+    }
+
+    fn consume_input(&mut self, count: usize) {
+        self.input.consume(count);
+    }
+}
+
 const DOM0: Caller<'static> = Caller {
     domain: DomainId::DOM0,
     privileged: true,
@@ -55,11 +78,9 @@ const DOM0: Caller<'static> = Caller {
 };
 
 fn call(number: HypercallNumber, args: HypercallArgs, guest: &mut FakeGuest) -> (Outcome, Vec<u8>) {
-    let mut output = Vec::new();
-    let outcome = dispatch(number, args, &DOM0, guest, &mut |bytes: &[u8]| {
-        output.extend_from_slice(bytes)
-    });
-    (outcome, output)
+    let mut console = FakeConsole::default();
+    let outcome = dispatch(number, args, &DOM0, guest, &mut console);
+    (outcome, console.output)
 }
 
 fn args(rdi: u64, rsi: u64, rdx: u64) -> HypercallArgs {
@@ -164,7 +185,125 @@ fn unknown_hypercalls_are_enosys_and_user_mode_is_eperm() {
         args(0, 0, 0),
         &user,
         &mut guest,
-        &mut |_: &[u8]| {},
+        &mut FakeConsole::default(),
     );
     assert_eq!(outcome, Outcome::Return(Errno::EPERM.as_return()));
+}
+
+const GUEST: Caller<'static> = Caller {
+    domain: DomainId(1),
+    privileged: false,
+    ..DOM0
+};
+
+fn read(
+    caller: &Caller<'_>,
+    count: u64,
+    buffer: u64,
+    guest: &mut FakeGuest,
+    console: &mut FakeConsole,
+) -> Outcome {
+    dispatch(
+        HypercallNumber::CONSOLE_IO,
+        args(CONSOLEIO_READ, count, buffer),
+        caller,
+        guest,
+        console,
+    )
+}
+
+#[test]
+fn console_read_copies_up_to_count_and_takes_what_it_copied() {
+    let mut guest = FakeGuest::new(0x4000, 4096);
+    let mut console = FakeConsole::default();
+    assert_eq!(
+        read(&DOM0, 16, 0x4000, &mut guest, &mut console),
+        Outcome::Return(0),
+        "nothing typed yet"
+    );
+    console.input.push(b"ls\r\x1b[A\x7f");
+    assert_eq!(
+        read(&DOM0, 3, 0x4000, &mut guest, &mut console),
+        Outcome::Return(3)
+    );
+    assert_eq!(&guest.bytes[..3], b"ls\r");
+    assert_eq!(
+        read(&DOM0, 100, 0x4010, &mut guest, &mut console),
+        Outcome::Return(4)
+    );
+    assert_eq!(&guest.bytes[0x10..0x14], b"\x1b[A\x7f");
+    assert!(console.input.is_empty());
+    assert_eq!(
+        read(&DOM0, 100, 0x4010, &mut guest, &mut console),
+        Outcome::Return(0)
+    );
+}
+
+#[test]
+fn console_read_of_a_full_buffer_crosses_chunks_in_order() {
+    let mut guest = FakeGuest::new(0x10000, 8192);
+    let mut console = FakeConsole::default();
+    let typed: Vec<u8> = (0..INPUT_CAPACITY + 50).map(|index| index as u8).collect();
+    console.input.push(&typed);
+    // Only the low 32 bits of the count matter, as in Xen.
+    let outcome = read(&DOM0, (1 << 32) | 8192, 0x10000, &mut guest, &mut console);
+    assert_eq!(outcome, Outcome::Return(INPUT_CAPACITY as u64));
+    assert_eq!(&guest.bytes[..INPUT_CAPACITY], &typed[..INPUT_CAPACITY]);
+    assert_eq!(console.input.dropped(), 50);
+}
+
+#[test]
+fn console_read_into_a_bad_buffer_is_efault_and_loses_nothing() {
+    let mut guest = FakeGuest::new(0x4000, 300);
+    let mut console = FakeConsole::default();
+    let typed = vec![b'k'; 600];
+    console.input.push(&typed);
+    // The first chunk fits, the second runs off the end of the memory.
+    assert_eq!(
+        read(&DOM0, 600, 0x4000, &mut guest, &mut console),
+        Outcome::Return(Errno::EFAULT.as_return())
+    );
+    assert_eq!(
+        read(&DOM0, 600, u64::MAX - 10, &mut guest, &mut console),
+        Outcome::Return(Errno::EFAULT.as_return())
+    );
+    assert_eq!(console.input.len(), 600, "no input lost");
+    assert_eq!(
+        read(&DOM0, 300, 0x4000, &mut guest, &mut console),
+        Outcome::Return(300)
+    );
+    assert_eq!(console.input.len(), 300);
+}
+
+#[test]
+fn only_dom0_reads_console_input() {
+    let mut guest = FakeGuest::new(0x4000, 64);
+    let mut console = FakeConsole::default();
+    console.input.push(b"secret");
+    assert_eq!(
+        read(&GUEST, 64, 0x4000, &mut guest, &mut console),
+        Outcome::Return(Errno::EPERM.as_return())
+    );
+    assert_eq!(console.input.len(), 6);
+    assert!(guest.bytes.iter().all(|&byte| byte == 0));
+    // Guests still write.
+    guest.bytes[..2].copy_from_slice(b"hi");
+    let outcome = dispatch(
+        HypercallNumber::CONSOLE_IO,
+        args(CONSOLEIO_WRITE, 2, 0x4000),
+        &GUEST,
+        &mut guest,
+        &mut console,
+    );
+    assert_eq!(outcome, Outcome::Return(0));
+    assert_eq!(console.output, b"hi");
+    // Other commands are unknown.
+    let outcome = dispatch(
+        HypercallNumber::CONSOLE_IO,
+        args(2, 0, 0x4000),
+        &DOM0,
+        &mut guest,
+        &mut console,
+    );
+    assert_eq!(outcome, Outcome::Return(Errno::ENOSYS.as_return()));
 }

@@ -3,6 +3,7 @@
 //! CPUID, MSRs, ports, halts, hypercalls, faults — and Dom0's control
 //! requests.
 
+mod console;
 mod grants;
 mod guest_memory;
 mod lapic;
@@ -14,7 +15,8 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use hypervisor::boot::cmdline::{CrashAction, Options};
-use hypervisor::console::{LINES_PER_SECOND, LineBuffer, LineVerdict, RateLimiter};
+use hypervisor::console::input::{InputBuffer, InputPolling};
+use hypervisor::console::{LINES_PER_SECOND, LineBuffer, RateLimiter};
 use hypervisor::control::{self, Command, DomainInfo};
 use hypervisor::domain::{
     Domain, DomainFrames, DomainState, DomainTable, GuestKind, GuestRam, Wait,
@@ -34,6 +36,7 @@ use hypervisor::time::{SystemClock, SystemTime, Wallclock};
 use hypervisor::vcpu::cpuid::{CpuidContext, guest_cpuid};
 use hypervisor::vcpu::msr::{self, MsrOutcome};
 use log::{error, info, warn};
+use xenolith_abi::console_io::CONSOLEIO_READ;
 use xenolith_abi::control as control_abi;
 use xenolith_abi::domain::DomainId;
 use xenolith_abi::errno::Errno;
@@ -44,6 +47,7 @@ use crate::dom0_loader::Dom0;
 use crate::hw::memory::{self as physical, TableFrames};
 use crate::hw::power::{self, StopReason};
 use crate::logger;
+use console::DomainConsole;
 use guest_memory::{GuestView, RamAccess};
 use vcpu::{RunState, SharedMaps, Vcpu, allocate_zeroed};
 
@@ -114,6 +118,10 @@ pub struct Machine<'a> {
     fpu_owner: Option<VcpuRef>,
     crash_action: CrashAction,
     hypervisor_cmdline: &'a str,
+    /// Bytes typed on the serial line, waiting for Dom0.
+    console_input: InputBuffer,
+    /// When the serial receiver is next looked at (while Dom0 listens).
+    input_polling: InputPolling,
 }
 
 impl<'a> Machine<'a> {
@@ -240,6 +248,8 @@ impl<'a> Machine<'a> {
             slice_end: 0,
             orphan_grant_tables: Vec::new(),
             fpu_owner: None,
+            console_input: InputBuffer::new(),
+            input_polling: InputPolling::new(),
         };
         machine.publish_wallclock(shared_info.start);
         machine
@@ -261,7 +271,10 @@ impl<'a> Machine<'a> {
                     index: 0,
                 });
             }
-            let next_deadline = self.run_timers();
+            let next_deadline = match (self.run_timers(), self.poll_console_input()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let now = self.now();
             let decision = self
                 .scheduler
@@ -627,10 +640,13 @@ impl<'a> Machine<'a> {
     fn console_output(&mut self, domain: DomainId, bytes: &[u8]) {
         let now = self.now().0;
         if let Some(hardware) = self.hardware.get_mut(&domain) {
-            let limit = &mut hardware.console_limit;
-            hardware
-                .console
-                .push(bytes, |line| emit_guest_line(domain, line, limit, now));
+            console::domain_output(
+                domain,
+                bytes,
+                &mut hardware.console,
+                &mut hardware.console_limit,
+                now,
+            );
         }
     }
 
@@ -670,6 +686,11 @@ impl<'a> Machine<'a> {
         if let Some(next) = self.service_hypercall(current, number, args) {
             return next;
         }
+        if number == HypercallNumber::CONSOLE_IO && args.rdi == CONSOLEIO_READ {
+            // Dom0 reads what has been typed up to now, not up to the last
+            // poll.
+            let _ = self.receive_console_input();
+        }
         let now = self.now().0;
         let (Some(hardware), Ok(entry)) =
             (self.hardware.get_mut(&domain), self.domains.get(domain))
@@ -701,12 +722,14 @@ impl<'a> Machine<'a> {
             hypervisor_cmdline: self.hypervisor_cmdline,
         };
         let mut guest = GuestView::new(vcpu.vmcb, RamAccess { ram: &entry.ram });
-        let console = &mut hardware.console;
-        let limit = &mut hardware.console_limit;
-        let outcome =
-            hypercall::dispatch(number, args, &caller, &mut guest, &mut |bytes: &[u8]| {
-                console.push(bytes, |line| emit_guest_line(domain, line, limit, now));
-            });
+        let mut console = DomainConsole {
+            domain,
+            lines: &mut hardware.console,
+            limit: &mut hardware.console_limit,
+            now_ns: now,
+            input: &mut self.console_input,
+        };
+        let outcome = hypercall::dispatch(number, args, &caller, &mut guest, &mut console);
         match outcome {
             Outcome::Return(value) => {
                 vcpu.vmcb.set_rax(value);
@@ -871,6 +894,15 @@ impl<'a> Machine<'a> {
                 for frame in gfn..gfn + u64::from(count) {
                     self.unmap_from_dom0(domain, frame);
                 }
+            }
+            Command::PowerOff { status } => {
+                self.flush_console(current.domain);
+                if status == 0 {
+                    info!("dom0 powered off");
+                    power::stop(StopReason::Poweroff);
+                }
+                info!("dom0 powered off, reporting failure (status {status})");
+                power::stop(StopReason::PoweroffReportingFailure);
             }
             Command::PhysInfo => {
                 let free = self.frames.free_bytes() / PAGE_SIZE;
@@ -1275,26 +1307,6 @@ impl<'a> Machine<'a> {
             done += chunk;
         }
         Ok(())
-    }
-}
-
-/// Prints one line of a guest's console; a guest other than Dom0 is held
-/// to the console rate limit.
-fn emit_guest_line(domain: DomainId, line: &str, limit: &mut RateLimiter, now_ns: u64) {
-    if domain == DomainId::DOM0 {
-        info!("(d0) {line}");
-        return;
-    }
-    match limit.check(now_ns) {
-        LineVerdict::Print => info!("(d{}) {line}", domain.0),
-        LineVerdict::PrintAfterDropping(dropped) => {
-            warn!(
-                "(d{}) {dropped} console lines dropped: more than {LINES_PER_SECOND} a second",
-                domain.0
-            );
-            info!("(d{}) {line}", domain.0);
-        }
-        LineVerdict::Drop => {}
     }
 }
 

@@ -696,7 +696,7 @@ impl Machine<'_> {
     }
 
     /// Wakes the vCPUs a delivery concerns.
-    fn deliver(&mut self, domain: DomainId, delivery: Delivery) {
+    pub(super) fn deliver(&mut self, domain: DomainId, delivery: Delivery) {
         if let Some(vcpu) = delivery.upcall {
             self.wake(VcpuRef {
                 domain,

@@ -1,6 +1,7 @@
 //! Event-channel tests, with fakes for guest memory, the shared_info page
 //! and the other domains.
 
+mod console_input;
 mod delivery;
 mod hypercall;
 mod random;
