@@ -43,13 +43,15 @@ BANNER = {
     XENOLITH: re.compile(r"\] Xenolith hypervisor \d"),
     XEN: re.compile(r"^\(XEN\) Xen version 4\.17"),
 }
-XENOLITH_READY = re.compile(r"\(d0\) dom0 ready: memory (\d+) MiB")
+# Dom0's console output reaches the serial line as written, with no "(d0) "
+# prefix; "(dN) " lines are guests'.
+XENOLITH_READY = re.compile(r"(?<!\) )\bdom0 ready: memory (\d+) MiB")
 XENOLITH_USES = re.compile(r"dom0 ready: .*?\buses (\d+) KiB")
 XEN_READY = re.compile(r"XEN-DOM0-READY\b(.*)")
 XEN_FIELD = re.compile(r"(\w+)=(\S+)")
 # The guest boot (Xenolith only): Dom0's create/destroy line, the test guest's
 # figures and its verdict.
-CYCLES_LINE = re.compile(r"\(d0\) dom0: (\d+) create/destroy cycles: .*?, (\d+) us per create\+destroy")
+CYCLES_LINE = re.compile(r"(?<!\) )\bdom0: (\d+) create/destroy cycles: .*?, (\d+) us per create\+destroy")
 GUEST_FIGURE = re.compile(r"\(d\d+\) test-guest: bench ([\w-]+) (\d+) (\S+)")
 GUEST_FAILURE = re.compile(r"\(d\d+\) test-guest: (FAIL .*)")
 GUEST_VERDICT = re.compile(r"\(d\d+\) test-guest: (\d+) passed, (\d+) failed")

@@ -7,9 +7,9 @@
 //! [`Running`] handle is dropped, so a failing test never leaves one behind.
 
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -21,6 +21,9 @@ pub const EXIT_POWEROFF: i32 = 33;
 pub const EXIT_DOM0_CRASHED: i32 = 35;
 /// QEMU's exit status when the hypervisor stopped at boot on bad input.
 pub const EXIT_FATAL: i32 = 37;
+/// QEMU's exit status when Dom0 powered the machine off on purpose but
+/// reported failure (control command POWER_OFF with a non-zero status).
+pub const EXIT_POWEROFF_FAILURE: i32 = 39;
 /// QEMU's exit status on a machine reset (QEMU runs with `-no-reboot`).
 pub const EXIT_RESET: i32 = 0;
 
@@ -227,7 +230,8 @@ enum Boot {
 
 /// A QEMU command line for one boot of the appliance, with the project's
 /// defaults (`-accel tcg -cpu EPYC -m 1G -smp 1`, isa-debug-exit on 0xf4,
-/// `-no-reboot`) and the serial console on a pipe.
+/// `-no-reboot`) and the serial console on pipes (`-serial stdio`: QEMU's
+/// stdout is what COM1 prints, its stdin what is typed on COM1).
 #[derive(Clone, Debug)]
 pub struct Qemu {
     boot: Boot,
@@ -379,11 +383,12 @@ impl Qemu {
         line
     }
 
-    /// Starts QEMU. The serial console is read in the background from now on.
+    /// Starts QEMU. The serial console is read in the background from now
+    /// on, and [`Running::send`] types on it.
     pub fn spawn(&self) -> Result<Running, Failure> {
         let mut child = Command::new(Self::program())
             .args(self.args())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -395,6 +400,7 @@ impl Qemu {
             })?;
         let serial = Arc::new(Stream::default());
         let stderr = Arc::new(Stream::default());
+        let input = child.stdin.take();
         let mut readers = Vec::new();
         if let Some(pipe) = child.stdout.take() {
             readers.push(Stream::pump(pipe, Arc::clone(&serial)));
@@ -408,6 +414,7 @@ impl Qemu {
             started: Instant::now(),
             serial,
             stderr,
+            input,
             cursor: 0,
             status: None,
             readers,
@@ -475,6 +482,8 @@ pub struct Running {
     started: Instant,
     serial: Arc<Stream>,
     stderr: Arc<Stream>,
+    /// QEMU's stdin: what is written here is typed on the serial line.
+    input: Option<ChildStdin>,
     /// Where the next [`Running::wait_for`] starts searching the serial log.
     cursor: usize,
     status: Option<ExitStatus>,
@@ -534,6 +543,21 @@ impl Running {
     /// Whether QEMU is still running.
     pub fn is_running(&mut self) -> Result<bool, Failure> {
         Ok(self.poll_exit()?.is_none())
+    }
+
+    /// Types `text` on the serial line (COM1's receiver). Text holding
+    /// Ctrl-A (0x01), the escape of QEMU's `-nographic` console, is refused
+    /// so that a test run by hand never drives QEMU instead of the appliance.
+    pub fn send(&mut self, text: &str) -> Result<(), Failure> {
+        typeable(text)?;
+        let written = match self.input.as_mut() {
+            Some(input) => input
+                .write_all(text.as_bytes())
+                .and_then(|()| input.flush())
+                .map_err(|error| format!("cannot type on the serial line: {error}")),
+            None => Err("cannot type on the serial line: QEMU's stdin is closed".into()),
+        };
+        written.map_err(|what| self.failure(what))
     }
 
     /// Waits until the serial console prints `needle` after the previous
@@ -753,9 +777,23 @@ pub fn meaning(status: i32) -> &'static str {
         EXIT_POWEROFF => "Dom0 powered off",
         EXIT_DOM0_CRASHED => "Dom0 crashed",
         EXIT_FATAL => "hypervisor fatal error at boot",
+        EXIT_POWEROFF_FAILURE => "Dom0 powered off, reporting failure",
         EXIT_RESET => "machine reset",
         _ => "unexpected",
     }
+}
+
+/// Ctrl-A: the escape byte of QEMU's multiplexed console.
+const QEMU_ESCAPE: u8 = 0x01;
+
+/// Whether `text` may be typed on the serial line (see [`Running::send`]).
+fn typeable(text: &str) -> Result<(), Failure> {
+    if text.bytes().any(|byte| byte == QEMU_ESCAPE) {
+        return Err(Failure::new(format!(
+            "refusing to type {text:?}: Ctrl-A (0x01) is QEMU's console escape"
+        )));
+    }
+    Ok(())
 }
 
 /// The kernel's clock tick rate for `/proc` times (`getconf CLK_TCK`; 100 on
@@ -910,6 +948,25 @@ mod tests {
         let note = &elf[64 + 2 * 56..];
         assert_eq!(&note[..12], &[4, 0, 0, 0, 4, 0, 0, 0, 18, 0, 0, 0]);
         assert_eq!(&note[12..16], b"Xen\0");
+    }
+
+    #[test]
+    fn ctrl_a_is_never_typed() {
+        assert!(typeable("xl list\r\x1b[A\x7f\x03").is_ok());
+        assert!(typeable("\x01x").is_err());
+    }
+
+    #[test]
+    fn every_exit_status_has_a_meaning() {
+        for status in [
+            EXIT_POWEROFF,
+            EXIT_DOM0_CRASHED,
+            EXIT_FATAL,
+            EXIT_POWEROFF_FAILURE,
+            EXIT_RESET,
+        ] {
+            assert_ne!(meaning(status), "unexpected", "status {status}");
+        }
     }
 
     #[test]
