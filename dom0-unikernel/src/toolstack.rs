@@ -311,8 +311,14 @@ impl Toolstack {
             );
         }
         self.xenstore.service();
-        if let Err(code) = control::destroy(guest.domain) {
-            error!("dom0: destroying domain {} failed: {code}", guest.domain.0);
+        match control::destroy(guest.domain) {
+            Ok(()) => info!(
+                "dom0: destroyed domain {} ({}); free memory {} KiB",
+                guest.domain.0,
+                guest.name,
+                control::free_kib()
+            ),
+            Err(code) => error!("dom0: destroying domain {} failed: {code}", guest.domain.0),
         }
     }
 
@@ -323,7 +329,6 @@ impl Toolstack {
             self.outcomes.failed += 1;
         }
         self.tear_down(&guest);
-        info!("dom0: destroyed domain {} ({})", domain.0, guest.name);
         Ok(())
     }
 
