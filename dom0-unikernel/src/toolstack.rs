@@ -248,13 +248,15 @@ impl Toolstack {
             return Err(format!("unpausing failed: error {code}"));
         }
         info!(
-            "dom0: created domain {} ({}) in {} ms ({} ms decompressing the kernel): {} MiB, command line {:?}",
+            "dom0: created domain {} ({}) in {} ms ({} ms decompressing the kernel): {} MiB, command line {:?}; Dom0 uses {} KiB with {} guests",
             domain.0,
             definition.name,
             guests::milliseconds_since(started),
             decompressed,
             definition.memory_mib,
-            definition.cmdline
+            definition.cmdline,
+            crate::memory_in_use() / 1024,
+            self.guests.len()
         );
         Ok(domain)
     }
