@@ -43,10 +43,36 @@ pub fn build(domain: DomainId, spec: &GuestSpec<'_>) -> Result<BuildPlan, Errno>
             Source::StartInfo => &plan.start_info[..],
             Source::Acpi => &plan.acpi[..],
         };
-        control::write_memory(domain, copy.address, bytes)?;
+        write_nonzero(domain, copy.address, bytes)?;
     }
     control::set_vcpu_entry(domain, 0, u64::from(plan.entry), plan.start_info_address)?;
     Ok(plan)
+}
+
+/// Copies `bytes` to guest-physical `address`, skipping whole zero pages:
+/// a fresh domain's RAM is zero already, and half of a distro vmlinux is
+/// (its .bss and alignment padding).
+fn write_nonzero(domain: DomainId, address: u64, bytes: &[u8]) -> Result<(), Errno> {
+    const PAGE: usize = 4096;
+    let mut run_start: Option<usize> = None;
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let end = (offset + PAGE).min(bytes.len());
+        let zero = bytes[offset..end].iter().all(|&byte| byte == 0);
+        match (zero, run_start) {
+            (false, None) => run_start = Some(offset),
+            (true, Some(start)) => {
+                control::write_memory(domain, address + start as u64, &bytes[start..offset])?;
+                run_start = None;
+            }
+            _ => {}
+        }
+        offset = end;
+    }
+    if let Some(start) = run_start {
+        control::write_memory(domain, address + start as u64, &bytes[start..])?;
+    }
+    Ok(())
 }
 
 fn load(domain: DomainId, image: &[u8], cmdline: &str) -> Result<(), Errno> {

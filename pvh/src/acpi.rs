@@ -20,6 +20,10 @@ const DSDT_SIZE: usize = HEADER_SIZE;
 const MADT_OFFSET: usize = 512;
 /// FADT flags: HW_REDUCED_ACPI (bit 20).
 const FADT_HW_REDUCED: u32 = 1 << 20;
+/// FADT IA-PC boot architecture flags: no VGA (bit 2), no CMOS RTC (bit
+/// 5); no legacy devices and no 8042 (bits 0 and 1 clear). Without "no
+/// CMOS RTC", Linux probes ports 0x70/0x71 for seconds before giving up.
+const FADT_BOOT_ARCH: u16 = (1 << 2) | (1 << 5);
 /// The local APIC's address, in the MADT header.
 const LOCAL_APIC_ADDRESS: u32 = 0xfee0_0000;
 
@@ -60,6 +64,7 @@ pub fn build(base: u64, vcpus: u32) -> ([u8; BLOCK_SIZE], u64) {
         FADT_OFFSET + 40,
         &((base + DSDT_OFFSET as u64) as u32).to_le_bytes(),
     );
+    put(&mut block, FADT_OFFSET + 109, &FADT_BOOT_ARCH.to_le_bytes());
     put(
         &mut block,
         FADT_OFFSET + 112,
@@ -183,6 +188,11 @@ mod tests {
         let base = 0x2000;
         let (block, _) = build(base, 1);
         assert_ne!(u32_at(&block, FADT_OFFSET + 112) & FADT_HW_REDUCED, 0);
+        // No VGA and no CMOS RTC: Linux leaves those ports alone.
+        assert_eq!(
+            u16::from_le_bytes([block[FADT_OFFSET + 109], block[FADT_OFFSET + 110]]),
+            0x24
+        );
         let dsdt = (u64_at(&block, FADT_OFFSET + 140) - base) as usize;
         assert_eq!(&block[dsdt..dsdt + 4], b"DSDT");
         assert_eq!(

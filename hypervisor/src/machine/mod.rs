@@ -610,8 +610,18 @@ impl<'a> Machine<'a> {
                 2 => 0xffff,
                 _ => 0xffff_ffff,
             };
+            // No device answers: all ones, as on a bus with nothing there.
+            // Except the PIT's channel 2 counter, which reads 0: Linux's
+            // quick TSC calibration then gives up at once instead of
+            // polling an all-ones counter 100,000 times (seconds of exits
+            // under TCG); PVH guests take the TSC rate from Xen's CPUID.
+            let value = if access.port == PIT_CHANNEL_2 {
+                0
+            } else {
+                ones
+            };
             let rax = vcpu.vmcb.rax();
-            vcpu.vmcb.set_rax((rax & !ones) | ones);
+            vcpu.vmcb.set_rax((rax & !ones) | value);
             return Next::Resume;
         }
         if access.string {
@@ -1309,6 +1319,9 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 }
+
+/// The PIT's channel 2 data port.
+const PIT_CHANNEL_2: u16 = 0x42;
 
 /// Waits for the next interrupt with the host's interrupts on.
 fn idle() {

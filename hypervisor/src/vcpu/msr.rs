@@ -14,6 +14,14 @@ pub const MTRR_DEFAULT_TYPE: u32 = 0x2ff;
 /// TSC_AUX (RDTSCP/RDPID's processor id): not switched per guest, so a
 /// guest's writes are ignored and it reads 0, the one vCPU it has.
 pub const TSC_AUX: u32 = 0xc000_0103;
+/// AMD NB_CFG: Linux reads it and sets "extended PCI config space" with a
+/// plain RDMSR/WRMSR (a #GP prints a call trace); guests see 0 and their
+/// writes are ignored, as on Xen.
+pub const NB_CFG: u32 = 0xc001_001f;
+/// AMD DE_CFG: reads say LFENCE is dispatch-serialising (bit 1), as Xen
+/// reports; writes are ignored.
+pub const DE_CFG: u32 = 0xc001_1029;
+const DE_CFG_LFENCE_SERIALISING: u64 = 1 << 1;
 
 /// MSRs the guest reads and writes without an exit: all are loaded and
 /// saved per guest by VMRUN/#VMEXIT or VMLOAD/VMSAVE.
@@ -60,7 +68,8 @@ pub fn read(msr: u32, vmcb_efer: u64) -> MsrOutcome {
         // from the nested tables.
         MTRR_CAPABILITIES => MsrOutcome::Done(0),
         MTRR_DEFAULT_TYPE => MsrOutcome::Done((1 << 11) | 6),
-        TSC_AUX => MsrOutcome::Done(0),
+        TSC_AUX | NB_CFG => MsrOutcome::Done(0),
+        DE_CFG => MsrOutcome::Done(DE_CFG_LFENCE_SERIALISING),
         _ => MsrOutcome::Fault,
     }
 }
@@ -71,7 +80,7 @@ pub fn write(msr: u32, value: u64) -> MsrOutcome {
         EFER if value & !EFER_GUEST_BITS == 0 => MsrOutcome::SetEfer(value | EFER_SVME),
         HYPERCALL_PAGE_MSR if value & 0xfff == 0 => MsrOutcome::InstallHypercallPage(value),
         // Writes the hypervisor owns and a guest may harmlessly try.
-        APIC_BASE | TSC | MTRR_DEFAULT_TYPE | TSC_AUX => MsrOutcome::Done(0),
+        APIC_BASE | TSC | MTRR_DEFAULT_TYPE | TSC_AUX | NB_CFG | DE_CFG => MsrOutcome::Done(0),
         _ => MsrOutcome::Fault,
     }
 }
@@ -103,6 +112,14 @@ mod tests {
         assert_eq!(write(EFER, 0x100), MsrOutcome::SetEfer(0x100 | EFER_SVME));
         assert_eq!(write(EFER, EFER_SVME), MsrOutcome::Fault, "no nested SVM");
         assert_eq!(write(EFER, 1 << 20), MsrOutcome::Fault, "reserved bit");
+    }
+
+    #[test]
+    fn amd_northbridge_and_decode_config_read_as_xen_reports_them() {
+        assert_eq!(read(NB_CFG, 0), MsrOutcome::Done(0));
+        assert_eq!(write(NB_CFG, 1 << 46), MsrOutcome::Done(0));
+        assert_eq!(read(DE_CFG, 0), MsrOutcome::Done(2));
+        assert_eq!(write(DE_CFG, 2), MsrOutcome::Done(0));
     }
 
     #[test]
