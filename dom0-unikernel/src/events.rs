@@ -70,21 +70,33 @@ impl EventHub {
     /// Sleeps until a domain stopped since the last call (returns at once
     /// if one did).
     pub fn wait_domain_exception(&self) {
-        self.wait(&[self.domain_exception]);
+        self.wait(&[self.domain_exception], None);
         self.take(self.domain_exception);
     }
 
     /// Sleeps until one of `ports`, or a VIRQ, is pending (returns at once
-    /// if one is). Pending bits stay set for [`EventHub::take`].
-    pub fn wait(&self, ports: &[Port]) {
+    /// if one is), or `timeout_ns` passed (`None`: no timeout). Returns
+    /// whether something is pending; pending bits stay set for
+    /// [`EventHub::take`].
+    pub fn wait(&self, ports: &[Port], timeout_ns: Option<u64>) -> bool {
         let mut all: Vec<Port> = Vec::with_capacity(ports.len() + 2);
         all.push(self.domain_exception);
         all.extend(self.console_input);
         all.extend_from_slice(ports);
         all.truncate(POLL_PORTS_MAX);
-        if all.iter().any(|&port| self.shared.is_pending(port)) {
-            return;
+        let pending = || all.iter().any(|&port| self.shared.is_pending(port));
+        if pending() {
+            return true;
         }
-        let _ = sched::poll(&all, SystemTime(0));
+        // A zero deadline waits forever.
+        let now = self.shared.vcpu_info(VcpuId(0)).and_then(|vcpu| vcpu.now());
+        let deadline = match (timeout_ns, now) {
+            (Some(timeout), Some(now)) => {
+                SystemTime(now.nanoseconds().saturating_add(timeout).max(1))
+            }
+            _ => SystemTime(0),
+        };
+        let _ = sched::poll(&all, deadline);
+        pending()
     }
 }

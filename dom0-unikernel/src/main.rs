@@ -124,6 +124,9 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
     serve(&info, &options, events.as_ref())
 }
 
+/// How long output must pause before the shell's prompt is shown again.
+const PROMPT_AFTER_QUIET_NS: u64 = 300_000_000;
+
 /// Dom0's main loop: starts the boot guests, then serves rings, domain
 /// events and the operator until it is time to power off.
 fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::EventHub>) -> ! {
@@ -158,12 +161,23 @@ fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::E
         if !interactive && toolstack.idle() {
             power_off(options, &toolstack, free_before, had_guests);
         }
-        if interactive {
-            management.prompt();
-        }
         match events {
-            Some(events) => events.wait(&toolstack.ports()),
-            None => hypercall::yield_now(),
+            // The prompt comes back once output has paused, not after
+            // every burst of guest console lines.
+            Some(events) if interactive && !console::prompt_shown() => {
+                if !events.wait(&toolstack.ports(), Some(PROMPT_AFTER_QUIET_NS)) {
+                    management.prompt();
+                }
+            }
+            Some(events) => {
+                events.wait(&toolstack.ports(), None);
+            }
+            None => {
+                if interactive {
+                    management.prompt();
+                }
+                hypercall::yield_now();
+            }
         }
     }
 }
