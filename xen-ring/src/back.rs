@@ -1,0 +1,311 @@
+//! The back end's side of a shared ring: copying requests out, writing and
+//! publishing responses, and the notification hold-off rules of `ring.h`.
+
+use crate::error::RingError;
+use crate::layout::{MAX_SLOT_SIZE, RingIndex, RingLayout, offsets};
+use crate::memory::{Barrier, RingMemory};
+
+/// One request copied out of the ring. The bytes are a private copy: the
+/// front end can no longer change them, so they can be validated once and
+/// trusted afterwards (no double fetch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestSlot {
+    index: RingIndex,
+    length: usize,
+    bytes: [u8; MAX_SLOT_SIZE],
+}
+
+impl RequestSlot {
+    /// The ring index the request was read from.
+    pub const fn index(&self) -> RingIndex {
+        self.index
+    }
+
+    /// The request's bytes (the layout's request size).
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes.get(..self.length).unwrap_or(&[])
+    }
+}
+
+/// The back end's private indices: what Dom0 must keep to re-attach to a
+/// live ring after a restart (see [`BackRing::resume`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RingState {
+    /// Next request to consume (`req_cons`).
+    pub request_consumer: RingIndex,
+    /// Next response slot to write (`rsp_prod_pvt`).
+    pub response_producer: RingIndex,
+    /// Last `rsp_prod` value published to the front end.
+    pub response_published: RingIndex,
+}
+
+/// What a ring has done, for statistics and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RingCounters {
+    /// Requests copied out.
+    pub requests: u64,
+    /// Times `req_prod` was read to start a batch.
+    pub batches: u64,
+    /// Responses written.
+    pub responses: u64,
+    /// Times `rsp_prod` was published.
+    pub publishes: u64,
+    /// Publishes after which the front end asked to be notified.
+    pub notifications: u64,
+    /// Times `req_event` was armed before sleeping.
+    pub request_events_armed: u64,
+    /// Producer-index faults seen (0 or 1: the ring stays faulted).
+    pub producer_faults: u64,
+}
+
+/// The back end of one shared ring over memory `M`.
+#[derive(Debug)]
+pub struct BackRing<M> {
+    memory: M,
+    layout: RingLayout,
+    state: RingState,
+    /// `req_prod` as read at the start of the current batch.
+    batch_end: RingIndex,
+    fault: Option<RingError>,
+    counters: RingCounters,
+}
+
+impl<M: RingMemory> BackRing<M> {
+    /// Attaches to a ring of `pages` pages with the given request and
+    /// response sizes. See [`BackRing::attach`].
+    pub fn new(
+        memory: M,
+        pages: usize,
+        request_size: usize,
+        response_size: usize,
+    ) -> Result<Self, RingError> {
+        Self::attach(memory, RingLayout::new(pages, request_size, response_size)?)
+    }
+
+    /// Attaches to a ring the front end has initialised. The private indices
+    /// start at the published `rsp_prod` (as Linux's `BACK_RING_ATTACH`), so a
+    /// front end whose indices do not start at 0 works; `req_prod` may be
+    /// at most a ring's worth ahead of it.
+    pub fn attach(memory: M, layout: RingLayout) -> Result<Self, RingError> {
+        if memory.size() < layout.size() {
+            return Err(RingError::MemoryTooSmall {
+                needed: layout.size(),
+                available: memory.size(),
+            });
+        }
+        let response_producer = RingIndex(read_u32(&memory, offsets::RSP_PROD));
+        let request_producer = RingIndex(read_u32(&memory, offsets::REQ_PROD));
+        if request_producer.distance_from(response_producer) > layout.slots() {
+            return Err(RingError::ProducerIndexOutOfRange {
+                request_producer: request_producer.0,
+                response_producer: response_producer.0,
+                slots: layout.slots(),
+            });
+        }
+        Ok(Self::resume(
+            memory,
+            layout,
+            RingState {
+                request_consumer: response_producer,
+                response_producer,
+                response_published: response_producer,
+            },
+        ))
+    }
+
+    /// Re-attaches to a live ring with indices saved by [`BackRing::state`]
+    /// (Dom0 restart). Requests that were in flight must be answered by the
+    /// caller or the front end waits for them forever.
+    pub fn resume(memory: M, layout: RingLayout, state: RingState) -> Self {
+        Self {
+            memory,
+            layout,
+            state,
+            batch_end: state.request_consumer,
+            fault: None,
+            counters: RingCounters::default(),
+        }
+    }
+
+    /// The ring's geometry.
+    pub const fn layout(&self) -> &RingLayout {
+        &self.layout
+    }
+
+    /// The private indices, to save for [`BackRing::resume`].
+    pub const fn state(&self) -> RingState {
+        self.state
+    }
+
+    /// What the ring has done so far.
+    pub const fn counters(&self) -> RingCounters {
+        self.counters
+    }
+
+    /// The fault that stopped the ring, if any.
+    pub const fn fault(&self) -> Option<RingError> {
+        self.fault
+    }
+
+    /// The memory, for the owner's use (unmapping at disconnect).
+    pub const fn memory(&self) -> &M {
+        &self.memory
+    }
+
+    /// Gives the memory back.
+    pub fn into_memory(self) -> M {
+        self.memory
+    }
+
+    /// Requests consumed and not yet answered by [`BackRing::push_response`].
+    pub const fn requests_in_flight(&self) -> u32 {
+        self.state
+            .request_consumer
+            .distance_from(self.state.response_producer)
+    }
+
+    /// Responses written but not yet published.
+    pub const fn unpublished_responses(&self) -> u32 {
+        self.state
+            .response_producer
+            .distance_from(self.state.response_published)
+    }
+
+    /// Copies the next request out of the ring, or `None` when the front end
+    /// has published no more (or a ring's worth is already in flight).
+    ///
+    /// `req_prod` is read once per batch: when the previous batch is used up.
+    /// A producer index more than a ring's worth ahead of the responses, or
+    /// behind the requests already consumed, faults the ring for good:
+    /// [`RingError::ProducerIndexOutOfRange`].
+    pub fn next_request(&mut self) -> Result<Option<RequestSlot>, RingError> {
+        if let Some(fault) = self.fault {
+            return Err(fault);
+        }
+        let slots = self.layout.slots();
+        let consumer = self.state.request_consumer;
+        if consumer == self.batch_end {
+            let producer = RingIndex(read_u32(&self.memory, offsets::REQ_PROD));
+            self.memory.barrier(Barrier::Read);
+            self.counters.batches += 1;
+            let ahead = producer.distance_from(self.state.response_producer);
+            if ahead > slots || ahead < self.requests_in_flight() {
+                let fault = RingError::ProducerIndexOutOfRange {
+                    request_producer: producer.0,
+                    response_producer: self.state.response_producer.0,
+                    slots,
+                };
+                self.fault = Some(fault);
+                self.counters.producer_faults += 1;
+                return Err(fault);
+            }
+            self.batch_end = producer;
+            if producer == consumer {
+                return Ok(None);
+            }
+        }
+        // RING_REQUEST_CONS_OVERFLOW: never more than a ring's worth in flight.
+        if self.requests_in_flight() >= slots {
+            return Ok(None);
+        }
+        let mut slot = RequestSlot {
+            index: consumer,
+            length: self.layout.request_size(),
+            bytes: [0; MAX_SLOT_SIZE],
+        };
+        let offset = self.layout.slot_offset(consumer);
+        if let Some(buffer) = slot.bytes.get_mut(..self.layout.request_size()) {
+            self.memory.read(offset, buffer);
+        }
+        self.state.request_consumer = consumer.add(1);
+        self.counters.requests += 1;
+        Ok(Some(slot))
+    }
+
+    /// Whether the front end has published requests not yet consumed
+    /// (`RING_HAS_UNCONSUMED_REQUESTS`), reading `req_prod` afresh. A bogus
+    /// producer index counts as work, so that [`BackRing::next_request`]
+    /// reports it. Always false once the ring is faulted.
+    pub fn has_unconsumed_requests(&self) -> bool {
+        if self.fault.is_some() {
+            return false;
+        }
+        let producer = RingIndex(read_u32(&self.memory, offsets::REQ_PROD));
+        let published = producer.distance_from(self.state.request_consumer);
+        let room = self.layout.slots() - self.requests_in_flight().min(self.layout.slots());
+        published.min(room) > 0
+    }
+
+    /// `RING_FINAL_CHECK_FOR_REQUESTS`: true if there is work; otherwise arms
+    /// `req_event = req_cons + 1` (the front end then notifies on its next
+    /// request), and checks once more to close the race with a request
+    /// published meanwhile. Call before going to sleep on the event channel.
+    pub fn final_check_for_requests(&mut self) -> bool {
+        if self.has_unconsumed_requests() {
+            return true;
+        }
+        if self.fault.is_some() {
+            return false;
+        }
+        let event = self.state.request_consumer.add(1);
+        write_u32(&mut self.memory, offsets::REQ_EVENT, event.0);
+        self.memory.barrier(Barrier::Full);
+        self.counters.request_events_armed += 1;
+        self.has_unconsumed_requests()
+    }
+
+    /// Writes one response into the next response slot (not yet visible to
+    /// the front end: see [`BackRing::publish_responses`]). Refused if it is
+    /// not exactly the layout's response size, or if every consumed request
+    /// already has a response (the slot would still hold a live request).
+    pub fn push_response(&mut self, bytes: &[u8]) -> Result<RingIndex, RingError> {
+        if bytes.len() != self.layout.response_size() {
+            return Err(RingError::ResponseSizeMismatch {
+                expected: self.layout.response_size(),
+                actual: bytes.len(),
+            });
+        }
+        if self.requests_in_flight() == 0 {
+            return Err(RingError::ResponseWithoutRequest);
+        }
+        let index = self.state.response_producer;
+        self.memory.write(self.layout.slot_offset(index), bytes);
+        self.state.response_producer = index.add(1);
+        self.counters.responses += 1;
+        Ok(index)
+    }
+
+    /// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`: publishes the responses written
+    /// since the last call, and returns whether the front end asked to be
+    /// notified of them (its `rsp_event` lies in the newly published range).
+    /// The caller then signals the event channel. Publishing nothing new
+    /// writes nothing and asks for no notification.
+    pub fn publish_responses(&mut self) -> bool {
+        let old = self.state.response_published;
+        let new = self.state.response_producer;
+        if old == new {
+            return false;
+        }
+        self.memory.barrier(Barrier::Write);
+        write_u32(&mut self.memory, offsets::RSP_PROD, new.0);
+        self.state.response_published = new;
+        self.memory.barrier(Barrier::Full);
+        let event = RingIndex(read_u32(&self.memory, offsets::RSP_EVENT));
+        self.counters.publishes += 1;
+        let notify = new.distance_from(event) < new.distance_from(old);
+        if notify {
+            self.counters.notifications += 1;
+        }
+        notify
+    }
+}
+
+fn read_u32<M: RingMemory>(memory: &M, offset: usize) -> u32 {
+    let mut bytes = [0; 4];
+    memory.read(offset, &mut bytes);
+    u32::from_le_bytes(bytes)
+}
+
+fn write_u32<M: RingMemory>(memory: &mut M, offset: usize, value: u32) {
+    memory.write(offset, &value.to_le_bytes());
+}
