@@ -3,18 +3,29 @@
 //! unpause) worked out on the host-testable side, carried out by the
 //! binary through the control hypercall.
 
-use arrayvec::ArrayVec;
-use pvh::image::{ImageError, PvhImage};
+use alloc::vec::Vec;
+
+use pvh::image::ImageError;
 use pvh::start_info::{BLOCK_SIZE, MemoryEntry, StartInfoInput};
 use xenolith_abi::start_info::memmap_type;
+
+use crate::kernel_cache::CachedKernel;
 
 /// Most bytes one copy request carries (the control interface's limit).
 pub const COPY_CHUNK: usize = 1 << 20;
 
+/// The kernel to load.
+#[derive(Clone, Copy)]
+pub enum KernelImage<'a> {
+    /// A PVH ELF kernel (already decompressed).
+    Elf(&'a [u8]),
+    /// A kernel kept from an earlier build.
+    Cached(&'a CachedKernel),
+}
+
 /// A guest to build.
 pub struct GuestSpec<'a> {
-    /// A PVH ELF kernel (the image itself, already decompressed).
-    pub image: &'a [u8],
+    pub kernel: KernelImage<'a>,
     pub memory_kib: u64,
     pub vcpus: u32,
     pub cmdline: &'a str,
@@ -34,8 +45,16 @@ pub struct Copy {
 /// Where a copy's bytes come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    Image { offset: usize, length: usize },
-    Initrd { offset: usize, length: usize },
+    Image {
+        offset: usize,
+        length: usize,
+    },
+    /// Run `n` of the cached kernel.
+    CachedRun(usize),
+    Initrd {
+        offset: usize,
+        length: usize,
+    },
     StartInfo,
     Acpi,
 }
@@ -51,7 +70,7 @@ pub const SPECIAL_PAGES: u64 = 2;
 
 /// The worked-out build.
 pub struct BuildPlan {
-    pub copies: ArrayVec<Copy, 64>,
+    pub copies: Vec<Copy>,
     pub start_info: [u8; BLOCK_SIZE],
     pub acpi: [u8; pvh::acpi::BLOCK_SIZE],
     pub start_info_address: u64,
@@ -75,6 +94,9 @@ pub enum BuildError {
     TooManyPieces,
 }
 
+/// The most copies one plan makes (a 4 GiB guest copied in 1 MiB pieces).
+const MAX_COPIES: usize = 4096;
+
 impl core::fmt::Display for BuildError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -93,64 +115,68 @@ impl core::fmt::Display for BuildError {
 /// Plans the build. The guest's RAM is `[0, memory)`; the special pages
 /// sit at its top, the start info just below them.
 pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
-    let image: PvhImage = pvh::image::parse(spec.image).map_err(BuildError::Image)?;
+    let mut copies = Vec::new();
+    let (entry, image_end) = match spec.kernel {
+        KernelImage::Elf(bytes) => {
+            let image = pvh::image::parse(bytes).map_err(BuildError::Image)?;
+            for segment in &image.segments {
+                let mut done = 0u64;
+                while done < segment.file_size {
+                    let length = (segment.file_size - done).min(COPY_CHUNK as u64);
+                    copies.push(Copy {
+                        address: segment.start + done,
+                        source: Source::Image {
+                            offset: (segment.file_offset + done) as usize,
+                            length: length as usize,
+                        },
+                    });
+                    done += length;
+                }
+            }
+            (image.entry, image.end)
+        }
+        KernelImage::Cached(kernel) => {
+            for (index, run) in kernel.runs().iter().enumerate() {
+                copies.push(Copy {
+                    address: run.address,
+                    source: Source::CachedRun(index),
+                });
+            }
+            (kernel.entry, kernel.end)
+        }
+    };
     let memory = (spec.memory_kib * 1024) & !0xfff;
     let special = memory.saturating_sub(SPECIAL_PAGES * 4096);
     let start_info_address = special.saturating_sub(BLOCK_SIZE as u64) & !0xfff;
     // The initrd goes just below the start info, page-aligned.
     let initrd_size = spec.initrd.map_or(0, |initrd| initrd.len() as u64);
     let initrd_address = start_info_address.saturating_sub(initrd_size) & !0xfff;
-    if image.end > initrd_address || initrd_size > start_info_address || special < 0x20_0000 {
-        return Err(BuildError::TooSmall {
-            image_end: image.end,
-            memory,
-        });
-    }
-    let mut copies = ArrayVec::new();
-    for segment in &image.segments {
-        let mut done = 0u64;
-        while done < segment.file_size {
-            let length = (segment.file_size - done).min(COPY_CHUNK as u64);
-            let piece = Copy {
-                address: segment.start + done,
-                source: Source::Image {
-                    offset: (segment.file_offset + done) as usize,
-                    length: length as usize,
-                },
-            };
-            copies
-                .try_push(piece)
-                .map_err(|_| BuildError::TooManyPieces)?;
-            done += length;
-        }
+    if image_end > initrd_address || initrd_size > start_info_address || special < 0x20_0000 {
+        return Err(BuildError::TooSmall { image_end, memory });
     }
     let mut done = 0u64;
     while done < initrd_size {
         let length = (initrd_size - done).min(COPY_CHUNK as u64);
-        let piece = Copy {
+        copies.push(Copy {
             address: initrd_address + done,
             source: Source::Initrd {
                 offset: done as usize,
                 length: length as usize,
             },
-        };
-        copies
-            .try_push(piece)
-            .map_err(|_| BuildError::TooManyPieces)?;
+        });
         done += length;
     }
-    copies
-        .try_push(Copy {
-            address: start_info_address,
-            source: Source::StartInfo,
-        })
-        .map_err(|_| BuildError::TooManyPieces)?;
-    copies
-        .try_push(Copy {
-            address: ACPI_ADDRESS,
-            source: Source::Acpi,
-        })
-        .map_err(|_| BuildError::TooManyPieces)?;
+    copies.push(Copy {
+        address: start_info_address,
+        source: Source::StartInfo,
+    });
+    copies.push(Copy {
+        address: ACPI_ADDRESS,
+        source: Source::Acpi,
+    });
+    if copies.len() > MAX_COPIES {
+        return Err(BuildError::TooManyPieces);
+    }
     let (acpi, rsdp) = pvh::acpi::build(ACPI_ADDRESS, spec.vcpus);
     // RAM below 640 KiB (Linux puts its real-mode trampoline there), the
     // legacy VGA/BIOS hole reserved, RAM up to the special pages, which
@@ -200,7 +226,7 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
         start_info,
         acpi,
         start_info_address,
-        entry: image.entry,
+        entry,
         store_frame: special / 4096,
         console_frame: special / 4096 + 1,
     })
@@ -214,7 +240,7 @@ mod tests {
     fn plans_segments_then_start_info_at_the_top() {
         let image = pvh::image::testing::elf_image(0x10_0000, 0x2000, Some(0x10_0000));
         let plan = plan(&GuestSpec {
-            image: image.bytes(),
+            kernel: KernelImage::Elf(image.bytes()),
             memory_kib: 32 * 1024,
             vcpus: 1,
             cmdline: "role=offer",
@@ -264,7 +290,7 @@ mod tests {
     fn a_guest_too_small_for_its_image_is_refused() {
         let image = pvh::image::testing::elf_image(0x10_0000, 0x2000, Some(0x10_0000));
         let result = plan(&GuestSpec {
-            image: image.bytes(),
+            kernel: KernelImage::Elf(image.bytes()),
             memory_kib: 1024,
             vcpus: 1,
             cmdline: "",
@@ -273,7 +299,7 @@ mod tests {
         assert!(matches!(result, Err(BuildError::TooSmall { .. })));
         assert!(matches!(
             plan(&GuestSpec {
-                image: b"junk",
+                kernel: KernelImage::Elf(b"junk"),
                 memory_kib: 1024,
                 vcpus: 1,
                 cmdline: "",
@@ -288,7 +314,7 @@ mod tests {
         let image = pvh::image::testing::elf_image(0x100_0000, 0x2000, Some(0x100_0000));
         let initrd = vec![7u8; 3 * COPY_CHUNK / 2];
         let plan = plan(&GuestSpec {
-            image: image.bytes(),
+            kernel: KernelImage::Elf(image.bytes()),
             memory_kib: 64 * 1024,
             vcpus: 1,
             cmdline: "console=hvc0",

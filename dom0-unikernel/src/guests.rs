@@ -3,7 +3,7 @@
 //! the create/destroy and foreign-mapping checks. Real guests go through
 //! the toolstack.
 
-use dom0::guest_builder::{self, BuildPlan, GuestSpec, Source};
+use dom0::guest_builder::{self, BuildPlan, GuestSpec, KernelImage, Source};
 use dom0::start_info::{Module, StartInfo};
 use log::{error, info};
 use xenolith_abi::cpuid::XEN_CPUID_BASE;
@@ -31,17 +31,34 @@ pub fn module_bytes(module: &Module) -> &'static [u8] {
 /// Loads a guest as `spec` says into paused domain `domain` and sets its
 /// entry point; returns the plan (for its special pages).
 pub fn build(domain: DomainId, spec: &GuestSpec<'_>) -> Result<BuildPlan, Errno> {
-    let (image, initrd) = (spec.image, spec.initrd.unwrap_or(&[]));
+    let initrd = spec.initrd.unwrap_or(&[]);
     let plan = guest_builder::plan(spec).map_err(|build_error| {
         error!("dom0: cannot build guest: {build_error}");
         -22
     })?;
+    let mut scratch = alloc::vec::Vec::new();
     for copy in &plan.copies {
-        let bytes = match copy.source {
-            Source::Image { offset, length } => image.get(offset..offset + length).ok_or(-22)?,
-            Source::Initrd { offset, length } => initrd.get(offset..offset + length).ok_or(-22)?,
-            Source::StartInfo => &plan.start_info[..],
-            Source::Acpi => &plan.acpi[..],
+        let bytes = match (copy.source, spec.kernel) {
+            (Source::Image { offset, length }, KernelImage::Elf(image)) => {
+                image.get(offset..offset + length).ok_or(-22)?
+            }
+            (Source::CachedRun(index), KernelImage::Cached(kernel)) => {
+                let run = kernel.runs().get(index).ok_or(-22)?;
+                scratch.resize(run.length, 0);
+                run.decompress(&mut scratch).map_err(|corrupt| {
+                    error!(
+                        "dom0: the kernel cache is corrupt at {:#x}",
+                        corrupt.address
+                    );
+                    -5
+                })?
+            }
+            (Source::Initrd { offset, length }, _) => {
+                initrd.get(offset..offset + length).ok_or(-22)?
+            }
+            (Source::StartInfo, _) => &plan.start_info[..],
+            (Source::Acpi, _) => &plan.acpi[..],
+            _ => return Err(-22),
         };
         write_nonzero(domain, copy.address, bytes)?;
     }
@@ -77,7 +94,7 @@ fn write_nonzero(domain: DomainId, address: u64, bytes: &[u8]) -> Result<(), Err
 
 fn load(domain: DomainId, image: &[u8], cmdline: &str) -> Result<(), Errno> {
     let spec = GuestSpec {
-        image,
+        kernel: KernelImage::Elf(image),
         memory_kib: GUEST_MEMORY_KIB,
         vcpus: 1,
         cmdline,

@@ -10,6 +10,7 @@ pub mod cmdline;
 pub mod console_log;
 pub mod domain_nodes;
 pub mod guest_builder;
+pub mod kernel_cache;
 pub mod ring;
 pub mod shell;
 pub mod start_info;

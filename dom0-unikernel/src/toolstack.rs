@@ -11,9 +11,12 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use alloc::borrow::Cow;
+
 use config::{DomainConfig, GuestType, ShutdownAction, Uuid};
 use dom0::domain_nodes::{self, GuestRecord};
-use dom0::guest_builder::GuestSpec;
+use dom0::guest_builder::{GuestSpec, KernelImage};
+use dom0::kernel_cache::{CachedKernel, Compressor};
 use log::{error, info, warn};
 use xenolith_abi::domain::DomainId;
 use xenolith_abi::event_channel::Port;
@@ -27,6 +30,12 @@ use crate::xenstore_service::XenstoreService;
 
 /// Most RAM a guest may have, in MiB (Dom0 maps guest frames below 4 GiB).
 const MEMORY_MAX_MIB: u64 = 3072;
+/// Most bytes the kernel cache keeps (about three Debian kernels).
+const KERNEL_CACHE_BYTES: usize = 64 << 20;
+
+/// Which kernel file: its bytes (boot modules stay put for good). Two
+/// configs naming the same file get two modules with equal bytes.
+type KernelKey = &'static [u8];
 
 /// A guest as defined: what `create` builds, again on each restart.
 #[derive(Clone, Debug)]
@@ -118,6 +127,9 @@ pub struct Toolstack {
     pub outcomes: Outcomes,
     /// Guests created so far (for UUIDs of guests without one).
     created: u64,
+    /// Decompressed kernels kept for the next create, least recently used
+    /// first.
+    kernels: Vec<(KernelKey, CachedKernel)>,
 }
 
 impl Toolstack {
@@ -129,6 +141,7 @@ impl Toolstack {
             consoles: ConsoleService::default(),
             outcomes: Outcomes::default(),
             created: 0,
+            kernels: Vec::new(),
         }
     }
 
@@ -209,8 +222,13 @@ impl Toolstack {
                 definition.name, definition.vcpus
             );
         }
-        let vmlinux = pvh::bzimage::vmlinux(definition.kernel, pvh::bzimage::SUGGESTED_LIMIT)
-            .map_err(|error| format!("the kernel is unusable: {error:?}"))?;
+        let key = definition.kernel;
+        let cached = self.kernels.iter().position(|(cached, _)| *cached == key);
+        let vmlinux = match cached {
+            Some(_) => Cow::Borrowed(&[][..]),
+            None => pvh::bzimage::vmlinux(definition.kernel, pvh::bzimage::SUGGESTED_LIMIT)
+                .map_err(|error| format!("the kernel is unusable: {error:?}"))?,
+        };
         let decompressed = guests::milliseconds_since(started);
         let memory_kib = definition.memory_mib * 1024;
         let domain = control::create(1, memory_kib)
@@ -228,18 +246,27 @@ impl Toolstack {
             state: GuestState::Running,
             memory_mib: definition.memory_mib,
         };
+        // Taken out while in use, put back as the most recently used.
+        let cached_kernel = cached.map(|at| self.kernels.remove(at));
+        let kernel = match &cached_kernel {
+            Some((_, kernel)) => KernelImage::Cached(kernel),
+            None => KernelImage::Elf(&vmlinux),
+        };
         let spec = GuestSpec {
-            image: &vmlinux,
+            kernel,
             memory_kib,
             vcpus: 1,
             cmdline: &definition.cmdline,
             initrd: definition.ramdisk,
         };
-        if let Err(why) = self.set_up(&guest, &spec) {
+        let set_up = guests::build(domain, &spec)
+            .map_err(|code| format!("loading failed: error {code}"))
+            .and_then(|plan| self.set_up(&guest, &spec, &plan));
+        self.kernels.extend(cached_kernel);
+        if let Err(why) = set_up {
             self.tear_down(&guest);
             return Err(why);
         }
-        drop(vmlinux);
         self.guests.insert(domain, guest);
         if let Err(code) = control::unpause(domain) {
             if let Some(guest) = self.guests.remove(&domain) {
@@ -247,12 +274,21 @@ impl Toolstack {
             }
             return Err(format!("unpausing failed: error {code}"));
         }
+        let created = guests::milliseconds_since(started);
+        // A decompressed bzImage is worth keeping for the next create (the
+        // guest already runs meanwhile).
+        if let Cow::Owned(vmlinux) = &vmlinux {
+            self.cache_kernel(key, vmlinux);
+        }
+        drop(vmlinux);
         info!(
-            "dom0: created domain {} ({}) in {} ms ({} ms decompressing the kernel): {} MiB, command line {:?}; Dom0 uses {} KiB with {} guests",
+            "dom0: created domain {} ({}) in {created} ms ({}): {} MiB, command line {:?}; Dom0 uses {} KiB with {} guests",
             domain.0,
             definition.name,
-            guests::milliseconds_since(started),
-            decompressed,
+            match cached {
+                Some(_) => String::from("kernel from the cache"),
+                None => format!("{decompressed} ms decompressing the kernel"),
+            },
             definition.memory_mib,
             definition.cmdline,
             crate::memory_in_use() / 1024,
@@ -261,11 +297,14 @@ impl Toolstack {
         Ok(domain)
     }
 
-    /// Everything between CREATE and UNPAUSE.
-    fn set_up(&mut self, guest: &Guest, spec: &GuestSpec<'_>) -> Result<(), String> {
+    /// Everything between loading and UNPAUSE.
+    fn set_up(
+        &mut self,
+        guest: &Guest,
+        spec: &GuestSpec<'_>,
+        plan: &dom0::guest_builder::BuildPlan,
+    ) -> Result<(), String> {
         let domain = guest.domain;
-        let plan =
-            guests::build(domain, spec).map_err(|code| format!("loading failed: error {code}"))?;
         let store_port = offer_port(domain)?;
         let console_port = offer_port(domain)?;
         for (index, value) in [
@@ -428,6 +467,46 @@ impl Toolstack {
                 }
             }
         }
+    }
+
+    /// Keeps a decompressed kernel for the next create of the same kernel,
+    /// evicting the least recently used ones beyond the cache's bound.
+    fn cache_kernel(&mut self, key: KernelKey, vmlinux: &[u8]) {
+        let started = baremetal::cpu::rdtsc();
+        let kernel = match Compressor::new(vmlinux) {
+            Ok(mut compressor) => {
+                while compressor.step(vmlinux) {}
+                compressor.finish()
+            }
+            Err(error) => {
+                warn!("dom0: not caching the kernel: {error:?}");
+                None
+            }
+        };
+        let Some(kernel) = kernel else {
+            return;
+        };
+        let stored = kernel.stored_bytes();
+        if stored > KERNEL_CACHE_BYTES {
+            return;
+        }
+        while self
+            .kernels
+            .iter()
+            .map(|(_, kernel)| kernel.stored_bytes())
+            .sum::<usize>()
+            + stored
+            > KERNEL_CACHE_BYTES
+        {
+            self.kernels.remove(0);
+        }
+        self.kernels.push((key, kernel));
+        info!(
+            "dom0: kernel cached in {} ms: {} KiB of vmlinux kept in {} KiB",
+            guests::milliseconds_since(started),
+            vmlinux.len() / 1024,
+            stored / 1024
+        );
     }
 
     /// Every port the services wait on.
