@@ -87,20 +87,28 @@ impl<M: RingMemory> BackRing<M> {
     /// front end whose indices do not start at 0 works; `req_prod` may be
     /// at most a ring's worth ahead of it.
     pub fn attach(memory: M, layout: RingLayout) -> Result<Self, RingError> {
+        Self::try_attach(memory, layout).map_err(|(error, _)| error)
+    }
+
+    /// [`BackRing::attach`], handing the memory back on failure so that the
+    /// caller can unmap it.
+    pub fn try_attach(memory: M, layout: RingLayout) -> Result<Self, (RingError, M)> {
         if memory.size() < layout.size() {
-            return Err(RingError::MemoryTooSmall {
+            let error = RingError::MemoryTooSmall {
                 needed: layout.size(),
                 available: memory.size(),
-            });
+            };
+            return Err((error, memory));
         }
         let response_producer = RingIndex(read_u32(&memory, offsets::RSP_PROD));
         let request_producer = RingIndex(read_u32(&memory, offsets::REQ_PROD));
         if request_producer.distance_from(response_producer) > layout.slots() {
-            return Err(RingError::ProducerIndexOutOfRange {
+            let error = RingError::ProducerIndexOutOfRange {
                 request_producer: request_producer.0,
                 response_producer: response_producer.0,
                 slots: layout.slots(),
-            });
+            };
+            return Err((error, memory));
         }
         Ok(Self::resume(
             memory,
