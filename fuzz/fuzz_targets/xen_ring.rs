@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
         let value = u32::from_le_bytes([operation[1], operation[2], operation[3], operation[4]]);
         match operation[0] % 8 {
             0 => memory.poke_u32(offsets::REQ_PROD, value),
-            1 => memory.poke_u32(offsets::REQ_PROD, ring.state().request_consumer.add(value % 64).0),
+            1 => memory.poke_u32(
+                offsets::REQ_PROD,
+                ring.state().request_consumer.add(value % 64).0,
+            ),
             2 => memory.poke_u32(offsets::RSP_EVENT, value),
             3 => {
                 let offset = value as usize % (layout.size() - 4);
