@@ -17,7 +17,7 @@ mod options;
 mod report;
 mod start_info;
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use baremetal::exceptions::{CrashReport, ExceptionFrame};
 use xen_guest::sched::{self, ShutdownReason};
@@ -30,12 +30,20 @@ baremetal::entry_point!();
 /// table a crash report names the step from).
 static BENCH_MODE: AtomicBool = AtomicBool::new(false);
 
+/// How the guest ends (`shutdown=` on its command line; power off unless
+/// asked), as a raw `SCHEDOP_shutdown` reason: crash reports end the same
+/// way as a normal run.
+static END_REASON: AtomicU32 = AtomicU32::new(0);
+
 #[unsafe(no_mangle)]
 extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
     baremetal::descriptors::load();
     baremetal::exceptions::set_handler(on_exception);
     let start = start_info::read(u64::from(start_info_address));
     let options = options::parse(&start.cmdline);
+    if let Some(reason) = options.shutdown {
+        END_REASON.store(reason.as_raw(), Ordering::Relaxed);
+    }
     let mut context = Context::new(start, options);
     if context.options.bench {
         BENCH_MODE.store(true, Ordering::Relaxed);
@@ -58,10 +66,13 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
     finish()
 }
 
-/// Prints the verdict and powers off (halting if that is refused).
+/// Prints the verdict and powers off, or ends as the command line asked
+/// (halting if that is refused).
 fn finish() -> ! {
     report::summary();
-    let _ = sched::shutdown(ShutdownReason::Poweroff);
+    let reason = ShutdownReason::from_raw(END_REASON.load(Ordering::Relaxed))
+        .unwrap_or(ShutdownReason::Poweroff);
+    let _ = sched::shutdown(reason);
     baremetal::cpu::halt_forever()
 }
 

@@ -123,6 +123,22 @@ pub fn hole_slot(address: u64) -> Option<FrameSlot> {
     unsafe { FrameSlot::new(GuestFrame(address >> 12), address as usize) }
 }
 
+/// A slot for a page Dom0 shares with us by frame number (the xenstore
+/// and console rings the HVM params name): inside the identity map and
+/// outside the image. The caller checks the memory map reserves it.
+pub fn shared_ring_slot(frame: u64) -> Option<FrameSlot> {
+    let address = frame.checked_mul(PAGE_SIZE as u64)?;
+    let end = address.checked_add(PAGE_SIZE as u64)?;
+    let (image_start, image_end) = image();
+    if address == 0 || end > IDENTITY_MAP_END || (address < image_end && image_start < end) {
+        return None;
+    }
+    // SAFETY: identity-mapped (below 4 GiB) and outside the image, so no
+    // Rust object lives there; the page is Dom0's and ours, reached only
+    // through `FrameSlot`s; `new` checks the alignment.
+    unsafe { FrameSlot::new(GuestFrame(frame), address as usize) }
+}
+
 /// Copies guest-physical memory (boot data Dom0 left for us) below 4 GiB;
 /// false if the range is not inside the identity map or is null.
 pub fn read_physical(address: u64, buffer: &mut [u8]) -> bool {

@@ -1,8 +1,14 @@
 //! The guest's command line: `role=offer|accept peer=<domid> port=<p>`
 //! selects the two-guest exchange; without `role` it runs alone. `bench`
-//! measures hypercall costs instead of running the checks.
+//! measures hypercall costs instead of running the checks. For the
+//! toolstack's tests (the guest started from an xl.cfg): `rings=indices`
+//! or `rings=protocol` abuses the xenstore and console rings after the
+//! other checks, `await-input` waits for a byte typed on its console
+//! before the verdict, and `shutdown=crash|reboot` ends it that way
+//! instead of powering off.
 
 use arrayvec::ArrayString;
+use xen_guest::sched::ShutdownReason;
 use xen_guest::{DomainId, Port};
 
 /// Which side of the two-guest grant exchange this guest plays.
@@ -14,6 +20,15 @@ pub enum Role {
     Accept,
 }
 
+/// How the guest abuses the rings Dom0 serves (see `checks::rings`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingAbuse {
+    /// Impossible xenstore request indices.
+    Indices,
+    /// A flood of garbage xenstore requests, then an oversized one.
+    Protocol,
+}
+
 /// What the command line asks for.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -22,6 +37,12 @@ pub struct Options {
     pub port: Option<Port>,
     /// Measure instead of check (see `bench`).
     pub bench: bool,
+    /// Abuse the xenstore and console rings after the other checks.
+    pub rings: Option<RingAbuse>,
+    /// Wait for a byte typed on the console before the verdict.
+    pub await_input: bool,
+    /// How the guest ends (power off unless the command line says).
+    pub shutdown: Option<ShutdownReason>,
     /// The first word that could not be understood.
     pub unknown: Option<ArrayString<48>>,
 }
@@ -32,6 +53,10 @@ pub fn parse(cmdline: &str) -> Options {
     for word in cmdline.split_whitespace() {
         if word == "bench" {
             options.bench = true;
+            continue;
+        }
+        if word == "await-input" {
+            options.await_input = true;
             continue;
         }
         let understood = match word.split_once('=') {
@@ -53,6 +78,22 @@ pub fn parse(cmdline: &str) -> Options {
                 .ok()
                 .map(|port| options.port = Some(Port(port)))
                 .is_some(),
+            Some(("rings", "indices")) => {
+                options.rings = Some(RingAbuse::Indices);
+                true
+            }
+            Some(("rings", "protocol")) => {
+                options.rings = Some(RingAbuse::Protocol);
+                true
+            }
+            Some(("shutdown", "crash")) => {
+                options.shutdown = Some(ShutdownReason::Crash);
+                true
+            }
+            Some(("shutdown", "reboot")) => {
+                options.shutdown = Some(ShutdownReason::Reboot);
+                true
+            }
             _ => false,
         };
         if !understood && options.unknown.is_none() {

@@ -1,6 +1,7 @@
 //! The table of checks and the state they share: what earlier checks set
 //! up (shared_info, the registered vcpu_info, the grant frame, the timer
-//! port) and bounded ways to wait for an event.
+//! port) and bounded ways to wait for an event. The ring and console-input
+//! checks run last, and only when the command line asks for them.
 
 mod events;
 mod grants;
@@ -9,6 +10,7 @@ mod hvm;
 mod peer;
 mod physmap;
 mod platform;
+mod rings;
 mod vcpu;
 
 use xen_guest::grant_table::GrantTableFrame;
@@ -16,7 +18,7 @@ use xen_guest::shared::{SharedInfo, VcpuInfo};
 use xen_guest::{DomainId, FrameSlot, Port, SystemTime, event_channel, sched};
 
 use crate::memory::{self, Pages};
-use crate::options::{Options, Role};
+use crate::options::{Options, RingAbuse, Role};
 use crate::report::{Detail, Outcome, detail};
 use crate::start_info::StartInfo;
 
@@ -48,6 +50,12 @@ const HOLE_LIMIT: u64 = 0xF000_0000;
 pub enum When {
     Always,
     Role(Role),
+    /// With `rings=` of either kind.
+    AnyRingAbuse,
+    /// With `rings=` of this kind.
+    RingAbuse(RingAbuse),
+    /// With `await-input`.
+    AwaitInput,
 }
 
 /// A named check.
@@ -139,6 +147,46 @@ pub const CHECKS: &[Check] = &[
     always("hostile-vcpu", hostile::vcpu),
     always("hostile-sched-command", hostile::sched_command),
     always("hostile-shutdown-reason", hostile::shutdown_reason),
+    Check {
+        name: "rings-store-read",
+        run: rings::store_read,
+        when: When::AnyRingAbuse,
+    },
+    Check {
+        name: "rings-console-line",
+        run: rings::console_line,
+        when: When::AnyRingAbuse,
+    },
+    Check {
+        name: "rings-console-indices",
+        run: rings::console_indices,
+        when: When::AnyRingAbuse,
+    },
+    Check {
+        name: "rings-store-indices",
+        run: rings::store_indices,
+        when: When::RingAbuse(RingAbuse::Indices),
+    },
+    Check {
+        name: "rings-store-flood",
+        run: rings::store_flood,
+        when: When::RingAbuse(RingAbuse::Protocol),
+    },
+    Check {
+        name: "rings-store-oversized",
+        run: rings::store_oversized,
+        when: When::RingAbuse(RingAbuse::Protocol),
+    },
+    Check {
+        name: "rings-store-not-served",
+        run: rings::store_not_served,
+        when: When::AnyRingAbuse,
+    },
+    Check {
+        name: "console-input",
+        run: rings::console_input,
+        when: When::AwaitInput,
+    },
 ];
 
 impl Check {
@@ -147,6 +195,9 @@ impl Check {
         match self.when {
             When::Always => true,
             When::Role(role) => options.role == Some(role),
+            When::AnyRingAbuse => options.rings.is_some(),
+            When::RingAbuse(abuse) => options.rings == Some(abuse),
+            When::AwaitInput => options.await_input,
         }
     }
 }
