@@ -38,6 +38,12 @@ pub struct Faults {
     /// the machine had died there. [`FakeDisk::crash`] then gives the disk
     /// as it might come back.
     pub power_cut_after_sector_writes: Option<u64>,
+    /// After this many more successful flushes the power is cut at the
+    /// next one: it fails without making anything durable, and so does
+    /// every later operation. This reaches the crash points between a
+    /// write and its flush that [`Faults::power_cut_after_sector_writes`]
+    /// cannot.
+    pub power_cut_after_flushes: Option<u64>,
 }
 
 /// Counters of what the fake has been asked to do.
@@ -284,6 +290,13 @@ impl BlockDevice for FakeDisk {
     fn flush(&mut self) -> Result<(), BlockError> {
         if self.powered_off || self.faults.failing_flush {
             return Err(BlockError::FlushFailed);
+        }
+        if let Some(left) = self.faults.power_cut_after_flushes.as_mut() {
+            if *left == 0 {
+                self.powered_off = true;
+                return Err(BlockError::FlushFailed);
+            }
+            *left -= 1;
         }
         self.settle();
         self.stats.flushes += 1;

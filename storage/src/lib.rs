@@ -25,5 +25,6 @@ mod bytes;
 pub mod fake;
 pub mod gpt;
 pub mod guid;
+pub mod store;
 
 pub use block::{BlockDevice, BlockError, PartitionDevice, SECTOR_SIZE, Sector};
