@@ -149,13 +149,12 @@ impl FakeDisk {
     }
 
     /// Changes `length` bytes at byte `offset`, for tests that corrupt a
-    /// disk. Unflushed writes are flushed first; the change is durable.
+    /// disk (bytes past the end read as zero and are dropped). Unflushed
+    /// writes are flushed first; the change is durable.
     pub fn edit(&mut self, offset: u64, length: usize, edit: impl FnOnce(&mut [u8])) {
         self.settle();
         let first = offset / SECTOR_SIZE as u64;
-        let end = (offset + length as u64)
-            .div_ceil(SECTOR_SIZE as u64)
-            .min(self.sector_count);
+        let end = (offset + length as u64).div_ceil(SECTOR_SIZE as u64);
         let base = (first * SECTOR_SIZE as u64) as usize;
         let mut buffer = self.bytes(base as u64, (end - first) as usize * SECTOR_SIZE);
         let start = offset as usize - base;
@@ -163,7 +162,10 @@ impl FakeDisk {
         for (index, chunk) in buffer.chunks_exact(SECTOR_SIZE).enumerate() {
             let mut data = [0u8; SECTOR_SIZE];
             data.copy_from_slice(chunk);
-            self.current.set(first + index as u64, &data);
+            // Bytes past the end of the disk are dropped.
+            if first + (index as u64) < self.sector_count {
+                self.current.set(first + index as u64, &data);
+            }
         }
         self.durable = self.current.clone();
     }

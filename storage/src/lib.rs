@@ -23,6 +23,8 @@ pub mod block;
 mod bytes;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fake;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fuzzing;
 pub mod gpt;
 pub mod guid;
 pub mod store;
