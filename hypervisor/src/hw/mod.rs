@@ -5,6 +5,7 @@ pub mod device_interrupts;
 pub mod fpu;
 pub mod lapic;
 pub mod memory;
+pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod power;

@@ -30,7 +30,7 @@ use hypervisor::memory::paging::{NestedPageTables, PageFlags, PageSize};
 use hypervisor::memory::{GuestPhysAddr, GuestVirtAddr, HostPhysAddr, HostRange, PAGE_SIZE};
 use hypervisor::scheduler::{Decision, PhysicalCpu, Scheduler, SchedulerConfig};
 use hypervisor::svm::exit::{IoAccess, VmExit};
-use hypervisor::svm::permissions::{IoPermissionMap, MsrPermissionMap};
+use hypervisor::svm::permissions::{IoPermissionMap, MsrPermissionMap, is_pci_config_address};
 use hypervisor::svm::vmcb::{Event, save};
 use hypervisor::time::{SystemClock, SystemTime, Wallclock};
 use hypervisor::vcpu::cpuid::{CpuidContext, guest_cpuid};
@@ -604,6 +604,19 @@ impl<'a> Machine<'a> {
             return Next::Switch;
         };
         vcpu.vmcb.set_rip(access.next_rip);
+        if current.domain == DomainId::DOM0
+            && is_pci_config_address(access.port, access.size, access.string)
+        {
+            // Dom0 owns PCI: its configuration address reaches the hardware.
+            if access.input {
+                let rax = vcpu.vmcb.rax();
+                vcpu.vmcb
+                    .set_rax((rax & !0xffff_ffff) | u64::from(crate::hw::pci::read_address()));
+            } else {
+                crate::hw::pci::write_address(vcpu.vmcb.rax() as u32);
+            }
+            return Next::Resume;
+        }
         if access.input && !access.string {
             let ones = match access.size {
                 1 => 0xff,

@@ -82,9 +82,34 @@ impl MsrPermissionMap {
     }
 }
 
+/// The PCI configuration address register, ports 0xCF8–0xCFB. The I/O map
+/// cannot pass its dword accesses through on their own: they overlap the
+/// reset control register at 0xCF9, which the hypervisor intercepts.
+pub const PCI_CONFIG_ADDRESS: u16 = 0xcf8;
+
+/// Whether an intercepted port access is a dword access to the PCI
+/// configuration address register, which the hypervisor carries out on
+/// the hardware for Dom0 (it owns PCI; the data port 0xCFC passes through).
+pub fn is_pci_config_address(port: u16, size: u8, string: bool) -> bool {
+    port == PCI_CONFIG_ADDRESS && size == 4 && !string
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_dword_accesses_at_0xcf8_are_pci_config_address() {
+        assert!(is_pci_config_address(0xcf8, 4, false));
+        assert!(!is_pci_config_address(0xcf8, 4, true));
+        assert!(!is_pci_config_address(0xcf8, 1, false));
+        assert!(!is_pci_config_address(0xcf9, 1, false));
+        assert!(!is_pci_config_address(0xcfc, 4, false));
+        // The reason it is needed: the map cannot tell 0xcf8 from 0xcf9.
+        let mut map = IoPermissionMap::pass_through();
+        map.intercept(0xcf9..=0xcf9);
+        assert!(!map.is_intercepted(0xcf8) && map.is_intercepted(0xcf9));
+    }
 
     #[test]
     fn io_map_intercepts_only_the_named_ports() {
