@@ -87,10 +87,15 @@ fuzz_target!(|data: &[u8]| {
             }
             1 => {
                 let fragment = usize::from(*argument).max(1) * 16;
-                let flags = u16::from(argument >> 6) & (TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED);
+                let flags =
+                    u16::from(argument >> 6) & (TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED);
                 let extras = if argument & 0x20 != 0 {
                     vec![ExtraInfo::Gso(Gso {
-                        kind: if argument & 0x10 != 0 { GsoKind::TcpV6 } else { GsoKind::TcpV4 },
+                        kind: if argument & 0x10 != 0 {
+                            GsoKind::TcpV6
+                        } else {
+                            GsoKind::TcpV4
+                        },
                         segment_size: u16::from(*argument) * 8 + 1,
                     })]
                 } else {
@@ -116,7 +121,11 @@ fuzz_target!(|data: &[u8]| {
                     _ => ChecksumState::Validated,
                 };
                 let gso = (argument & 0x80 != 0).then(|| Gso {
-                    kind: if argument & 0x40 != 0 { GsoKind::TcpV6 } else { GsoKind::TcpV4 },
+                    kind: if argument & 0x40 != 0 {
+                        GsoKind::TcpV6
+                    } else {
+                        GsoKind::TcpV4
+                    },
                     segment_size: u16::from(argument & 0x3f) * 24 + 1,
                 });
                 let _ = vif.deliver(Packet {
@@ -144,7 +153,11 @@ fuzz_target!(|data: &[u8]| {
                 let value = bytes
                     .first_chunk::<4>()
                     .map_or(u32::from(*argument), |word| u32::from_le_bytes(*word));
-                let memory = if argument & 1 == 0 { &tx_memory } else { &rx_memory };
+                let memory = if argument & 1 == 0 {
+                    &tx_memory
+                } else {
+                    &rx_memory
+                };
                 memory.poke_u32(0, value);
                 poked = true;
             }
