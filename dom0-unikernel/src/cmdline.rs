@@ -32,6 +32,9 @@ pub struct Options {
     pub map_check: bool,
     /// Check that a device interrupt (the CMOS clock's) reaches Dom0.
     pub interrupt_check: bool,
+    /// Bring up the virtio disk and NIC and check them (a disk is written
+    /// only when its first sector carries the scratch marker).
+    pub device_check: bool,
 }
 
 /// Parses Dom0's options; unknown words are returned for a warning.
@@ -43,6 +46,7 @@ pub fn parse(cmdline: &str, mut unknown: impl FnMut(&str)) -> Options {
             "exit-when-idle" => options.exit_when_idle = true,
             "mapcheck" => options.map_check = true,
             "irqcheck" => options.interrupt_check = true,
+            "devcheck" => options.device_check = true,
             "fault=page" => options.fault = Some(TestFault::PageFault),
             "fault=triple" => options.fault = Some(TestFault::TripleFault),
             "fault=spin" => options.fault = Some(TestFault::Spin),
@@ -64,11 +68,12 @@ mod tests {
     fn parses_switches_and_reports_the_rest() {
         let mut unknown = Vec::new();
         let options = parse(
-            " poweroff fault=triple bogus cycles=100 cycles=x exit-when-idle ",
+            " poweroff fault=triple bogus cycles=100 cycles=x exit-when-idle devcheck ",
             |word| unknown.push(word.to_string()),
         );
         assert!(options.poweroff);
         assert!(options.exit_when_idle);
+        assert!(options.device_check);
         assert_eq!(options.fault, Some(TestFault::TripleFault));
         assert_eq!(options.cycles, Some(100));
         assert_eq!(unknown, ["bogus", "cycles=x"]);

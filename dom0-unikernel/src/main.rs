@@ -12,6 +12,7 @@ mod boot_guests;
 mod console;
 mod console_service;
 mod control;
+mod devices;
 mod events;
 mod guest_page;
 mod guests;
@@ -112,6 +113,9 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
     }
     if options.interrupt_check {
         interrupt_check::run();
+    }
+    if options.device_check {
+        devices::check(&info);
     }
     if options.map_check {
         guests::foreign_mapping_check();
@@ -246,6 +250,9 @@ fn tsc_khz() -> u32 {
 fn on_exception(frame: &mut ExceptionFrame) {
     if frame.vector == interrupt_check::CLOCK_VECTOR {
         interrupt_check::on_clock_interrupt();
+        return;
+    }
+    if devices::on_interrupt(frame.vector) {
         return;
     }
     if frame.vector >= 32 {
