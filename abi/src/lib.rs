@@ -16,3 +16,4 @@ pub mod hypercall;
 pub mod sched;
 pub mod start_info;
 pub mod version;
+pub mod xenbus;

@@ -12,51 +12,7 @@ use crate::config::Config;
 use crate::error::ConnectError;
 use crate::interfaces::Xenstore;
 
-/// `XenbusState`, stored as a decimal string in `<dir>/state`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XenbusState {
-    Unknown,
-    Initialising,
-    InitWait,
-    Initialised,
-    Connected,
-    Closing,
-    Closed,
-    Reconfiguring,
-    Reconfigured,
-}
-
-impl XenbusState {
-    /// The number written to xenstore.
-    pub const fn as_raw(self) -> u32 {
-        match self {
-            Self::Unknown => 0,
-            Self::Initialising => 1,
-            Self::InitWait => 2,
-            Self::Initialised => 3,
-            Self::Connected => 4,
-            Self::Closing => 5,
-            Self::Closed => 6,
-            Self::Reconfiguring => 7,
-            Self::Reconfigured => 8,
-        }
-    }
-
-    /// Parses a `state` value; anything unrecognised is `Unknown`.
-    pub fn parse(text: &str) -> Self {
-        match text.trim().parse::<u32>() {
-            Ok(1) => Self::Initialising,
-            Ok(2) => Self::InitWait,
-            Ok(3) => Self::Initialised,
-            Ok(4) => Self::Connected,
-            Ok(5) => Self::Closing,
-            Ok(6) => Self::Closed,
-            Ok(7) => Self::Reconfiguring,
-            Ok(8) => Self::Reconfigured,
-            _ => Self::Unknown,
-        }
-    }
-}
+pub use xenolith_abi::xenbus::XenbusState;
 
 /// One queue's ring as the front end described it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,61 +10,7 @@ use alloc::vec::Vec;
 use xenolith_abi::event_channel::Port;
 use xenolith_abi::grant_table::GrantRef;
 
-/// `XenbusState` (`io/xenbus.h`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XenbusState {
-    /// 0.
-    Unknown,
-    /// 1.
-    Initialising,
-    /// 2: the back end waits for the front end's keys.
-    InitWait,
-    /// 3: the front end wrote its keys.
-    Initialised,
-    /// 4.
-    Connected,
-    /// 5.
-    Closing,
-    /// 6.
-    Closed,
-    /// 7.
-    Reconfiguring,
-    /// 8.
-    Reconfigured,
-}
-
-impl XenbusState {
-    /// Reads the decimal `state` key; anything else is `Unknown`, as Linux's
-    /// `xenbus_read_driver_state` makes it.
-    pub fn parse(text: &str) -> Self {
-        match text.trim_end_matches('\0') {
-            "1" => Self::Initialising,
-            "2" => Self::InitWait,
-            "3" => Self::Initialised,
-            "4" => Self::Connected,
-            "5" => Self::Closing,
-            "6" => Self::Closed,
-            "7" => Self::Reconfiguring,
-            "8" => Self::Reconfigured,
-            _ => Self::Unknown,
-        }
-    }
-
-    /// The value to write in `state`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Unknown => "0",
-            Self::Initialising => "1",
-            Self::InitWait => "2",
-            Self::Initialised => "3",
-            Self::Connected => "4",
-            Self::Closing => "5",
-            Self::Closed => "6",
-            Self::Reconfiguring => "7",
-            Self::Reconfigured => "8",
-        }
-    }
-}
+pub use xenolith_abi::xenbus::XenbusState;
 
 /// What this back end offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
