@@ -235,13 +235,20 @@ impl<M: RingMemory> BackRing<M> {
     /// producer index counts as work, so that [`BackRing::next_request`]
     /// reports it. Always false once the ring is faulted.
     pub fn has_unconsumed_requests(&self) -> bool {
+        self.unconsumed_requests() > 0
+    }
+
+    /// How many requests [`BackRing::next_request`] would hand out now
+    /// (`RING_HAS_UNCONSUMED_REQUESTS`'s count): published ones, bounded
+    /// by the room left for their responses. 0 once the ring is faulted.
+    pub fn unconsumed_requests(&self) -> u32 {
         if self.fault.is_some() {
-            return false;
+            return 0;
         }
         let producer = RingIndex(read_u32(&self.memory, offsets::REQ_PROD));
         let published = producer.distance_from(self.state.request_consumer);
         let room = self.layout.slots() - self.requests_in_flight().min(self.layout.slots());
-        published.min(room) > 0
+        published.min(room)
     }
 
     /// `RING_FINAL_CHECK_FOR_REQUESTS`: true if there is work; otherwise arms

@@ -58,6 +58,20 @@ fn request_and_response_round_trip() {
 }
 
 #[test]
+fn unconsumed_requests_counts_published_requests_within_the_room_left() {
+    let (mut front, mut back) = blkif_pair(1, u32::MAX - 1);
+    assert_eq!(back.unconsumed_requests(), 0);
+    for id in 0..3 {
+        assert!(front.push_request(&request(id)));
+    }
+    front.publish_requests();
+    assert_eq!(back.unconsumed_requests(), 3);
+    assert!(back.next_request().expect("ok").is_some());
+    assert_eq!(back.unconsumed_requests(), 2);
+    assert!(back.has_unconsumed_requests());
+}
+
+#[test]
 fn attach_starts_at_published_response_index() {
     let (mut front, mut back) = blkif_pair(2, 0xdead_beef);
     assert_eq!(back.state().request_consumer, RingIndex(0xdead_beef));
