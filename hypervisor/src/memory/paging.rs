@@ -332,7 +332,38 @@ impl<K: TableKind> PageTables<K> {
             leaf_bits: flags.bits() | K::ALWAYS_SET,
             table_bits: PageFlags::WRITABLE.bits() | K::ALWAYS_SET,
             largest,
+            leaves: true,
         };
+        self.build(memory, &request)
+    }
+
+    /// Allocates every table a later [`map`](Self::map) of the same range
+    /// with the same `largest` will need, and maps nothing: that later map
+    /// then only writes leaf entries and cannot run out of frames. For
+    /// memory that is mapped on first use. Fails as `map` would.
+    pub fn prepare(
+        &self,
+        memory: &mut impl TableMemory,
+        input: K::Input,
+        physical: HostPhysAddr,
+        len: u64,
+        largest: PageSize,
+    ) -> Result<(), MapError> {
+        let request = Request {
+            input: K::raw(input),
+            physical: physical.raw(),
+            len,
+            leaf_bits: K::ALWAYS_SET,
+            table_bits: PageFlags::WRITABLE.bits() | K::ALWAYS_SET,
+            largest,
+            leaves: false,
+        };
+        self.build(memory, &request)
+    }
+
+    /// [`map`](Self::map), writing the leaves only when the request says.
+    fn build(&self, memory: &mut impl TableMemory, request: &Request) -> Result<(), MapError> {
+        let len = request.len;
         if len == 0 {
             return Ok(());
         }
@@ -353,7 +384,7 @@ impl<K: TableKind> PageTables<K> {
         if any_leaf(memory, self.root, ROOT_LEVEL, request.input, len) {
             return Err(MapError::AlreadyMapped);
         }
-        map_level(memory, self.root, ROOT_LEVEL, &request)
+        map_level(memory, self.root, ROOT_LEVEL, request)
     }
 
     /// What `input` maps to, or `None` if it is not mapped.
@@ -507,6 +538,8 @@ struct Request {
     leaf_bits: u64,
     table_bits: u64,
     largest: PageSize,
+    /// Whether to write the leaves, or only the tables above them.
+    leaves: bool,
 }
 
 /// Bytes one entry at `level` covers.
@@ -590,8 +623,10 @@ fn map_level(
         // A whole entry, physically aligned, with no table under it yet
         // (a table there means smaller pages were mapped nearby).
         if leaf_size.is_some() && !present && chunk == span && physical.is_multiple_of(span) {
-            let size_bit = if level > 1 { PAGE_SIZE_BIT } else { 0 };
-            memory.write_entry(table, index, physical | request.leaf_bits | size_bit);
+            if request.leaves {
+                let size_bit = if level > 1 { PAGE_SIZE_BIT } else { 0 };
+                memory.write_entry(table, index, physical | request.leaf_bits | size_bit);
+            }
         } else if level == 1 || (present && is_leaf(entry, level)) {
             return Err(MapError::AlreadyMapped);
         } else {
@@ -1419,6 +1454,74 @@ mod tests {
                 .unwrap()
                 .physical,
             HostPhysAddr(0x9000)
+        );
+    }
+
+    #[test]
+    fn prepared_ranges_map_later_without_new_tables() {
+        let mut memory = FakeTables::new();
+        let tables = NestedPageTables::new_root(&mut memory).unwrap();
+        // A large-page stretch, one at a 4 KiB-aligned host address (small
+        // pages), and one in another GiB.
+        let ranges = [
+            (0, 0x4000_0000, 4 * MIB),
+            (4 * MIB, 0x5000_1000, 2 * MIB),
+            (GIB, 0x6000_0000, 2 * MIB),
+        ];
+        for (input, physical, len) in ranges {
+            tables
+                .prepare(
+                    &mut memory,
+                    GuestPhysAddr(input),
+                    HostPhysAddr(physical),
+                    len,
+                    PageSize::Large,
+                )
+                .unwrap();
+            assert_eq!(tables.translate(&memory, GuestPhysAddr(input)), None);
+        }
+        assert!(
+            memory
+                .all_present_entries()
+                .iter()
+                .all(|entry| entry & PAGE_SIZE_BIT == 0),
+            "tables only, no leaves"
+        );
+        // Root, one level-3, one level-2 per GiB, one level-1 table.
+        let prepared = memory.frames.len();
+        assert_eq!(prepared, 5);
+        memory.limit = prepared;
+        for (input, physical, len) in ranges {
+            tables
+                .map(
+                    &mut memory,
+                    GuestPhysAddr(input),
+                    HostPhysAddr(physical),
+                    len,
+                    PageFlags::WRITABLE,
+                    PageSize::Large,
+                )
+                .unwrap();
+        }
+        let large = tables
+            .translate(&memory, GuestPhysAddr(2 * MIB + 8))
+            .unwrap();
+        assert_eq!(large.size, PageSize::Large);
+        assert_eq!(large.physical, HostPhysAddr(0x4020_0008));
+        let small = tables.translate(&memory, GuestPhysAddr(5 * MIB)).unwrap();
+        assert_eq!(small.size, PageSize::Small);
+        assert_eq!(small.physical, HostPhysAddr(0x5010_1000));
+        assert!(tables.translate(&memory, GuestPhysAddr(GIB)).is_some());
+        // Preparing what is mapped fails as mapping it would.
+        assert_eq!(
+            tables.prepare(
+                &mut memory,
+                GuestPhysAddr(0),
+                HostPhysAddr(0x4000_0000),
+                PAGE_SIZE,
+                PageSize::Large
+            ),
+            Err(MapError::AlreadyMapped)
         );
     }
 
