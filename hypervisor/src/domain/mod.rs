@@ -12,7 +12,7 @@ use core::fmt;
 use xenolith_abi::domain::DomainId;
 use xenolith_abi::sched::ShutdownReason;
 
-pub use ram::{Extent, GuestRam};
+pub use ram::{Backing, GuestRam, Scrub};
 
 use crate::event_channel::{EventChannels, Limits, Port};
 use crate::grant_table::{GrantTable, GrantTableLimits, Maptrack};

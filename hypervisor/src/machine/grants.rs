@@ -5,7 +5,7 @@
 use alloc::collections::BTreeMap;
 use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
-use hypervisor::domain::DomainTable;
+use hypervisor::domain::{DomainTable, GuestRam};
 use hypervisor::grant_table::{
     self, Access, CopyPlan, GrantCaller, GrantEntryMemory, GrantHost, GrantOutcome, GrantTable,
     MapAction, Mapping,
@@ -17,7 +17,7 @@ use xenolith_abi::domain::DomainId;
 use xenolith_abi::grant_table::GrantStatus;
 use xenolith_abi::hypercall::HypercallArgs;
 
-use super::guest_memory::{GuestView, RamAccess};
+use super::guest_memory::{GuestView, IdentityScrub, RamAccess};
 use super::{GuestHardware, Machine, Next, VcpuRef};
 use crate::hw::memory::{self as physical, ChargedTableFrames, TableFrames};
 
@@ -57,11 +57,21 @@ pub struct Host<'a> {
     pub domains: &'a mut DomainTable,
     pub hardware: &'a mut BTreeMap<DomainId, GuestHardware>,
     pub frames: &'a mut FrameAllocator,
+    /// The calling domain's RAM map, taken out of its entry while the
+    /// caller's own view of its memory borrows it too.
+    pub caller_ram: Option<(DomainId, &'a GuestRam)>,
 }
 
 impl Host<'_> {
+    fn ram(&self, domain: DomainId) -> Option<&GuestRam> {
+        match self.caller_ram {
+            Some((caller, ram)) if caller == domain => Some(ram),
+            _ => self.domains.get(domain).ok().map(|entry| &entry.ram),
+        }
+    }
+
     fn ram_frame(&self, domain: DomainId, frame: u64) -> Option<HostPhysAddr> {
-        self.domains.get(domain).ok()?.ram.host_frame(frame)
+        self.ram(domain)?.host_frame(frame, &IdentityScrub)
     }
 }
 
@@ -106,13 +116,16 @@ impl GrantHost for Host<'_> {
         let host = self
             .ram_frame(action.granter, action.granter_frame.0)
             .ok_or(GrantStatus::BadPage)?;
+        let over_ram = self
+            .ram(action.mapper)
+            .is_none_or(|ram| ram.contains(action.mapper_frame.0));
+        if over_ram {
+            return Err(GrantStatus::GeneralError);
+        }
         let mapper = self
             .domains
             .get_mut(action.mapper)
             .map_err(|_| GrantStatus::GeneralError)?;
-        if mapper.ram.host_frame(action.mapper_frame.0).is_some() {
-            return Err(GrantStatus::GeneralError);
-        }
         let nested = self
             .hardware
             .get(&action.mapper)
@@ -214,22 +227,22 @@ impl Machine<'_> {
         };
         let privileged = caller.privileged;
         let mut maptrack = core::mem::replace(&mut caller.maptrack, grant_table::Maptrack::new(0));
-        // The caller's RAM map, copied: grant operations never change it,
-        // and the host below needs every domain mutably.
-        let ram = caller.ram.clone();
-        let outcome = {
-            let Some(vcpu) = self
-                .hardware
-                .get(&domain)
-                .and_then(|hardware| hardware.vcpus.get(current.index))
-            else {
-                return Next::Switch;
-            };
-            let mut guest = GuestView::new(vcpu.vmcb, RamAccess { ram: &ram });
+        // The caller's RAM map, taken out while the op runs: the caller's
+        // view of its memory borrows it, and the host below needs every
+        // domain mutably (grant operations never change a RAM map). One
+        // map, not a copy: a copy would lose track of what was zeroed.
+        let ram = core::mem::take(&mut caller.ram);
+        let guest = self
+            .hardware
+            .get(&domain)
+            .and_then(|hardware| hardware.vcpus.get(current.index))
+            .map(|vcpu| GuestView::new(vcpu.vmcb, RamAccess { ram: &ram }));
+        let outcome = guest.map(|mut guest| {
             let mut host = Host {
                 domains: &mut self.domains,
                 hardware: &mut self.hardware,
                 frames: &mut self.frames,
+                caller_ram: Some((domain, &ram)),
             };
             grant_table::grant_table_op(
                 args,
@@ -238,11 +251,12 @@ impl Machine<'_> {
                 &mut maptrack,
                 &mut host,
             )
-        };
+        });
         if let Ok(caller) = self.domains.get_mut(domain) {
             caller.maptrack = maptrack;
+            caller.ram = ram;
         }
-        let Some(vcpu) = self.vcpu_mut(current) else {
+        let (Some(outcome), Some(vcpu)) = (outcome, self.vcpu_mut(current)) else {
             return Next::Switch;
         };
         match outcome {
@@ -270,6 +284,7 @@ impl Machine<'_> {
                 domains: &mut self.domains,
                 hardware: &mut self.hardware,
                 frames: &mut self.frames,
+                caller_ram: None,
             };
             grant_table::shared_frame_for_physmap(&mut host, domain, index)?
         };

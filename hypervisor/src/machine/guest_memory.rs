@@ -2,13 +2,28 @@
 //! the domain's RAM map (host frames are identity-mapped in the
 //! hypervisor), guest-virtual through the vCPU's own page tables.
 
-use hypervisor::domain::GuestRam;
+use hypervisor::domain::{GuestRam, Scrub};
 use hypervisor::hypercall::{GuestAccess, GuestFault};
 use hypervisor::memory::guest_walk::{
     self, Access, GuestMemoryError, GuestPhysicalMemory, PagingMode,
 };
-use hypervisor::memory::{GuestPhysAddr, GuestVirtAddr, PAGE_SIZE};
+use hypervisor::memory::{GuestPhysAddr, GuestVirtAddr, HostRange, PAGE_SIZE};
 use hypervisor::svm::vmcb::{Vmcb, save};
+
+use crate::hw::memory as physical;
+
+/// Zeroes a domain's RAM frames through the identity map the first time
+/// its RAM map resolves them.
+pub struct IdentityScrub;
+
+impl Scrub for IdentityScrub {
+    fn zero(&self, range: HostRange) {
+        // SAFETY: a RAM map only asks to zero its own extents' frames: RAM
+        // allocated to the domain, identity-mapped, and not yet mapped,
+        // written or handed out by anyone.
+        unsafe { physical::zero(range) };
+    }
+}
 
 /// Guest-physical access through a domain's RAM map.
 pub struct RamAccess<'a> {
@@ -36,7 +51,7 @@ impl RamAccess<'_> {
             );
             let host = self
                 .ram
-                .translate(current)
+                .translate(current, &IdentityScrub)
                 .ok_or(GuestMemoryError { address: current })?;
             let in_page = (PAGE_SIZE - current.page_offset()) as usize;
             let length = in_page.min(len - done);

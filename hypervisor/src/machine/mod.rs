@@ -23,7 +23,6 @@ use hypervisor::domain::{
 };
 use hypervisor::event_channel::Virq;
 use hypervisor::hypercall::{self, Caller, GuestAccess, Outcome};
-use hypervisor::memory::address::LARGE_PAGE_SIZE;
 use hypervisor::memory::frames::FrameAllocator;
 use hypervisor::memory::guest_walk::GuestPhysicalMemory;
 use hypervisor::memory::paging::{NestedPageTables, PageFlags, PageSize};
@@ -44,11 +43,11 @@ use xenolith_abi::hypercall::{HypercallArgs, HypercallNumber};
 use xenolith_abi::sched::ShutdownReason;
 
 use crate::dom0_loader::Dom0;
-use crate::hw::memory::{self as physical, TableFrames};
+use crate::hw::memory::{self as physical, ChargedTableFrames, TableFrames};
 use crate::hw::power::{self, StopReason};
 use crate::logger;
 use console::DomainConsole;
-use guest_memory::{GuestView, RamAccess};
+use guest_memory::{GuestView, IdentityScrub, RamAccess};
 use vcpu::{RunState, SharedMaps, Vcpu, allocate_zeroed};
 
 /// Ports the hypervisor keeps from Dom0: COM1 (its console), the 0xe9
@@ -467,10 +466,15 @@ impl<'a> Machine<'a> {
                 Next::Switch
             }
             VmExit::Vmmcall => self.hypercall(current),
-            VmExit::NestedPageFault { address, error } => self.crash(
-                current,
-                format_args!("touched {address:?} outside its memory (fault {error:#x})"),
-            ),
+            VmExit::NestedPageFault { address, error } => {
+                if self.first_touch(current.domain, address) {
+                    return Next::Resume;
+                }
+                self.crash(
+                    current,
+                    format_args!("touched {address:?} outside its memory (fault {error:#x})"),
+                )
+            }
             VmExit::Shutdown => self.crash(current, format_args!("triple fault")),
             VmExit::Exception {
                 vector, error_code, ..
@@ -961,8 +965,11 @@ impl<'a> Machine<'a> {
         Some(f(&mut view))
     }
 
-    /// Creates a paused PVH domain with zeroed RAM at guest-physical 0.
+    /// Creates a paused PVH domain with RAM at guest-physical 0. The RAM
+    /// is taken now but zeroed and mapped on first touch (`first_touch`,
+    /// and every hypervisor access through the RAM map).
     fn create_domain(&mut self, vcpus: u32, memory_pages: u64) -> Result<DomainId, Errno> {
+        let started = baremetal::cpu::rdtsc();
         let bytes = memory_pages * PAGE_SIZE;
         if bytes > self.frames.free_bytes() {
             return Err(Errno::ENOMEM);
@@ -995,10 +1002,14 @@ impl<'a> Machine<'a> {
         self.publish_wallclock(shared_info.start);
         match self.populate(id, vcpus, bytes) {
             Ok(()) => {
+                let micros = baremetal::cpu::rdtsc().wrapping_sub(started) * 1000
+                    / u64::from(self.tsc_khz.max(1));
                 info!(
-                    "created domain {} ({} MiB, {vcpus} vCPU)",
+                    "created domain {} ({} MiB, {vcpus} vCPU) in {}.{:03} ms",
                     id.0,
-                    bytes >> 20
+                    bytes >> 20,
+                    micros / 1000,
+                    micros % 1000
                 );
                 Ok(id)
             }
@@ -1009,61 +1020,34 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// Gives domain `id` its RAM (2 MiB pieces where possible), nested
-    /// tables and vCPUs.
+    /// Gives domain `id` its RAM (2 MiB pieces where possible, not zeroed
+    /// yet), the nested tables that RAM will be mapped with, and vCPUs.
     fn populate(&mut self, id: DomainId, vcpus: u32, bytes: u64) -> Result<(), Errno> {
-        let mut ram = GuestRam::default();
-        let mut done = 0;
-        while done < bytes {
-            let wanted = (bytes - done).min(LARGE_PAGE_SIZE);
-            let align = if wanted == LARGE_PAGE_SIZE {
-                LARGE_PAGE_SIZE
-            } else {
-                PAGE_SIZE
-            };
-            let piece = self
-                .frames
-                .allocate(wanted, align, HostPhysAddr(u64::MAX))
-                .or_else(|_| {
-                    self.frames.allocate(
-                        PAGE_SIZE.max(wanted.min(PAGE_SIZE)),
-                        PAGE_SIZE,
-                        HostPhysAddr(u64::MAX),
-                    )
-                });
-            let Ok(piece) = piece else {
-                Self::free_ram(&mut self.frames, ram);
-                return Err(Errno::ENOMEM);
-            };
-            // SAFETY: the frames were just allocated to this domain; a new
-            // guest must not see what their last owner left.
-            unsafe { physical::zero(piece) };
-            if ram.add(done / PAGE_SIZE, piece).is_err() {
-                let _ = self.frames.free(piece);
-                Self::free_ram(&mut self.frames, ram);
-                return Err(Errno::ENOMEM);
-            }
-            done += piece.len();
-        }
+        let mut ram =
+            GuestRam::allocate(&mut self.frames, bytes / PAGE_SIZE).map_err(|_| Errno::ENOMEM)?;
         let mut memory = TableFrames {
             frames: &mut self.frames,
         };
-        let nested = NestedPageTables::new_root(&mut memory).map_err(|_| Errno::ENOMEM)?;
-        for extent in ram.extents() {
-            let mapped = nested.map(
+        let Ok(nested) = NestedPageTables::new_root(&mut memory) else {
+            ram.release(&mut self.frames);
+            return Err(Errno::ENOMEM);
+        };
+        // Every table now, so that a first touch only writes a leaf and
+        // never fails for want of memory.
+        let prepared = ram.layout().try_for_each(|(gfn, host)| {
+            nested.prepare(
                 &mut memory,
-                GuestPhysAddr(extent.gfn * PAGE_SIZE),
-                extent.host.start,
-                extent.host.len(),
-                PageFlags::WRITABLE,
+                GuestPhysAddr(gfn * PAGE_SIZE),
+                host.start,
+                host.len(),
                 PageSize::Large,
-            );
-            if mapped.is_err() {
-                error!("nested tables for domain {}: out of frames", id.0);
-                Self::free_tables(&mut self.frames, nested);
-                Self::free_ram(&mut self.frames, ram);
-                return Err(Errno::ENOMEM);
-            }
+            )
+        });
+        if prepared.is_err() {
+            error!("nested tables for domain {}: out of frames", id.0);
+            Self::free_tables(&mut self.frames, nested);
+            ram.release(&mut self.frames);
+            return Err(Errno::ENOMEM);
         }
         let tsc_offset = baremetal::cpu::rdtsc().wrapping_neg();
         let asid = 2 + u32::from(id.0) % 14;
@@ -1096,10 +1080,45 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    fn free_ram(frames: &mut FrameAllocator, mut ram: GuestRam) {
-        for extent in ram.take_all() {
-            let _ = frames.free(extent.host);
+    /// A guest's first touch of a stretch of its RAM (a nested page fault
+    /// at `address`): the stretch is zeroed if nothing zeroed it yet and
+    /// mapped. False when `address` is not RAM or is mapped already (a
+    /// real fault).
+    fn first_touch(&mut self, domain: DomainId, address: GuestPhysAddr) -> bool {
+        let Some(nested) = self.hardware.get(&domain).map(|hardware| hardware.nested) else {
+            return false;
+        };
+        let Ok(entry) = self.domains.get_mut(domain) else {
+            return false;
+        };
+        let mut memory = ChargedTableFrames {
+            frames: &mut self.frames,
+            budget: &mut entry.table_budget,
+        };
+        if nested.translate(&memory, address).is_some() {
+            return false;
         }
+        let Some(backing) = entry.ram.backing(address.0 / PAGE_SIZE, &IdentityScrub) else {
+            return false;
+        };
+        // The tables were prepared at creation; only a stretch split since
+        // (a page ballooned out) may need a new one, charged to the guest.
+        let mapped = nested.map(
+            &mut memory,
+            GuestPhysAddr(backing.gfn * PAGE_SIZE),
+            backing.host.start,
+            backing.host.len(),
+            PageFlags::WRITABLE,
+            PageSize::Large,
+        );
+        if let Err(error) = mapped {
+            error!(
+                "domain {}: cannot map its RAM at {address:?}: {error}",
+                domain.0
+            );
+            return false;
+        }
+        true
     }
 
     fn free_tables(frames: &mut FrameAllocator, nested: NestedPageTables) {
@@ -1127,6 +1146,12 @@ impl<'a> Machine<'a> {
             self.unmap_from_dom0(id, gfn);
         }
         let mut entry = self.domains.remove(id).map_err(|_| Errno::ESRCH)?;
+        log::debug!(
+            "destroying domain {}: it touched {} of its {} MiB",
+            id.0,
+            ((entry.ram.pages() - entry.ram.unscrubbed_pages()) * PAGE_SIZE) >> 20,
+            (entry.ram.pages() * PAGE_SIZE) >> 20
+        );
         self.unschedule_domain(id);
         if self.fpu_owner.is_some_and(|owner| owner.domain == id) {
             self.fpu_owner = None;
@@ -1152,6 +1177,7 @@ impl<'a> Machine<'a> {
                 domains: &mut self.domains,
                 hardware: &mut self.hardware,
                 frames: &mut self.frames,
+                caller_ram: None,
             };
             hypervisor::grant_table::release_mappings(&mut maptrack, &mut host);
         }
@@ -1191,7 +1217,7 @@ impl<'a> Machine<'a> {
             }
             Self::free_tables(&mut self.frames, hardware.nested);
         }
-        Self::free_ram(&mut self.frames, core::mem::take(&mut entry.ram));
+        entry.ram.release(&mut self.frames);
         Ok(())
     }
 
@@ -1206,7 +1232,12 @@ impl<'a> Machine<'a> {
     ) -> Result<Vec<HostPhysAddr>, Errno> {
         let entry = self.domains.get(domain).map_err(|_| Errno::ESRCH)?;
         let frames: Vec<HostPhysAddr> = (gfn..gfn + u64::from(count))
-            .map(|frame| entry.ram.host_frame(frame).ok_or(Errno::EINVAL))
+            .map(|frame| {
+                entry
+                    .ram
+                    .host_frame(frame, &IdentityScrub)
+                    .ok_or(Errno::EINVAL)
+            })
             .collect::<Result<_, _>>()?;
         let dom0_nested = self
             .hardware

@@ -15,7 +15,7 @@ use xenolith_abi::errno::Errno;
 use xenolith_abi::hypercall::{HypercallArgs, HypercallNumber};
 use xenolith_abi::sched;
 
-use super::guest_memory::{GuestView, RamAccess};
+use super::guest_memory::{GuestView, IdentityScrub, RamAccess};
 use super::shared::{GuestTimeRecord, SharedPages, TIME_OFFSET, TimeRecord, store};
 use super::vcpu::RunState;
 use super::{Machine, Next, VcpuRef};
@@ -197,11 +197,11 @@ impl Machine<'_> {
                 let buffer = u64_at(&request, 8);
                 let entry = self.domains.get(current.domain).map_err(|_| Errno::ESRCH)?;
                 let mut map: Vec<(u64, u64)> = Vec::new();
-                for extent in entry.ram.extents() {
-                    let start = extent.gfn * PAGE_SIZE;
+                for (gfn, host) in entry.ram.layout() {
+                    let start = gfn * PAGE_SIZE;
                     match map.last_mut() {
-                        Some(last) if last.0 + last.1 == start => last.1 += extent.host.len(),
-                        _ => map.push((start, extent.host.len())),
+                        Some(last) if last.0 + last.1 == start => last.1 += host.len(),
+                        _ => map.push((start, host.len())),
                     }
                 }
                 if map.len() > capacity {
@@ -284,10 +284,7 @@ impl Machine<'_> {
         let Ok(entry) = self.domains.get_mut(domain) else {
             return false;
         };
-        if entry.ram.pages() >= entry.max_pages
-            || entry.ram.host_frame(gfn).is_some()
-            || gfn >= (1 << 36)
-        {
+        if entry.ram.pages() >= entry.max_pages || entry.ram.contains(gfn) || gfn >= (1 << 36) {
             return false;
         }
         let Ok(frame) = self
@@ -487,7 +484,10 @@ impl Machine<'_> {
                 if entry.vcpus[target].vcpu_info.is_some() {
                     return Err(Errno::EBUSY);
                 }
-                let frame = entry.ram.host_frame(gfn).ok_or(Errno::EINVAL)?;
+                let frame = entry
+                    .ram
+                    .host_frame(gfn, &IdentityScrub)
+                    .ok_or(Errno::EINVAL)?;
                 let address = HostPhysAddr(frame.0 + offset);
                 // Start from the legacy slot's contents, then force a
                 // (harmless) upcall so nothing pending is missed.
