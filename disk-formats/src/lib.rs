@@ -1,5 +1,182 @@
 //! Guest disk image formats served by blkback and the host tool: raw and qcow2.
+//!
+//! Formats sit on a byte-addressed [`Storage`] (a Dom0 volume, a host file,
+//! or the in-memory fake) and present a [`DiskImage`]: the virtual disk a
+//! guest sees. Nothing here does I/O except through those traits, so the
+//! same code runs in Dom0 (`no_std`), in the host tool and under the fuzzer.
+//!
+//! Image bytes are untrusted: a hostile image yields an [`ImageError`], never
+//! a panic, an out-of-bounds access or an allocation it chose the size of
+//! beyond fixed limits.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+
+mod backing;
+mod error;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fake;
+pub mod qcow2;
+mod raw;
+mod storage;
+
+pub use backing::{BackingFormat, BackingReference, BackingResolver, MAX_BACKING_DEPTH, NoBacking};
+pub use error::{ImageError, MetadataKind, Qcow2Error};
+pub use qcow2::{CreateOptions, OpenOptions, Qcow2};
+pub use raw::Raw;
+pub use storage::{Storage, StorageError, StorageOffset};
+
+use alloc::boxed::Box;
+
+/// Bytes in a sector, the unit blkif requests address.
+pub const SECTOR_SIZE: u64 = 512;
+
+/// A byte offset in the virtual disk a guest sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DiskOffset(pub u64);
+
+/// A 512-byte sector number in the virtual disk a guest sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sector(pub u64);
+
+impl Sector {
+    /// The sector's first byte, or `None` when that does not fit in 64 bits.
+    pub fn byte_offset(self) -> Option<DiskOffset> {
+        self.0.checked_mul(SECTOR_SIZE).map(DiskOffset)
+    }
+}
+
+/// A virtual disk as blkback serves it: byte-addressed reads and writes
+/// inside `virtual_size`, flush, and optionally discard.
+pub trait DiskImage {
+    /// The size of the virtual disk in bytes.
+    fn virtual_size(&self) -> u64;
+
+    /// Whether writes and discards are refused.
+    fn is_read_only(&self) -> bool;
+
+    /// Fills `buffer` from the virtual disk at `offset`.
+    fn read(&mut self, offset: DiskOffset, buffer: &mut [u8]) -> Result<(), ImageError>;
+
+    /// Writes `data` to the virtual disk at `offset`.
+    fn write(&mut self, offset: DiskOffset, data: &[u8]) -> Result<(), ImageError>;
+
+    /// Makes every completed write durable.
+    fn flush(&mut self) -> Result<(), ImageError>;
+
+    /// Whether [`DiskImage::discard`] may release space.
+    fn supports_discard(&self) -> bool {
+        false
+    }
+
+    /// Says the guest no longer needs `length` bytes at `offset`; what they
+    /// read afterwards is unspecified (zeros or the old data). The default
+    /// does nothing, which is always correct.
+    fn discard(&mut self, offset: DiskOffset, length: u64) -> Result<(), ImageError> {
+        check_range(self.virtual_size(), offset, length)?;
+        if self.is_read_only() {
+            return Err(ImageError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// Reads whole sectors starting at `first`; `buffer` must be a multiple
+    /// of [`SECTOR_SIZE`] long.
+    fn read_sectors(&mut self, first: Sector, buffer: &mut [u8]) -> Result<(), ImageError> {
+        let offset = sector_request(first, buffer.len())?;
+        self.read(offset, buffer)
+    }
+
+    /// Writes whole sectors starting at `first`; `data` must be a multiple of
+    /// [`SECTOR_SIZE`] long.
+    fn write_sectors(&mut self, first: Sector, data: &[u8]) -> Result<(), ImageError> {
+        let offset = sector_request(first, data.len())?;
+        self.write(offset, data)
+    }
+}
+
+impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
+    fn virtual_size(&self) -> u64 {
+        (**self).virtual_size()
+    }
+    fn is_read_only(&self) -> bool {
+        (**self).is_read_only()
+    }
+    fn read(&mut self, offset: DiskOffset, buffer: &mut [u8]) -> Result<(), ImageError> {
+        (**self).read(offset, buffer)
+    }
+    fn write(&mut self, offset: DiskOffset, data: &[u8]) -> Result<(), ImageError> {
+        (**self).write(offset, data)
+    }
+    fn flush(&mut self) -> Result<(), ImageError> {
+        (**self).flush()
+    }
+    fn supports_discard(&self) -> bool {
+        (**self).supports_discard()
+    }
+    fn discard(&mut self, offset: DiskOffset, length: u64) -> Result<(), ImageError> {
+        (**self).discard(offset, length)
+    }
+}
+
+/// The image formats this crate reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// The virtual disk byte for byte.
+    Raw,
+    /// QEMU copy-on-write, version 2 or 3.
+    Qcow2,
+}
+
+/// Guesses a format from the first bytes of an image: the qcow2 magic, or
+/// raw. Only for images whose format is not recorded elsewhere: a guest can
+/// write the qcow2 magic into a raw image's first sector.
+pub fn probe_format<S: Storage>(storage: &mut S) -> Result<ImageFormat, ImageError> {
+    let mut magic = [0u8; 4];
+    if storage.len() < magic.len() as u64 {
+        return Ok(ImageFormat::Raw);
+    }
+    storage.read_at(StorageOffset(0), &mut magic)?;
+    if magic == qcow2::MAGIC {
+        Ok(ImageFormat::Qcow2)
+    } else {
+        Ok(ImageFormat::Raw)
+    }
+}
+
+/// Opens `storage` as an image of `format`, boxed for blkback.
+pub fn open_image<S: Storage + 'static>(
+    storage: S,
+    format: ImageFormat,
+    options: OpenOptions,
+    resolver: &mut dyn BackingResolver,
+) -> Result<Box<dyn DiskImage>, ImageError> {
+    Ok(match format {
+        ImageFormat::Raw => Box::new(Raw::new(storage, options.read_only)),
+        ImageFormat::Qcow2 => Box::new(Qcow2::open(storage, options, resolver)?),
+    })
+}
+
+/// Checks that `length` bytes at `offset` lie inside a disk of `size` bytes.
+pub(crate) fn check_range(size: u64, offset: DiskOffset, length: u64) -> Result<(), ImageError> {
+    match offset.0.checked_add(length) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(ImageError::OutOfRange {
+            offset: offset.0,
+            length,
+            size,
+        }),
+    }
+}
+
+fn sector_request(first: Sector, length: usize) -> Result<DiskOffset, ImageError> {
+    if !(length as u64).is_multiple_of(SECTOR_SIZE) {
+        return Err(ImageError::UnalignedSectorRequest { length });
+    }
+    first.byte_offset().ok_or(ImageError::OutOfRange {
+        offset: u64::MAX,
+        length: length as u64,
+        size: 0,
+    })
+}
