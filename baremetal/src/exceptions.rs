@@ -165,7 +165,10 @@ extern "C" fn baremetal_exception_dispatch(frame: &mut ExceptionFrame) {
 }
 
 // One 16-byte stub per vector. Vectors where the CPU pushes an error code
-// (8, 10-14, 17, 21, 29, 30: bit mask 0x60227d00) skip the dummy push.
+// (8, 10-14, 17, 21, 29, 30: bit mask 0x60227d00) skip the dummy push. The
+// mask is tested for exceptions only: the assembler shifts modulo 64, so
+// without the `< 32` guard interrupt vectors such as 0x48 or 0x51 would
+// lose their dummy push and return through a misaligned frame.
 core::arch::global_asm!(
     r#"
     .section .text.baremetal_isr, "ax"
@@ -175,8 +178,13 @@ baremetal_isr_stubs:
     .set baremetal_vector, 0
     .rept 256
     .p2align 4
+    .if baremetal_vector < 32
     .if (0x60227d00 >> baremetal_vector) & 1
     pushq $baremetal_vector
+    .else
+    pushq $0
+    pushq $baremetal_vector
+    .endif
     .else
     pushq $0
     pushq $baremetal_vector
