@@ -13,6 +13,41 @@ pub const HYPERCALL: u64 = 36;
 pub const VERSION: u32 = 0x5843_0001;
 /// Size of a request.
 pub const REQUEST_SIZE: usize = 144;
+
+/// A request as it travels between Dom0 and the hypervisor.
+pub type Request = [u8; REQUEST_SIZE];
+
+/// The little-endian u32 at `offset` (0 where the request ends).
+pub fn u32_at(request: &Request, offset: usize) -> u32 {
+    let mut bytes = [0; 4];
+    if let Some(field) = request.get(offset..offset.saturating_add(4)) {
+        bytes.copy_from_slice(field);
+    }
+    u32::from_le_bytes(bytes)
+}
+
+/// The little-endian u64 at `offset` (0 where the request ends).
+pub fn u64_at(request: &Request, offset: usize) -> u64 {
+    let mut bytes = [0; 8];
+    if let Some(field) = request.get(offset..offset.saturating_add(8)) {
+        bytes.copy_from_slice(field);
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// Writes `value` at `offset` (nothing where the request ends).
+pub fn put_u32(request: &mut Request, offset: usize, value: u32) {
+    if let Some(field) = request.get_mut(offset..offset.saturating_add(4)) {
+        field.copy_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// Writes `value` at `offset` (nothing where the request ends).
+pub fn put_u64(request: &mut Request, offset: usize, value: u64) {
+    if let Some(field) = request.get_mut(offset..offset.saturating_add(8)) {
+        field.copy_from_slice(&value.to_le_bytes());
+    }
+}
 /// Offset of the payload.
 pub const PAYLOAD: usize = 16;
 

@@ -7,37 +7,17 @@ use xenolith_abi::domain::DomainId;
 
 use crate::hypercall;
 
-type Request = [u8; abi::REQUEST_SIZE];
+use abi::{Request, put_u32, put_u64, u32_at, u64_at};
 
 /// A negative Xen errno.
 pub type Errno = i64;
 
 fn request(cmd: u32, domain: DomainId) -> Request {
     let mut request = [0u8; abi::REQUEST_SIZE];
-    request[0..4].copy_from_slice(&cmd.to_le_bytes());
-    request[4..8].copy_from_slice(&abi::VERSION.to_le_bytes());
+    put_u32(&mut request, 0, cmd);
+    put_u32(&mut request, 4, abi::VERSION);
     request[8..10].copy_from_slice(&domain.0.to_le_bytes());
     request
-}
-
-fn put_u32(request: &mut Request, offset: usize, value: u32) {
-    request[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
-}
-
-fn put_u64(request: &mut Request, offset: usize, value: u64) {
-    request[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
-}
-
-fn u32_at(request: &Request, offset: usize) -> u32 {
-    let mut bytes = [0; 4];
-    bytes.copy_from_slice(&request[offset..offset + 4]);
-    u32::from_le_bytes(bytes)
-}
-
-fn u64_at(request: &Request, offset: usize) -> u64 {
-    let mut bytes = [0; 8];
-    bytes.copy_from_slice(&request[offset..offset + 8]);
-    u64::from_le_bytes(bytes)
 }
 
 fn domain_at(request: &Request) -> DomainId {

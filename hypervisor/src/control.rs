@@ -59,19 +59,8 @@ pub enum Command {
 }
 
 /// The raw request, as Dom0 wrote it.
-pub type Request = [u8; abi::REQUEST_SIZE];
-
-fn u32_at(request: &Request, offset: usize) -> u32 {
-    let mut bytes = [0; 4];
-    bytes.copy_from_slice(&request[offset..offset + 4]);
-    u32::from_le_bytes(bytes)
-}
-
-fn u64_at(request: &Request, offset: usize) -> u64 {
-    let mut bytes = [0; 8];
-    bytes.copy_from_slice(&request[offset..offset + 8]);
-    u64::from_le_bytes(bytes)
-}
+pub use abi::Request;
+use abi::{u32_at, u64_at};
 
 /// Most memory a guest may ask for at creation (64 GiB).
 pub const MAX_MEMORY_KIB: u64 = 64 * 1024 * 1024;
