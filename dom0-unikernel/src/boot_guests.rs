@@ -9,7 +9,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use config::{ApplianceConfig, DomainConfig, ShutdownAction};
+use config::{ApplianceConfig, DomainConfig, ShutdownAction, Warning};
 use dom0::start_info::{Module, StartInfo};
 use log::{error, warn};
 
@@ -42,7 +42,10 @@ pub fn define(info: &StartInfo, toolstack: &mut Toolstack) -> Vec<usize> {
                     .collect();
                 match guest_config(name, module_bytes(module), &files) {
                     Ok(definition) => defined.push(toolstack.define(definition)),
-                    Err(why) => error!("dom0: {name}: {why}"),
+                    Err(why) => {
+                        error!("dom0: {why}");
+                        toolstack.outcomes.failed += 1;
+                    }
                 }
             }
             ("linux", line) => {
@@ -58,18 +61,21 @@ pub fn define(info: &StartInfo, toolstack: &mut Toolstack) -> Vec<usize> {
                 };
                 match linux(name, module_bytes(module), line, initrd) {
                     Ok(definition) => defined.push(toolstack.define(definition)),
-                    Err(why) => error!("dom0: linux module: {why}"),
+                    Err(why) => {
+                        error!("dom0: linux module: {why}");
+                        toolstack.outcomes.failed += 1;
+                    }
                 }
             }
             ("appliance-config", name) => {
                 match ApplianceConfig::parse_bytes(module_bytes(module)) {
                     Ok(config) => {
                         for warning in &config.warnings {
-                            warn!("dom0: {name}:{warning}");
+                            warn!("dom0: {}", warning_in(name, warning));
                         }
                         appliance = Some(config);
                     }
-                    Err(error) => error!("dom0: {name}:{error}"),
+                    Err(error) => error!("dom0: {}", error_in(name, &error)),
                 }
             }
             _ => {}
@@ -91,10 +97,27 @@ pub fn define(info: &StartInfo, toolstack: &mut Toolstack) -> Vec<usize> {
         .collect()
 }
 
+/// `FILE:LINE:COLUMN: message`, or `FILE: message` without a position.
+fn error_in(file: &str, error: &config::Error) -> String {
+    match error.position {
+        Some(_) => format!("{file}:{error}"),
+        None => format!("{file}: {error}"),
+    }
+}
+
+/// As [`error_in`], for a warning.
+fn warning_in(file: &str, warning: &Warning) -> String {
+    match warning.position {
+        Some(_) => format!("{file}:{warning}"),
+        None => format!("{file}: {warning}"),
+    }
+}
+
+/// A guest definition from an xl.cfg module; errors name the file.
 fn guest_config(name: &str, text: &[u8], files: &[&Module]) -> Result<GuestDefinition, String> {
-    let config = DomainConfig::parse_bytes(text).map_err(|error| format!("{error}"))?;
+    let config = DomainConfig::parse_bytes(text).map_err(|error| error_in(name, &error))?;
     for warning in &config.warnings {
-        warn!("dom0: {name}:{warning}");
+        warn!("dom0: {}", warning_in(name, warning));
     }
     GuestDefinition::from_config(name, &config, |value| {
         files
@@ -102,6 +125,7 @@ fn guest_config(name: &str, text: &[u8], files: &[&Module]) -> Result<GuestDefin
             .find(|module| split(module).1 == value)
             .map(|module| module_bytes(module))
     })
+    .map_err(|why| format!("{name}: {why}"))
 }
 
 fn linux(

@@ -142,7 +142,7 @@ fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::E
         }
     }
     let interactive = !(options.poweroff || options.exit_when_idle);
-    let mut management = management::Management::new();
+    let mut management = management::Management::new(interactive);
     let mut had_guests = toolstack.guests().next().is_some();
     loop {
         let ports = toolstack.ports();

@@ -21,20 +21,25 @@ use crate::toolstack::{GuestState, Toolstack};
 pub struct Management {
     editor: LineEditor,
     attached: Option<DomainId>,
+    /// An operator is expected: show the prompt (not under `poweroff` or
+    /// `exit-when-idle`, where the serial line is a log; typed commands
+    /// still run).
+    interactive: bool,
 }
 
 impl Management {
-    pub fn new() -> Self {
+    pub fn new(interactive: bool) -> Self {
         Self {
             editor: LineEditor::new(),
             attached: None,
+            interactive,
         }
     }
 
     /// Shows the prompt, with what was typed so far, unless it is the
     /// last thing on the screen already.
     pub fn prompt(&mut self) {
-        if !console::prompt_shown() && self.attached.is_none() {
+        if self.interactive && !console::prompt_shown() && self.attached.is_none() {
             console::write_raw(format!("{PROMPT}{}", self.editor.line()).as_bytes());
             console::set_prompt_shown();
         }

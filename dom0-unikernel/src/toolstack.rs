@@ -194,9 +194,10 @@ impl Toolstack {
             .cloned()
             .ok_or("no such definition")?;
         if self.find_guest(&definition.name).is_some() {
+            self.outcomes.failed += 1;
             return Err(format!(
-                "a guest named {:?} already exists",
-                definition.name
+                "{}: a guest named {:?} already exists",
+                definition.source, definition.name
             ));
         }
         let result = self.build(index, &definition);

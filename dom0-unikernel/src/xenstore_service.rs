@@ -185,13 +185,21 @@ impl XenstoreService {
     fn send_all(&mut self) -> bool {
         let mut moved = false;
         let mut buffer = [0u8; 1024];
-        for ring in self.rings.values_mut() {
+        for (domain, ring) in &mut self.rings {
             if ring.broken {
                 continue;
             }
-            let Ok(space) = XENSTORE_RESPONSES.space(&ring.page) else {
-                ring.broken = true;
-                continue;
+            let space = match XENSTORE_RESPONSES.space(&ring.page) {
+                Ok(space) => space,
+                Err(bad) => {
+                    warn!(
+                        "dom0: xenstore: domain {} corrupted its ring indices ({bad:?}); not serving it",
+                        domain.0
+                    );
+                    ring.page.store(RING_ERROR, ERROR_RING_INDEX);
+                    ring.broken = true;
+                    continue;
+                }
             };
             if space == 0 {
                 continue;
