@@ -144,6 +144,9 @@ pub enum Qcow2Error {
     RefcountTableFull,
     /// A new cluster would land on existing metadata (refcounts are wrong).
     AllocationOverlapsMetadata(u64),
+    /// A cluster past the end of the file has a refcount: the refcounts
+    /// are wrong, and allocating there could hand out a cluster in use.
+    RefcountBeyondFile(u64),
     /// The image would grow beyond the largest file offset qcow2 addresses.
     ImageTooLarge,
     /// Creation options out of range (cluster bits, refcount order, size,
@@ -268,6 +271,12 @@ impl fmt::Display for Qcow2Error {
                 write!(
                     formatter,
                     "free cluster {offset:#x} overlaps metadata: refcounts wrong"
+                )
+            }
+            Self::RefcountBeyondFile(offset) => {
+                write!(
+                    formatter,
+                    "cluster {offset:#x} past the file's end has a refcount"
                 )
             }
             Self::ImageTooLarge => formatter.write_str("image would grow too large"),

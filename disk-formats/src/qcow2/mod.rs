@@ -531,6 +531,10 @@ impl<S: Storage> Qcow2<S> {
             }
             cluster += 1;
         }
+        // Past the end of the file every refcount must be zero.
+        if self.refcount(cluster)? != 0 {
+            return Err(Qcow2Error::RefcountBeyondFile(cluster * self.cluster_size).into());
+        }
         Ok(cluster)
     }
 
@@ -549,6 +553,23 @@ impl<S: Storage> Qcow2<S> {
             return Err(Qcow2Error::AllocationOverlapsMetadata(offset));
         }
         Ok(())
+    }
+
+    /// Checks a data cluster is safe to write in place: inside the file and
+    /// not metadata, which a hostile L2 entry could point at (QEMU refuses
+    /// such writes the same way).
+    fn check_data_cluster(&self, offset: u64) -> Result<(), Qcow2Error> {
+        if offset
+            .checked_add(self.cluster_size)
+            .is_none_or(|end| end > self.file_length())
+        {
+            return Err(Qcow2Error::MetadataOutsideFile(
+                MetadataKind::DataCluster,
+                offset,
+            ));
+        }
+        self.check_allocation(offset)
+            .map_err(|_| Qcow2Error::MetadataOverlap(MetadataKind::DataCluster, offset))
     }
 
     /// Allocates one host cluster with refcount one and returns its offset.
@@ -754,11 +775,7 @@ impl<S: Storage> Qcow2<S> {
                 offset,
                 copied: true,
             } => {
-                if offset + self.cluster_size > self.file_length() {
-                    return Err(
-                        Qcow2Error::MetadataOutsideFile(MetadataKind::DataCluster, offset).into(),
-                    );
-                }
+                self.check_data_cluster(offset)?;
                 self.storage
                     .write_at(StorageOffset(offset + within), data)?;
                 Ok(None)
@@ -775,11 +792,7 @@ impl<S: Storage> Qcow2<S> {
                 preallocated: Some(offset),
                 copied: true,
             } => {
-                if offset + self.cluster_size > self.file_length() {
-                    return Err(
-                        Qcow2Error::MetadataOutsideFile(MetadataKind::DataCluster, offset).into(),
-                    );
-                }
+                self.check_data_cluster(offset)?;
                 let mut cluster = vec![0u8; self.cluster_size as usize];
                 let start = within as usize;
                 if let Some(target) = cluster.get_mut(start..start + data.len()) {

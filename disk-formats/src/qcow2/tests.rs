@@ -874,6 +874,26 @@ fn hostile_tables_give_errors() {
         qcow2_error(image.write(DiskOffset(0), &[1]).unwrap_err()),
         Qcow2Error::MetadataOutsideFile(MetadataKind::DataCluster, 1 << 40)
     );
+    // An L2 entry pointing at its own table: written in place, the data
+    // would rewrite the mapping.
+    let mut image = open(MemoryStorage::from_bytes(
+        with(l2_offset, l2_offset | COPIED),
+        1 << 30,
+    ));
+    assert_eq!(
+        qcow2_error(image.write(DiskOffset(0), &[1]).unwrap_err()),
+        Qcow2Error::MetadataOverlap(MetadataKind::DataCluster, l2_offset)
+    );
+    // A refcount past the end of the file: the cluster may be in use.
+    let block = be64(&base, be64(&base, 48));
+    let end_cluster = base.len() as u64 / cluster;
+    let mut bytes = base.clone();
+    bytes[(block + end_cluster * 2) as usize + 1] = 1;
+    let mut image = open(MemoryStorage::from_bytes(bytes, 1 << 30));
+    assert_eq!(
+        qcow2_error(image.write(DiskOffset(cluster), &[1]).unwrap_err()),
+        Qcow2Error::RefcountBeyondFile(end_cluster * cluster)
+    );
     // A refcount table naming the header as a refcount block.
     let table = be64(&base, 48);
     let mut image = open(MemoryStorage::from_bytes(with(table, 0), 1 << 30));
