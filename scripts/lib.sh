@@ -68,6 +68,8 @@ XENOLITH_TOOLS=(
     "zstd zstd"
     # scripts/fetch-guest and scripts/bench build initramfs images.
     "cpio cpio"
+    # The disk-formats integration tests make and check images with qemu-img.
+    "qemu-img qemu-utils"
 )
 
 # missing_packages: print the Debian packages whose tool is missing, one a line.
