@@ -4,6 +4,7 @@
 
 pub mod exit;
 pub mod permissions;
+pub mod startup;
 pub mod vmcb;
 
 use core::fmt;

@@ -58,6 +58,16 @@ pub fn guest_cpuid(
             [eax, ebx, ecx, edx]
         }
         0x8000_000a => [0; 4], // SVM features
+        // Topology: the x2APIC id each vCPU's APIC reports (`2 · vcpu`),
+        // not the host CPU's, so that Linux's APs agree with the MADT.
+        0xb | 0x1f => {
+            let [eax, ebx, ecx, _] = host(leaf, subleaf);
+            [eax, ebx, ecx, context.vcpu_id * 2]
+        }
+        0x8000_001e => {
+            let [_, ebx, ecx, edx] = host(leaf, subleaf);
+            [context.vcpu_id * 2, ebx, ecx, edx]
+        }
         _ => host(leaf, subleaf),
     }
 }
@@ -134,6 +144,16 @@ mod tests {
         assert_ne!(flags & hvm_feature::VCPU_ID_PRESENT, 0);
         assert_eq!((vcpu, domain), (3, 7));
         assert_eq!(guest_cpuid(0x4000_0003, 0, &context(), epyc)[2], 2_000_000);
+    }
+
+    #[test]
+    fn topology_leaves_give_each_vcpu_its_apic_id() {
+        assert_eq!(guest_cpuid(0xb, 0, &context(), epyc)[3], 6);
+        assert_eq!(guest_cpuid(0xb, 1, &context(), epyc)[3], 6);
+        assert_eq!(guest_cpuid(0x1f, 0, &context(), epyc)[3], 6);
+        assert_eq!(guest_cpuid(0x8000_001e, 0, &context(), epyc)[0], 6);
+        // The rest of the leaf is the host's.
+        assert_eq!(guest_cpuid(0xb, 0, &context(), epyc)[1], 0x2222);
     }
 
     #[test]
