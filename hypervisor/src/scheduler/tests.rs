@@ -892,3 +892,125 @@ fn vcpus_spread_over_run_queues() {
     assert_eq!(queue.current(), Some(1));
     assert_eq!(scheduler.physical_cpus(), 2);
 }
+
+// --- Several vCPUs per domain on one pCPU ----------------------------------
+
+/// A vCPU as the machine names it: (domain, index).
+type DomainVcpu = (u16, u32);
+
+/// Drives one pCPU over `vcpus` for `duration_ns` as the machine's loop
+/// does: pick, run the slice (or less when `blocks_after` says the vCPU
+/// halts), account, block the halted. Returns CPU time per vCPU.
+fn run_domains(
+    scheduler: &mut Scheduler<DomainVcpu>,
+    start_ns: u64,
+    duration_ns: u64,
+    halts: &[DomainVcpu],
+) -> BTreeMap<DomainVcpu, u64> {
+    let mut usage = BTreeMap::new();
+    let mut now = start_ns;
+    while now < start_ns + duration_ns {
+        let decision = scheduler.pick(CPU0, at(now)).expect("pCPU 0");
+        let Some(vcpu) = decision.next else {
+            break;
+        };
+        let slice = decision.run_for_ns.unwrap_or(MILLISECOND);
+        let ran = if halts.contains(&vcpu) {
+            MICROSECOND
+        } else {
+            slice
+        };
+        now += ran;
+        *usage.entry(vcpu).or_insert(0) += ran;
+        scheduler.account(vcpu, ran, at(now)).expect("present");
+        if halts.contains(&vcpu) {
+            scheduler.block(vcpu, at(now)).expect("present");
+        }
+    }
+    usage
+}
+
+#[test]
+fn every_vcpu_of_every_domain_gets_its_share() {
+    let mut scheduler: Scheduler<DomainVcpu> =
+        Scheduler::new(1, 16, SchedulerConfig::default()).expect("valid");
+    for vcpu in [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (2, 3)] {
+        scheduler
+            .add(vcpu, DEFAULT_WEIGHT, None, at(0))
+            .expect("room");
+    }
+    let usage = run_domains(&mut scheduler, 0, SECOND, &[]);
+    // Seven busy vCPUs: a seventh of the CPU each, whichever domain.
+    for (vcpu, used) in &usage {
+        let share = *used as f64 / SECOND as f64;
+        assert!(
+            (share - 1.0 / 7.0).abs() < 0.02,
+            "{vcpu:?} got {share:.3} of the CPU"
+        );
+    }
+    assert_eq!(usage.len(), 7);
+}
+
+#[test]
+fn halted_vcpus_of_a_domain_do_not_run_and_its_others_do() {
+    let mut scheduler: Scheduler<DomainVcpu> =
+        Scheduler::new(1, 16, SchedulerConfig::default()).expect("valid");
+    for vcpu in [(0, 0), (1, 0), (1, 1)] {
+        scheduler
+            .add(vcpu, DEFAULT_WEIGHT, None, at(0))
+            .expect("room");
+    }
+    // Guest vCPU 1 idles (HLT): once blocked it is never picked.
+    let usage = run_domains(&mut scheduler, 0, SECOND, &[(1, 1)]);
+    assert!(usage.get(&(1, 1)).copied().unwrap_or(0) <= MICROSECOND);
+    assert_eq!(scheduler.state((1, 1)), Some(VcpuState::Blocked));
+    assert!(usage[&(0, 0)].abs_diff(usage[&(1, 0)]) <= 10 * MILLISECOND);
+    // An IPI wakes it: it runs at the next pick, ahead of the busy ones
+    // (it kept its credit while blocked).
+    let now = SECOND + 5 * MILLISECOND;
+    scheduler.wake((1, 1), at(now)).expect("present");
+    let mut next = None;
+    for step in 0..3 {
+        let at_ns = now + step * MILLISECOND;
+        let decision = scheduler.pick(CPU0, at(at_ns)).expect("pCPU 0");
+        let vcpu = decision.next.expect("someone runs");
+        if vcpu == (1, 1) {
+            next = Some(step);
+            break;
+        }
+        scheduler
+            .account(vcpu, MILLISECOND, at(at_ns + MILLISECOND))
+            .expect("present");
+    }
+    assert!(next.is_some(), "the woken vCPU runs within the rate limit");
+}
+
+#[test]
+fn application_processors_join_on_startup_and_leave_on_init() {
+    let mut scheduler: Scheduler<DomainVcpu> =
+        Scheduler::new(1, 16, SchedulerConfig::default()).expect("valid");
+    // The guest's bootstrap vCPU runs; its AP waits for a start-up IPI
+    // outside the scheduler.
+    scheduler
+        .add((1, 0), DEFAULT_WEIGHT, None, at(0))
+        .expect("room");
+    let before = run_domains(&mut scheduler, 0, 100 * MILLISECOND, &[]);
+    assert_eq!(before.keys().collect::<Vec<_>>(), [&(1, 0)]);
+    // SIPI: the AP is added and shares the CPU.
+    let start = 100 * MILLISECOND;
+    scheduler
+        .add((1, 1), DEFAULT_WEIGHT, None, at(start))
+        .expect("room");
+    let shared = run_domains(&mut scheduler, start, 100 * MILLISECOND, &[]);
+    assert!(shared[&(1, 1)] >= 40 * MILLISECOND);
+    assert!(shared[&(1, 0)] >= 40 * MILLISECOND);
+    // INIT (or HLT with interrupts off): the AP leaves and never runs.
+    let gone = 200 * MILLISECOND;
+    scheduler.remove((1, 1), at(gone)).expect("present");
+    let after = run_domains(&mut scheduler, gone, 100 * MILLISECOND, &[]);
+    assert_eq!(after.keys().collect::<Vec<_>>(), [&(1, 0)]);
+    // Destroy: every vCPU of the domain goes; the pCPU idles.
+    scheduler.remove((1, 0), at(gone)).expect("present");
+    assert!(scheduler.is_empty());
+    assert_eq!(scheduler.pick(CPU0, at(gone)).expect("pCPU 0").next, None);
+}
