@@ -8,8 +8,10 @@ use alloc::vec::Vec;
 
 use hypervisor::svm::vmcb::Event;
 use hypervisor::vlapic::{
-    self, Acknowledged, LapicAction, LapicConfig, Received, Vector, VirtualLapic, is_x2apic_msr,
+    self, Acknowledged, LapicAction, LapicConfig, RealModeEntry, Received, Vector, VirtualLapic,
+    is_x2apic_msr,
 };
+use log::info;
 use xenolith_abi::event_channel::VcpuId;
 
 use super::{Machine, Next, VcpuRef};
@@ -80,28 +82,58 @@ impl Machine<'_> {
             .enumerate()
             .filter_map(|(index, state)| state.lapic.as_ref().map(|lapic| (index, lapic)));
         let targets: Vec<usize> = vlapic::route(&ipi, lapics);
-        let mut woken = Vec::new();
+        let mut outcomes = Vec::new();
         for target in targets {
-            let Some(lapic) = entry
-                .vcpus
-                .get_mut(target)
-                .and_then(|state| state.lapic.as_mut())
-            else {
+            let Some(state) = entry.vcpus.get_mut(target) else {
                 continue;
             };
-            if matches!(
-                lapic.receive(ipi.message),
-                Received::Interrupt | Received::Nmi
-            ) {
-                woken.push(target);
+            let Some(lapic) = state.lapic.as_mut() else {
+                continue;
+            };
+            let received = lapic.receive(ipi.message);
+            if received == Received::WaitForStartup {
+                // Whatever it waited for, it waits for a SIPI now.
+                state.wait = None;
+                state.lapic_offered = None;
             }
+            outcomes.push((target, received));
         }
-        for index in woken {
-            self.wake(VcpuRef {
+        for (index, received) in outcomes {
+            let which = VcpuRef {
                 domain: from.domain,
                 index,
-            });
+            };
+            match received {
+                Received::Interrupt | Received::Nmi => self.wake(which),
+                Received::WaitForStartup => self.stop_for_startup(which),
+                Received::Start(entry) => self.start_application_processor(which, &entry),
+                Received::Ignored => {}
+            }
         }
+    }
+
+    /// INIT: the vCPU leaves the CPU until a start-up IPI.
+    fn stop_for_startup(&mut self, which: VcpuRef) {
+        log::debug!("d{}v{} INIT", which.domain.0, which.index);
+        if let Some(vcpu) = self.vcpu_mut(which) {
+            vcpu.wait_for_startup();
+        }
+        let now = self.now();
+        let _ = self.scheduler.remove(which, now);
+    }
+
+    /// A start-up IPI the vCPU accepted: it starts in real mode at the
+    /// trampoline and competes for the CPU.
+    fn start_application_processor(&mut self, which: VcpuRef, entry: &RealModeEntry) {
+        info!(
+            "domain {} starts vCPU {} at {:#x} (real mode)",
+            which.domain.0, which.index, entry.code_base.0
+        );
+        let Some(vcpu) = self.vcpu_mut(which) else {
+            return;
+        };
+        vcpu.start_in_real_mode(entry);
+        self.make_runnable(which);
     }
 
     /// The APIC interrupt to offer the vCPU at this entry, if any.

@@ -115,6 +115,10 @@ pub struct Machine<'a> {
     orphan_grant_tables: Vec<hypervisor::grant_table::GrantTable>,
     /// The vCPU whose FPU registers are loaded.
     fpu_owner: Option<VcpuRef>,
+    /// The vCPU that last ran under each ASID: a domain's vCPUs share
+    /// one (and domains share them beyond 14), so the TLB is flushed when
+    /// another vCPU takes an ASID over.
+    asid_users: BTreeMap<u32, VcpuRef>,
     crash_action: CrashAction,
     hypervisor_cmdline: &'a str,
     /// Bytes typed on the serial line, waiting for Dom0.
@@ -247,6 +251,7 @@ impl<'a> Machine<'a> {
             slice_end: 0,
             orphan_grant_tables: Vec::new(),
             fpu_owner: None,
+            asid_users: BTreeMap::new(),
             console_input: InputBuffer::new(),
             input_polling: InputPolling::new(),
         };
@@ -322,11 +327,24 @@ impl<'a> Machine<'a> {
                 None
             };
             let host_state = self.host_state;
-            let Some(vcpu) = self.vcpu_mut(current) else {
+            let Some(vcpu) = self
+                .hardware
+                .get_mut(&current.domain)
+                .and_then(|hardware| hardware.vcpus.get_mut(current.index))
+            else {
                 let _ = self.scheduler.remove(current, now);
                 continue;
             };
             vcpu.set_virtual_interrupt(upcall.or(device_vector).or(lapic_vector));
+            let asid = vcpu
+                .vmcb
+                .read_u32(hypervisor::svm::vmcb::control::GUEST_ASID);
+            if self.asid_users.insert(asid, current) != Some(current) {
+                vcpu.vmcb.write_u8(
+                    hypervisor::svm::vmcb::control::TLB_CONTROL,
+                    hypervisor::svm::vmcb::TLB_FLUSH_ALL,
+                );
+            }
             let started = baremetal::cpu::rdtsc();
             vcpu.run(host_state);
             if let Some(vector) = device_vector
@@ -365,6 +383,14 @@ impl<'a> Machine<'a> {
                 self.requeue(current);
             }
         }
+    }
+
+    /// Whether none of `domain`'s vCPUs can run again by itself: each
+    /// halted with interrupts off or waits for a start-up IPI.
+    fn all_vcpus_down(&self, domain: DomainId) -> bool {
+        self.hardware
+            .get(&domain)
+            .is_some_and(|hardware| vcpu::all_down(hardware.vcpus.iter().map(|vcpu| vcpu.state)))
     }
 
     fn vcpu_mut(&mut self, which: VcpuRef) -> Option<&mut Vcpu> {
@@ -458,11 +484,20 @@ impl<'a> Machine<'a> {
                     warn!("dom0 halted with interrupts disabled: it can never wake; powering off");
                     power::stop(StopReason::Poweroff);
                 }
-                info!(
-                    "domain {} halted all its vCPUs with interrupts off: powering it off",
-                    domain.0
-                );
-                self.shut_down(domain, ShutdownReason::Poweroff);
+                // Only INIT and a start-up IPI bring it back.
+                let now = self.now();
+                let _ = self.scheduler.remove(current, now);
+                // As Xen: the domain is off once no vCPU can run any more
+                // (all halted with interrupts off, or never started).
+                if self.all_vcpus_down(domain) {
+                    info!(
+                        "domain {} halted all its vCPUs with interrupts off: powering it off",
+                        domain.0
+                    );
+                    self.shut_down(domain, ShutdownReason::Poweroff);
+                } else {
+                    log::debug!("d{}v{} halted with interrupts off", domain.0, current.index);
+                }
                 Next::Switch
             }
             VmExit::Vmmcall => self.hypercall(current),
@@ -1052,14 +1087,20 @@ impl<'a> Machine<'a> {
         let tsc_offset = baremetal::cpu::rdtsc().wrapping_neg();
         let asid = 2 + u32::from(id.0) % 14;
         let vcpus = (0..vcpus)
-            .map(|_| {
-                Vcpu::new(
+            .map(|index| {
+                let mut vcpu = Vcpu::new(
                     &mut self.frames,
                     nested.root(),
                     self.guest_maps,
                     tsc_offset,
                     asid,
-                )
+                );
+                // Application processors wait for INIT and a start-up IPI
+                // from the guest (their APICs say so too).
+                if index > 0 {
+                    vcpu.wait_for_startup();
+                }
+                vcpu
             })
             .collect();
         if let Ok(entry) = self.domains.get_mut(id) {
@@ -1153,6 +1194,7 @@ impl<'a> Machine<'a> {
             (entry.ram.pages() * PAGE_SIZE) >> 20
         );
         self.unschedule_domain(id);
+        self.asid_users.retain(|_, user| user.domain != id);
         if self.fpu_owner.is_some_and(|owner| owner.domain == id) {
             self.fpu_owner = None;
         }

@@ -756,7 +756,14 @@ impl Machine<'_> {
             .get(&current.domain)
             .and_then(|hardware| hardware.vcpus.get(current.index))
             .is_some_and(|vcpu| vcpu.vmcb.rflags() & (1 << 9) != 0);
-        if interrupts_on && pages.upcall_pending(current.index) {
+        // Nor does an APIC interrupt it may take (an IPI that came while
+        // it ran with interrupts off, then `sti; hlt`).
+        let lapic_pending = entry
+            .vcpus
+            .get(current.index)
+            .and_then(|state| state.lapic.as_ref())
+            .is_some_and(|lapic| lapic.pending_vector().is_some());
+        if interrupts_on && (pages.upcall_pending(current.index) || lapic_pending) {
             return Next::Resume;
         }
         if let Some(state) = entry.vcpus.get_mut(current.index) {

@@ -4,8 +4,9 @@
 use hypervisor::memory::frames::FrameAllocator;
 use hypervisor::memory::{HostPhysAddr, HostRange, PAGE_SIZE};
 use hypervisor::svm::vmcb::{self, Segment, Vmcb, control, misc1, misc2, save};
-use hypervisor::svm::{GuestRegisters, GuestReport};
+use hypervisor::svm::{GuestRegisters, GuestReport, startup};
 use hypervisor::vcpu::msr;
+use hypervisor::vlapic::RealModeEntry;
 
 use crate::fatal;
 use crate::hw::memory as physical;
@@ -24,6 +25,15 @@ pub enum RunState {
     Blocked,
     /// Halted with interrupts off: it can never wake.
     Down,
+}
+
+/// Whether a domain whose vCPUs are in `states` is off: none runs or can
+/// be woken by an event (Xen's rule for HLT with interrupts off: the
+/// domain powers off once all its vCPUs are down).
+pub fn all_down(states: impl IntoIterator<Item = RunState>) -> bool {
+    states
+        .into_iter()
+        .all(|state| matches!(state, RunState::Down | RunState::NotStarted))
 }
 
 /// One vCPU.
@@ -183,6 +193,21 @@ impl Vcpu {
             rbx: start_info,
             ..GuestRegisters::default()
         };
+        self.state = RunState::Runnable;
+    }
+
+    /// INIT: the vCPU stops and waits for a start-up IPI.
+    pub fn wait_for_startup(&mut self) {
+        self.state = RunState::NotStarted;
+    }
+
+    /// A start-up IPI: the vCPU starts in real mode at the trampoline the
+    /// IPI names, with a flushed TLB; runnable.
+    pub fn start_in_real_mode(&mut self, entry: &RealModeEntry) {
+        let signature = baremetal::cpu::cpuid(1, 0)[0];
+        startup::load_startup_state(self.vmcb, &mut self.registers, entry, signature);
+        self.vmcb
+            .write_u8(control::TLB_CONTROL, vmcb::TLB_FLUSH_ALL);
         self.state = RunState::Runnable;
     }
 
