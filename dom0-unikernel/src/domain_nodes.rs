@@ -157,6 +157,146 @@ pub fn release(
     }
 }
 
+/// The xenbus device id Linux derives from a disk name (`xvda` → 51712):
+/// `xvd` disks 0–15 with partitions 0–15 as `(202 << 8) | disk << 4 |
+/// partition`, larger ones in the extended form `1 << 28 | disk << 8 |
+/// partition`; `sd` likewise with major 8. `None` for other names.
+pub fn vbd_device_id(vdev: &str) -> Option<u32> {
+    let (major, rest) = if let Some(rest) = vdev.strip_prefix("xvd") {
+        (202, rest)
+    } else if let Some(rest) = vdev.strip_prefix("sd") {
+        (8, rest)
+    } else {
+        return None;
+    };
+    let letters = rest.bytes().take_while(u8::is_ascii_lowercase).count();
+    let (name, digits) = rest.split_at(letters);
+    if name.is_empty() || name.len() > 3 {
+        return None;
+    }
+    // Bijective base 26: a = 0, z = 25, aa = 26.
+    let disk = name.bytes().fold(0u32, |total, letter| {
+        total * 26 + u32::from(letter - b'a') + 1
+    }) - 1;
+    let partition = match digits {
+        "" => 0,
+        _ if digits.starts_with('0') || digits.len() > 3 => return None,
+        _ => digits.parse::<u32>().ok()?,
+    };
+    if disk < 16 && partition < 16 {
+        Some((major << 8) | (disk << 4) | partition)
+    } else if disk < (1 << 20) && partition < 256 {
+        Some((1 << 28) | (disk << 8) | partition)
+    } else {
+        None
+    }
+}
+
+/// One virtual disk as the toolstack describes it to both ends.
+#[derive(Clone, Debug)]
+pub struct VirtualDisk<'a> {
+    /// The guest (front end).
+    pub domain: DomainId,
+    /// From [`vbd_device_id`].
+    pub device_id: u32,
+    /// The name the guest sees (`xvda`).
+    pub vdev: &'a str,
+    /// What backs it, for the `params` key.
+    pub target: &'a str,
+    pub read_only: bool,
+}
+
+impl VirtualDisk<'_> {
+    /// `/local/domain/<guest>/device/vbd/<id>`.
+    pub fn frontend_path(&self) -> String {
+        format!("{}/device/vbd/{}", domain_path(self.domain), self.device_id)
+    }
+
+    /// `/local/domain/0/backend/vbd/<guest>/<id>`.
+    pub fn backend_path(&self) -> String {
+        format!(
+            "{}/backend/vbd/{}/{}",
+            domain_path(DomainId::DOM0),
+            self.domain.0,
+            self.device_id
+        )
+    }
+}
+
+/// Writes a disk's back-end and front-end directories as libxl does, both
+/// in state 1 (Initialising): the back end's owned by Dom0 and readable by
+/// the guest, the front end's owned by the guest and readable by Dom0.
+pub fn add_vbd(
+    store: &mut Xenstored,
+    toolstack: ConnectionId,
+    disk: &VirtualDisk<'_>,
+) -> Result<(), Error> {
+    let frontend = disk.frontend_path();
+    let backend = disk.backend_path();
+    let id = format!("{}", disk.device_id);
+    let guest = format!("{}", disk.domain.0);
+    let mut session = store.session(toolstack, None);
+    remove_if_there(&mut session, &backend)?;
+    remove_if_there(&mut session, &frontend)?;
+    // New nodes inherit the directory's permissions.
+    session.mkdir(&backend)?;
+    session.set_permissions(
+        &backend,
+        Permissions::new(DomainId::DOM0, Access::None).with(disk.domain, Access::Read),
+    )?;
+    let mode = if disk.read_only { "r" } else { "w" };
+    for (key, value) in [
+        ("frontend", frontend.as_str()),
+        ("frontend-id", guest.as_str()),
+        ("online", "1"),
+        ("removable", "0"),
+        ("bootable", "1"),
+        ("type", "phy"),
+        ("params", disk.target),
+        ("mode", mode),
+        ("dev", disk.vdev),
+        ("device-type", "disk"),
+        ("state", "1"),
+    ] {
+        session.write(&format!("{backend}/{key}"), value.as_bytes())?;
+    }
+    session.mkdir(&frontend)?;
+    session.set_permissions(
+        &frontend,
+        Permissions::new(disk.domain, Access::None).with(DomainId::DOM0, Access::Read),
+    )?;
+    for (key, value) in [
+        ("backend", backend.as_str()),
+        ("backend-id", "0"),
+        ("virtual-device", id.as_str()),
+        ("device-type", "disk"),
+        ("state", "1"),
+    ] {
+        session.write(&format!("{frontend}/{key}"), value.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Removes a disk's back-end directory (the front end's goes with the
+/// guest's home in [`release`]).
+pub fn remove_vbd(
+    store: &mut Xenstored,
+    toolstack: ConnectionId,
+    disk: &VirtualDisk<'_>,
+) -> Result<(), Error> {
+    let mut session = store.session(toolstack, None);
+    remove_if_there(&mut session, &disk.backend_path())?;
+    remove_if_there(&mut session, &disk.frontend_path())
+}
+
+/// RM, where a missing parent (ENOENT) means there is nothing to remove.
+fn remove_if_there(session: &mut xenstore::local::Session<'_>, path: &str) -> Result<(), Error> {
+    match session.remove(path) {
+        Ok(()) | Err(Error::NotFound) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +502,126 @@ mod tests {
             as_guest(&mut store, GUEST, Request::Read { path: "data/x" }),
             Err(Error::NotFound)
         );
+        store.check().expect("consistent store");
+    }
+
+    fn disk(domain: DomainId) -> VirtualDisk<'static> {
+        VirtualDisk {
+            domain,
+            device_id: 51712,
+            vdev: "xvda",
+            target: "virtio0",
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn vbd_device_ids_follow_linux() {
+        assert_eq!(vbd_device_id("xvda"), Some(51712));
+        assert_eq!(vbd_device_id("xvdb"), Some(51728));
+        assert_eq!(vbd_device_id("xvda1"), Some(51713));
+        assert_eq!(vbd_device_id("xvdp"), Some(51952));
+        assert_eq!(vbd_device_id("xvdq"), Some((1 << 28) | (16 << 8)));
+        assert_eq!(vbd_device_id("xvdaa"), Some((1 << 28) | (26 << 8)));
+        assert_eq!(vbd_device_id("sda"), Some(2048));
+        for bad in [
+            "",
+            "xvd",
+            "hda",
+            "xvdA",
+            "xvda01",
+            "xvda1x",
+            "xvdaaaa",
+            "xvda99999",
+        ] {
+            assert_eq!(vbd_device_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_vbd_has_both_ends_with_libxls_permissions() {
+        let (mut store, toolstack) = store_with_guests();
+        add_vbd(&mut store, toolstack, &disk(GUEST)).unwrap();
+        let mut session = store.session(toolstack, None);
+        let read = |session: &mut xenstore::local::Session<'_>, path: &str| {
+            String::from_utf8(session.read(path).unwrap()).unwrap()
+        };
+        let backend = "/local/domain/0/backend/vbd/3/51712";
+        let frontend = "/local/domain/3/device/vbd/51712";
+        assert_eq!(read(&mut session, &format!("{backend}/frontend")), frontend);
+        assert_eq!(read(&mut session, &format!("{backend}/frontend-id")), "3");
+        assert_eq!(read(&mut session, &format!("{backend}/online")), "1");
+        assert_eq!(read(&mut session, &format!("{backend}/state")), "1");
+        assert_eq!(read(&mut session, &format!("{frontend}/backend")), backend);
+        assert_eq!(read(&mut session, &format!("{frontend}/backend-id")), "0");
+        assert_eq!(read(&mut session, &format!("{frontend}/state")), "1");
+        assert_eq!(
+            read(&mut session, &format!("{frontend}/virtual-device")),
+            "51712"
+        );
+        assert_eq!(
+            read(&mut session, &format!("{frontend}/device-type")),
+            "disk"
+        );
+        assert_eq!(
+            session
+                .get_permissions(&format!("{backend}/state"))
+                .unwrap(),
+            Permissions::new(DomainId::DOM0, Access::None).with(GUEST, Access::Read)
+        );
+        assert_eq!(
+            session
+                .get_permissions(&format!("{frontend}/state"))
+                .unwrap(),
+            Permissions::new(GUEST, Access::None).with(DomainId::DOM0, Access::Read)
+        );
+        // The guest reads the back end and writes its own end; the other
+        // guest sees neither.
+        let path = format!("{backend}/state");
+        assert_eq!(
+            as_guest(&mut store, GUEST, Request::Read { path: &path }),
+            Ok(Response::Value(b"1".to_vec()))
+        );
+        assert_eq!(
+            as_guest(
+                &mut store,
+                GUEST,
+                Request::Write {
+                    path: &path,
+                    value: b"4"
+                }
+            ),
+            Err(Error::AccessDenied)
+        );
+        assert_eq!(
+            as_guest(
+                &mut store,
+                GUEST,
+                Request::Write {
+                    path: "device/vbd/51712/state",
+                    value: b"3"
+                }
+            ),
+            Ok(Response::Ok)
+        );
+        assert_eq!(
+            as_guest(&mut store, OTHER, Request::Read { path: &path }),
+            Err(Error::AccessDenied)
+        );
+        assert_eq!(
+            as_guest(
+                &mut store,
+                OTHER,
+                Request::Read {
+                    path: "/local/domain/3/device/vbd/51712/state"
+                }
+            ),
+            Err(Error::AccessDenied)
+        );
+        remove_vbd(&mut store, toolstack, &disk(GUEST)).unwrap();
+        let mut session = store.session(toolstack, None);
+        assert_eq!(session.read(backend), Err(Error::NotFound));
+        assert_eq!(session.read(frontend), Err(Error::NotFound));
         store.check().expect("consistent store");
     }
 }
