@@ -30,6 +30,9 @@ use crate::xenstore_service::XenstoreService;
 
 /// Most RAM a guest may have, in MiB (Dom0 maps guest frames below 4 GiB).
 const MEMORY_MAX_MIB: u64 = 3072;
+/// Most vCPUs a guest gets: the hypervisor's limit (every one of them has
+/// a vcpu_info slot in shared_info).
+const GUEST_MAX_VCPUS: u32 = 32;
 /// Most bytes the kernel cache keeps (about three Debian kernels).
 const KERNEL_CACHE_BYTES: usize = 64 << 20;
 
@@ -215,11 +218,12 @@ impl Toolstack {
                 definition.memory_mib
             ));
         }
-        // Secondary vCPUs need INIT/SIPI, which the hypervisor lacks yet:
-        // Linux would wait seconds for each to come up.
-        if definition.vcpus > 1 {
+        // Every vCPU has a slot in shared_info up to 32 (Xen's legacy
+        // limit, and the hypervisor's per-domain maximum).
+        let vcpus = definition.vcpus.clamp(1, GUEST_MAX_VCPUS);
+        if vcpus != definition.vcpus {
             warn!(
-                "dom0: {}: vcpus = {}: one vCPU runs for now",
+                "dom0: {}: vcpus = {}: {vcpus} vCPUs run",
                 definition.name, definition.vcpus
             );
         }
@@ -232,7 +236,7 @@ impl Toolstack {
         };
         let decompressed = guests::milliseconds_since(started);
         let memory_kib = definition.memory_mib * 1024;
-        let domain = control::create(1, memory_kib)
+        let domain = control::create(vcpus, memory_kib)
             .map_err(|code| format!("the hypervisor refused the domain: error {code}"))?;
         self.created += 1;
         let uuid = match definition.uuid {
@@ -256,7 +260,7 @@ impl Toolstack {
         let spec = GuestSpec {
             kernel,
             memory_kib,
-            vcpus: 1,
+            vcpus,
             cmdline: &definition.cmdline,
             initrd: definition.ramdisk,
         };
