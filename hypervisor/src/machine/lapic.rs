@@ -11,7 +11,6 @@ use hypervisor::vlapic::{
     self, Acknowledged, LapicAction, LapicConfig, RealModeEntry, Received, Vector, VirtualLapic,
     is_x2apic_msr,
 };
-use log::info;
 use xenolith_abi::event_channel::VcpuId;
 
 use super::{Machine, Next, VcpuRef};
@@ -125,13 +124,22 @@ impl Machine<'_> {
     /// A start-up IPI the vCPU accepted: it starts in real mode at the
     /// trampoline and competes for the CPU.
     fn start_application_processor(&mut self, which: VcpuRef, entry: &RealModeEntry) {
-        info!(
-            "domain {} starts vCPU {} at {:#x} (real mode)",
-            which.domain.0, which.index, entry.code_base.0
-        );
         let Some(vcpu) = self.vcpu_mut(which) else {
             return;
         };
+        // The guest decides how often: only its first start is news.
+        let level = if vcpu.startups == 0 {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
+            "domain {} starts vCPU {} at {:#x} (real mode)",
+            which.domain.0,
+            which.index,
+            entry.code_base.0
+        );
         vcpu.start_in_real_mode(entry);
         self.make_runnable(which);
     }

@@ -46,6 +46,8 @@ pub struct Vcpu {
     pub fpu_area: HostRange,
     /// Its XCR0 while another vCPU has the CPU.
     pub xcr0: u64,
+    /// How many start-up IPIs have started it.
+    pub startups: u64,
 }
 
 /// The frames every vCPU's VMCB points at.
@@ -124,6 +126,7 @@ impl Vcpu {
             state: RunState::NotStarted,
             fpu_area,
             xcr0: crate::hw::fpu::RESET_XCR0,
+            startups: 0,
         };
         vcpu.reset_to_pvh_entry(0, 0);
         vcpu
