@@ -155,5 +155,6 @@ fn linux(
         on_poweroff: ShutdownAction::Destroy,
         on_reboot: ShutdownAction::Restart,
         on_crash: ShutdownAction::Destroy,
+        disks: Vec::new(),
     })
 }

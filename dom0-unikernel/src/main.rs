@@ -8,12 +8,14 @@
 
 extern crate alloc;
 
+mod block_service;
 mod boot_guests;
 mod console;
 mod console_service;
 mod control;
 mod devices;
 mod events;
+mod grants;
 mod guest_page;
 mod guests;
 mod hypercall;
@@ -136,6 +138,7 @@ const PROMPT_AFTER_QUIET_NS: u64 = 300_000_000;
 fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::EventHub>) -> ! {
     let free_before = control::free_kib();
     let mut toolstack = toolstack::Toolstack::new();
+    toolstack.blocks.set_disk(devices::first_disk(info));
     for index in boot_guests::define(info, &mut toolstack) {
         if let Err(why) = toolstack.create(index) {
             log::error!("dom0: starting a boot guest failed: {why}");

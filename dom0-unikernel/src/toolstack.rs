@@ -22,6 +22,7 @@ use xenolith_abi::domain::DomainId;
 use xenolith_abi::event_channel::Port;
 use xenstore::GuestFrame;
 
+use crate::block_service::{self, BlockService};
 use crate::console_service::ConsoleService;
 use crate::control::{self, StopReason, hvm_param};
 use crate::guests;
@@ -55,6 +56,8 @@ pub struct GuestDefinition {
     pub on_poweroff: ShutdownAction,
     pub on_reboot: ShutdownAction,
     pub on_crash: ShutdownAction,
+    /// `disk` entries (checked: each can be served).
+    pub disks: Vec<config::Disk>,
 }
 
 impl GuestDefinition {
@@ -78,6 +81,9 @@ impl GuestDefinition {
             ),
             None => None,
         };
+        for disk in &config.disks {
+            block_service::check_disk(disk)?;
+        }
         Ok(Self {
             name: config.name.clone(),
             source: source.into(),
@@ -90,6 +96,7 @@ impl GuestDefinition {
             on_poweroff: config.on_poweroff,
             on_reboot: config.on_reboot,
             on_crash: config.on_crash,
+            disks: config.disks.clone(),
         })
     }
 }
@@ -127,6 +134,8 @@ pub struct Toolstack {
     guests: BTreeMap<DomainId, Guest>,
     pub xenstore: XenstoreService,
     pub consoles: ConsoleService,
+    /// Guests' disks.
+    pub blocks: BlockService,
     pub outcomes: Outcomes,
     /// Guests created so far (for UUIDs of guests without one).
     created: u64,
@@ -142,6 +151,7 @@ impl Toolstack {
             guests: BTreeMap::new(),
             xenstore: XenstoreService::new(),
             consoles: ConsoleService::default(),
+            blocks: BlockService::default(),
             outcomes: Outcomes::default(),
             created: 0,
             kernels: Vec::new(),
@@ -341,6 +351,16 @@ impl Toolstack {
             (GuestFrame(plan.store_frame), store_port),
         )
         .map_err(|error| format!("writing its xenstore nodes failed: {error:?}"))?;
+        let disks = self
+            .definitions
+            .get(guest.definition)
+            .map(|definition| definition.disks.clone())
+            .unwrap_or_default();
+        for disk in &disks {
+            self.blocks
+                .attach(&mut self.xenstore, domain, disk)
+                .map_err(|why| format!("{}: {why}", disk.vdev))?;
+        }
         // Maps and binds the ring now, before the guest runs.
         self.xenstore.service();
         Ok(())
@@ -349,6 +369,8 @@ impl Toolstack {
     /// Stops serving a guest and destroys its domain.
     fn tear_down(&mut self, guest: &Guest) {
         self.consoles.disconnect(guest.domain);
+        // Its back ends stop before the domain goes.
+        self.blocks.detach(&mut self.xenstore, guest.domain);
         let (store, toolstack) = self.xenstore.store();
         if let Err(error) = domain_nodes::release(store, toolstack, guest.domain, &guest.uuid) {
             warn!(
@@ -516,13 +538,24 @@ impl Toolstack {
 
     /// Every port the services wait on.
     pub fn ports(&self) -> Vec<Port> {
-        self.xenstore.ports().chain(self.consoles.ports()).collect()
+        self.xenstore
+            .ports()
+            .chain(self.consoles.ports())
+            .chain(self.blocks.ports())
+            .collect()
     }
 
-    /// Serves rings: console output, xenstore requests.
+    /// Serves rings: console output, xenstore requests, disks (whose
+    /// xenstore writes and watch events go out at once).
     pub fn service(&mut self) {
         self.consoles.service();
         self.xenstore.service();
+        for _ in 0..4 {
+            if !self.blocks.service(&mut self.xenstore) {
+                break;
+            }
+            self.xenstore.service();
+        }
     }
 }
 

@@ -130,6 +130,12 @@ impl BlockDevice {
         self.read_only
     }
 
+    /// Whether the device has a write cache that flushes empty (without
+    /// the feature it writes through).
+    pub fn has_flush(&self) -> bool {
+        self.flush
+    }
+
     /// Requests in flight now, and the most there ever were.
     pub fn in_flight(&self) -> (usize, usize) {
         (self.in_flight.len(), self.in_flight.most())

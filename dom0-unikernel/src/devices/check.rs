@@ -59,8 +59,12 @@ fn functions(
     found
 }
 
-/// Runs the check and logs one line per device.
-pub fn run(info: &StartInfo) {
+/// Every function found, with its virtio device type if it has one.
+type Functions = Vec<(DeviceFunction, Option<DeviceType>)>;
+
+/// The configuration mechanism (ECAM from the MCFG table if there is
+/// one, else the ports) and every function.
+fn enumerate(info: &StartInfo) -> (PciRoot<ConfigSpace>, ConfigSpace, Functions) {
     let memory = dom0::pci::MappedOnly {
         memory: &crate::IdentityMemory,
         regions: &info.memory,
@@ -68,9 +72,29 @@ pub fn run(info: &StartInfo) {
     let window = dom0::pci::find_ecam(&memory, info.rsdp)
         .inspect_err(|why| info!("dom0: pci: {why}; using the configuration ports"))
         .ok();
-    let mut config = ConfigSpace::choose(window);
-    let mut root = PciRoot::new(config);
+    let config = ConfigSpace::choose(window);
+    let root = PciRoot::new(config);
     let found = functions(&root, &config);
+    (root, config, found)
+}
+
+/// Brings up the first virtio disk for guests to use, if there is one.
+pub fn first_disk(info: &StartInfo) -> Option<BlockDevice> {
+    let (mut root, mut config, found) = enumerate(info);
+    let (function, _) = found
+        .iter()
+        .find(|(_, kind)| *kind == Some(DeviceType::Block))?;
+    let transport = MsixTransport::new(&mut root, &mut config, *function, &[BLOCK_VECTOR], &[0])
+        .inspect_err(|why| error!("dom0: virtio-blk at {function}: {why}"))
+        .ok()?;
+    BlockDevice::new(transport)
+        .inspect_err(|why| error!("dom0: virtio-blk at {function}: {why}"))
+        .ok()
+}
+
+/// Runs the check and logs one line per device.
+pub fn run(info: &StartInfo) {
+    let (mut root, mut config, found) = enumerate(info);
     let virtio = found.iter().filter(|(_, kind)| kind.is_some()).count();
     info!(
         "dom0: pci: {} functions through {}, {virtio} virtio",

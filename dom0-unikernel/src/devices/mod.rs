@@ -10,7 +10,7 @@
 //! with interrupts off, so it takes pending vectors in [`take_interrupts`]
 //! (a one-instruction window with interrupts on); the handler only counts.
 
-mod block;
+pub mod block;
 mod check;
 mod config;
 mod hal;
@@ -19,7 +19,7 @@ mod net;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-pub use check::run as check;
+pub use check::{first_disk, run as check};
 
 /// The vectors Dom0 gives its virtqueues: 0x50 the disk's queue, 0x52 and
 /// 0x53 the NIC's receive and transmit queues (interrupt_check has 0x40).
