@@ -168,6 +168,13 @@ fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::E
         if !interactive && toolstack.idle() {
             power_off(options, &toolstack, free_before, had_guests);
         }
+        if toolstack.busy() {
+            // Background work goes a bounded step at a time, after the
+            // rings and the operator had their turn; guests run first.
+            toolstack.background_step();
+            hypercall::yield_now();
+            continue;
+        }
         match events {
             // The prompt comes back once output has paused, not after
             // every burst of guest console lines.

@@ -142,6 +142,17 @@ pub struct Toolstack {
     /// Decompressed kernels kept for the next create, least recently used
     /// first.
     kernels: Vec<(KernelKey, CachedKernel)>,
+    /// The kernel being cached, if any.
+    caching: Option<Caching>,
+}
+
+/// A kernel being compressed into the cache, a run at a time.
+struct Caching {
+    key: KernelKey,
+    vmlinux: Vec<u8>,
+    compressor: Compressor,
+    /// When it started (TSC).
+    started: u64,
 }
 
 impl Toolstack {
@@ -155,6 +166,7 @@ impl Toolstack {
             outcomes: Outcomes::default(),
             created: 0,
             kernels: Vec::new(),
+            caching: None,
         }
     }
 
@@ -238,6 +250,16 @@ impl Toolstack {
             );
         }
         let key = definition.kernel;
+        // This kernel is being cached: finishing that beats decompressing.
+        if self
+            .caching
+            .as_ref()
+            .is_some_and(|caching| caching.key == key)
+        {
+            while self.busy() {
+                self.background_step();
+            }
+        }
         let cached = self.kernels.iter().position(|(cached, _)| *cached == key);
         let vmlinux = match cached {
             Some(_) => Cow::Borrowed(&[][..]),
@@ -290,12 +312,14 @@ impl Toolstack {
             return Err(format!("unpausing failed: error {code}"));
         }
         let created = guests::milliseconds_since(started);
-        // A decompressed bzImage is worth keeping for the next create (the
-        // guest already runs meanwhile).
-        if let Cow::Owned(vmlinux) = &vmlinux {
-            self.cache_kernel(key, vmlinux);
-        }
-        drop(vmlinux);
+        // A decompressed bzImage is worth keeping for the next create: it
+        // is compressed a run at a time between other work (the guest and
+        // the consoles go on meanwhile), and counted apart from Dom0's
+        // memory until then.
+        let pending = match vmlinux {
+            Cow::Owned(vmlinux) => self.start_caching(key, vmlinux),
+            Cow::Borrowed(_) => 0,
+        };
         info!(
             "dom0: created domain {} ({}) in {created} ms ({}): {} MiB, command line {:?}; Dom0 uses {} KiB with {} guests",
             domain.0,
@@ -306,7 +330,7 @@ impl Toolstack {
             },
             definition.memory_mib,
             definition.cmdline,
-            crate::memory_in_use() / 1024,
+            crate::memory_in_use().saturating_sub(pending) / 1024,
             self.guests.len()
         );
         Ok(domain)
@@ -496,21 +520,51 @@ impl Toolstack {
         }
     }
 
-    /// Keeps a decompressed kernel for the next create of the same kernel,
-    /// evicting the least recently used ones beyond the cache's bound.
-    fn cache_kernel(&mut self, key: KernelKey, vmlinux: &[u8]) {
-        let started = baremetal::cpu::rdtsc();
-        let kernel = match Compressor::new(vmlinux) {
-            Ok(mut compressor) => {
-                while compressor.step(vmlinux) {}
-                compressor.finish()
+    /// Starts keeping a decompressed kernel for the next create of the
+    /// same kernel file; returns the bytes held until that is done (0 when
+    /// nothing is to be cached).
+    fn start_caching(&mut self, key: KernelKey, vmlinux: Vec<u8>) -> u64 {
+        // One at a time: a second kernel waiting would hold 63 MiB more.
+        if self.caching.is_some() || self.kernels.iter().any(|(cached, _)| *cached == key) {
+            return 0;
+        }
+        match Compressor::new(&vmlinux) {
+            Ok(compressor) => {
+                let held = vmlinux.len() as u64;
+                self.caching = Some(Caching {
+                    key,
+                    vmlinux,
+                    compressor,
+                    started: baremetal::cpu::rdtsc(),
+                });
+                held
             }
             Err(error) => {
                 warn!("dom0: not caching the kernel: {error:?}");
-                None
+                0
             }
+        }
+    }
+
+    /// Whether background work (kernel caching) waits.
+    pub fn busy(&self) -> bool {
+        self.caching.is_some()
+    }
+
+    /// Does one bounded piece of background work: compresses one run (at
+    /// most 1 MiB) of the kernel being cached; the last one files it,
+    /// evicting the least recently used kernels beyond the cache's bound.
+    pub fn background_step(&mut self) {
+        let Some(caching) = self.caching.as_mut() else {
+            return;
         };
-        let Some(kernel) = kernel else {
+        if caching.compressor.step(&caching.vmlinux) {
+            return;
+        }
+        let Some(caching) = self.caching.take() else {
+            return;
+        };
+        let Some(kernel) = caching.compressor.finish() else {
             return;
         };
         let stored = kernel.stored_bytes();
@@ -527,12 +581,13 @@ impl Toolstack {
         {
             self.kernels.remove(0);
         }
-        self.kernels.push((key, kernel));
+        self.kernels.push((caching.key, kernel));
         info!(
-            "dom0: kernel cached in {} ms: {} KiB of vmlinux kept in {} KiB",
-            guests::milliseconds_since(started),
-            vmlinux.len() / 1024,
-            stored / 1024
+            "dom0: kernel cached in {} ms: {} KiB of vmlinux kept in {} KiB; Dom0 uses {} KiB",
+            guests::milliseconds_since(caching.started),
+            caching.vmlinux.len() / 1024,
+            stored / 1024,
+            crate::memory_in_use().saturating_sub(caching.vmlinux.len() as u64) / 1024
         );
     }
 
