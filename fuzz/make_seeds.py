@@ -117,3 +117,54 @@ for target, seeds in [("multiboot2", MULTIBOOT2), ("pvh", PVH), ("hypervisor_cmd
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in seeds.items():
         (folder / f"seed-{name}").write_bytes(data)
+
+
+def records(entries):
+    """`[operation][argument][length][bytes]` records (bridge, netback)."""
+    out = b""
+    for operation, argument, payload in entries:
+        out += bytes([operation, argument, len(payload)]) + payload
+    return out
+
+
+def noise(seed, length):
+    """Deterministic pseudo-random bytes (xorshift), for targets whose every
+    input is a valid program of operations."""
+    state = seed or 1
+    out = bytearray()
+    for _ in range(length):
+        state ^= (state << 13) & 0xFFFFFFFF
+        state ^= state >> 17
+        state ^= (state << 5) & 0xFFFFFFFF
+        out.append(state & 0xFF)
+    return bytes(out)
+
+
+BROADCAST_ARP = bytes.fromhex("ffffffffffff00163e000001" "0806") + bytes(28)
+UNICAST = bytes.fromhex("00163e000002" "00163e000001" "0800") + bytes(46)
+
+OPERATION_STREAMS = {
+    # Any bytes are a sequence of operations for these targets; a few
+    # deterministic streams of different lengths give the fuzzer a start.
+    target: {f"noise-{length}": noise(index * 1000 + length, length) for length in (64, 512, 4096)}
+    for index, target in enumerate(["blkback", "xen_ring", "dom0_rings", "netback", "storage"])
+}
+OPERATION_STREAMS["bridge"] = {
+    "learn-and-forward": records(
+        [(6, 1, bytes.fromhex("00163e000001")), (6, 2, bytes.fromhex("00163e000002")),
+         (0, 0, BROADCAST_ARP), (1, 1, UNICAST), (7, 250, b""), (5, 1, b"")]
+    ),
+    "noise": noise(77, 512),
+}
+
+for target, seeds in OPERATION_STREAMS.items():
+    folder = HERE / "corpus" / target
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in seeds.items():
+        (folder / f"seed-{name}").write_bytes(data)
+
+# qcow2: the images disk-formats keeps, made by qemu-img.
+qcow2_folder = HERE / "corpus" / "qcow2"
+qcow2_folder.mkdir(parents=True, exist_ok=True)
+for image in sorted((HERE.parent / "disk-formats" / "fuzz-seeds" / "qcow2").glob("*")):
+    (qcow2_folder / f"seed-{image.name}").write_bytes(image.read_bytes())
