@@ -33,6 +33,16 @@ struct Ring {
     broken: bool,
 }
 
+impl Ring {
+    /// Stops serving a guest that misbehaved: says why, once, and tells
+    /// the guest through the ring's `error` word.
+    fn cut_off(&mut self, domain: DomainId, error: u32, why: core::fmt::Arguments<'_>) {
+        warn!("dom0: xenstore: domain {} {why}; not serving it", domain.0);
+        self.page.store(RING_ERROR, error);
+        self.broken = true;
+    }
+}
+
 /// xenstored and its rings.
 pub struct XenstoreService {
     store: Xenstored,
@@ -149,12 +159,11 @@ impl XenstoreService {
             let bytes = match XENSTORE_REQUESTS.peek(&ring.page, usize::MAX) {
                 Ok(bytes) => bytes,
                 Err(bad) => {
-                    warn!(
-                        "dom0: xenstore: domain {} corrupted its ring indices ({bad:?}); not serving it",
-                        domain.0
+                    ring.cut_off(
+                        *domain,
+                        ERROR_RING_INDEX,
+                        format_args!("corrupted its ring indices ({bad:?})"),
                     );
-                    ring.page.store(RING_ERROR, ERROR_RING_INDEX);
-                    ring.broken = true;
                     continue;
                 }
             };
@@ -168,14 +177,11 @@ impl XenstoreService {
                     let _ = event_channel::send(ring.port);
                     moved = true;
                 }
-                Err(error) => {
-                    warn!(
-                        "dom0: xenstore: domain {} broke the protocol ({error:?}); not serving it",
-                        domain.0
-                    );
-                    ring.page.store(RING_ERROR, ERROR_PROTOCOL);
-                    ring.broken = true;
-                }
+                Err(error) => ring.cut_off(
+                    *domain,
+                    ERROR_PROTOCOL,
+                    format_args!("broke the protocol ({error:?})"),
+                ),
             }
         }
         moved
@@ -192,12 +198,11 @@ impl XenstoreService {
             let space = match XENSTORE_RESPONSES.space(&ring.page) {
                 Ok(space) => space,
                 Err(bad) => {
-                    warn!(
-                        "dom0: xenstore: domain {} corrupted its ring indices ({bad:?}); not serving it",
-                        domain.0
+                    ring.cut_off(
+                        *domain,
+                        ERROR_RING_INDEX,
+                        format_args!("corrupted its ring indices ({bad:?})"),
                     );
-                    ring.page.store(RING_ERROR, ERROR_RING_INDEX);
-                    ring.broken = true;
                     continue;
                 }
             };
