@@ -6,7 +6,7 @@
 
 use alloc::collections::BTreeMap;
 
-use dom0::ring::{SharedPage, XENSTORE_REQUESTS, XENSTORE_RESPONSES};
+use dom0::ring::{SharedPage, XENSTORE_REQUESTS, XENSTORE_RESPONSES, XENSTORE_SERVER_FEATURES};
 use log::warn;
 use xen_guest::event_channel;
 use xenstore::{Action, ConnectionId, DomainId, Port, Xenstored};
@@ -132,6 +132,13 @@ impl XenstoreService {
                 return;
             }
         };
+        // What this server offers the guest (the `error` word, watch depth;
+        // no reconnection yet).
+        let mut page = page;
+        page.store(
+            XENSTORE_SERVER_FEATURES,
+            self.store.config().server_features,
+        );
         self.rings.insert(
             domain,
             Ring {
