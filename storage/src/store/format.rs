@@ -76,7 +76,8 @@ impl fmt::Display for VolumeId {
 /// What a volume holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VolumeKind {
-    /// A guest disk (raw or qcow2): its size is whole sectors.
+    /// A guest disk (raw or qcow2). Any byte size: a qcow2 file need not be
+    /// whole sectors; a raw disk served to a guest is its whole sectors.
     DiskImage,
     /// A guest kernel (ELF or bzImage).
     Kernel,
@@ -382,8 +383,6 @@ pub enum MetadataFault {
     ExtentsOverlap,
     /// A volume's blocks do not match its size.
     SizeMismatch(VolumeId),
-    /// A disk image whose size is not whole sectors.
-    UnalignedDiskImage(VolumeId),
 }
 
 impl fmt::Display for MetadataFault {
@@ -405,9 +404,6 @@ impl fmt::Display for MetadataFault {
             MetadataFault::ExtentsOverlap => formatter.write_str("two extents share blocks"),
             MetadataFault::SizeMismatch(id) => {
                 write!(formatter, "{id}'s blocks do not match its size")
-            }
-            MetadataFault::UnalignedDiskImage(id) => {
-                write!(formatter, "{id} is a disk image of a partial sector")
             }
         }
     }
@@ -683,9 +679,6 @@ pub fn check_volume(volume: &Volume, geometry: &Geometry) -> Result<(), Metadata
     }
     if volume.allocated_blocks() != geometry.blocks_for(volume.size) {
         return Err(MetadataFault::SizeMismatch(volume.id));
-    }
-    if volume.kind == VolumeKind::DiskImage && !volume.size.is_multiple_of(SECTOR_BYTES) {
-        return Err(MetadataFault::UnalignedDiskImage(volume.id));
     }
     Ok(())
 }

@@ -121,11 +121,6 @@ pub enum StoreError {
     /// The free space is so fragmented that the volume would need more
     /// than [`MAX_EXTENTS_PER_VOLUME`] extents.
     TooFragmented,
-    /// A disk image must be whole sectors.
-    UnalignedDiskImage {
-        /// The size asked for.
-        size: u64,
-    },
     /// An access outside the volume.
     OutOfBounds {
         /// Byte offset asked for.
@@ -169,9 +164,6 @@ impl fmt::Display for StoreError {
             }
             StoreError::TooFragmented => formatter
                 .write_str("free space too fragmented: the volume would exceed its extent limit"),
-            StoreError::UnalignedDiskImage { size } => {
-                write!(formatter, "disk image size {size} is not whole sectors")
-            }
             StoreError::OutOfBounds {
                 offset,
                 length,
@@ -405,7 +397,6 @@ impl<D: BlockDevice> Store<D> {
         if self.metadata.volumes.len() >= MAX_VOLUMES {
             return Err(StoreError::TooManyVolumes);
         }
-        check_size(kind, size)?;
         let id = VolumeId(self.metadata.next_id);
         let next_id = id.0.checked_add(1).ok_or(StoreError::CounterExhausted)?;
         let mut free = self.free.clone();
@@ -432,7 +423,6 @@ impl<D: BlockDevice> Store<D> {
     pub fn resize(&mut self, id: VolumeId, size: u64) -> Result<(), StoreError> {
         let index = self.position(id)?;
         let mut volume = self.metadata.volumes[index].clone();
-        check_size(volume.kind, size)?;
         let old_size = volume.size;
         let old_blocks = volume.allocated_blocks();
         let new_blocks = self.geometry.blocks_for(size);
@@ -638,13 +628,6 @@ impl<D: BlockDevice> Store<D> {
         self.free = free;
         Ok(())
     }
-}
-
-fn check_size(kind: VolumeKind, size: u64) -> Result<(), StoreError> {
-    if kind == VolumeKind::DiskImage && !size.is_multiple_of(SECTOR_BYTES) {
-        return Err(StoreError::UnalignedDiskImage { size });
-    }
-    Ok(())
 }
 
 /// Reads one slot: its header sector, then as many sectors as its length.
