@@ -289,6 +289,114 @@ pub fn remove_vbd(
     remove_if_there(&mut session, &disk.frontend_path())
 }
 
+/// One network interface as the toolstack describes it to both ends.
+#[derive(Clone, Debug)]
+pub struct VirtualNic<'a> {
+    /// The guest (front end).
+    pub domain: DomainId,
+    /// The vif's number (`devid`, or its place in the `vif` list).
+    pub device_id: u32,
+    /// The guest's MAC address.
+    pub mac: [u8; 6],
+    /// The bridge it joins.
+    pub bridge: &'a str,
+}
+
+impl VirtualNic<'_> {
+    /// `/local/domain/<guest>/device/vif/<id>`.
+    pub fn frontend_path(&self) -> String {
+        format!("{}/device/vif/{}", domain_path(self.domain), self.device_id)
+    }
+
+    /// `/local/domain/0/backend/vif/<guest>/<id>`.
+    pub fn backend_path(&self) -> String {
+        format!(
+            "{}/backend/vif/{}/{}",
+            domain_path(DomainId::DOM0),
+            self.domain.0,
+            self.device_id
+        )
+    }
+
+    /// The MAC address as xenstore spells it: `00:16:3e:01:02:03`.
+    pub fn mac_text(&self) -> String {
+        let [a, b, c, d, e, f] = self.mac;
+        format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+    }
+}
+
+/// A MAC address for a vif whose config gives none: Xen's OUI
+/// (00:16:3e) and 24 bits from `serial` (the toolstack's count of vifs
+/// made, so unique within a boot up to 2^23 of them) with the top bit set,
+/// which keeps generated addresses apart from the low half where
+/// hand-written ones usually sit.
+pub fn generated_mac(serial: u32) -> [u8; 6] {
+    let low = (serial & 0x7f_ffff) | 0x80_0000;
+    let [_, high, middle, last] = low.to_be_bytes();
+    [0x00, 0x16, 0x3e, high, middle, last]
+}
+
+/// Writes a vif's back-end and front-end directories as libxl does, both
+/// in state 1 (Initialising), with the permissions of [`add_vbd`].
+pub fn add_vif(
+    store: &mut Xenstored,
+    toolstack: ConnectionId,
+    nic: &VirtualNic<'_>,
+) -> Result<(), Error> {
+    let frontend = nic.frontend_path();
+    let backend = nic.backend_path();
+    let handle = format!("{}", nic.device_id);
+    let guest = format!("{}", nic.domain.0);
+    let mac = nic.mac_text();
+    let mut session = store.session(toolstack, None);
+    remove_if_there(&mut session, &backend)?;
+    remove_if_there(&mut session, &frontend)?;
+    session.mkdir(&backend)?;
+    session.set_permissions(
+        &backend,
+        Permissions::new(DomainId::DOM0, Access::None).with(nic.domain, Access::Read),
+    )?;
+    for (key, value) in [
+        ("frontend", frontend.as_str()),
+        ("frontend-id", guest.as_str()),
+        ("online", "1"),
+        ("state", "1"),
+        ("script", ""),
+        ("mac", mac.as_str()),
+        ("bridge", nic.bridge),
+        ("handle", handle.as_str()),
+        ("type", "vif"),
+    ] {
+        session.write(&format!("{backend}/{key}"), value.as_bytes())?;
+    }
+    session.mkdir(&frontend)?;
+    session.set_permissions(
+        &frontend,
+        Permissions::new(nic.domain, Access::None).with(DomainId::DOM0, Access::Read),
+    )?;
+    for (key, value) in [
+        ("backend", backend.as_str()),
+        ("backend-id", "0"),
+        ("state", "1"),
+        ("handle", handle.as_str()),
+        ("mac", mac.as_str()),
+    ] {
+        session.write(&format!("{frontend}/{key}"), value.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Removes a vif's directories.
+pub fn remove_vif(
+    store: &mut Xenstored,
+    toolstack: ConnectionId,
+    nic: &VirtualNic<'_>,
+) -> Result<(), Error> {
+    let mut session = store.session(toolstack, None);
+    remove_if_there(&mut session, &nic.backend_path())?;
+    remove_if_there(&mut session, &nic.frontend_path())
+}
+
 /// RM, where a missing parent (ENOENT) means there is nothing to remove.
 fn remove_if_there(session: &mut xenstore::local::Session<'_>, path: &str) -> Result<(), Error> {
     match session.remove(path) {
@@ -619,6 +727,111 @@ mod tests {
             Err(Error::AccessDenied)
         );
         remove_vbd(&mut store, toolstack, &disk(GUEST)).unwrap();
+        let mut session = store.session(toolstack, None);
+        assert_eq!(session.read(backend), Err(Error::NotFound));
+        assert_eq!(session.read(frontend), Err(Error::NotFound));
+        store.check().expect("consistent store");
+    }
+
+    fn nic(domain: DomainId) -> VirtualNic<'static> {
+        VirtualNic {
+            domain,
+            device_id: 0,
+            mac: [0x00, 0x16, 0x3e, 0x0a, 0x0b, 0x0c],
+            bridge: "xenbr0",
+        }
+    }
+
+    #[test]
+    fn generated_macs_are_xens_locally_unique_ones() {
+        assert_eq!(generated_mac(0), [0x00, 0x16, 0x3e, 0x80, 0x00, 0x00]);
+        assert_eq!(generated_mac(0x1234), [0x00, 0x16, 0x3e, 0x80, 0x12, 0x34]);
+        let made: alloc::collections::BTreeSet<[u8; 6]> = (0..1000).map(generated_mac).collect();
+        assert_eq!(made.len(), 1000);
+        // Unicast, and never all zero.
+        assert!(made.iter().all(|mac| mac[0] & 1 == 0 && mac[3] & 0x80 != 0));
+    }
+
+    #[test]
+    fn a_vif_has_both_ends_with_libxls_permissions() {
+        let (mut store, toolstack) = store_with_guests();
+        add_vif(&mut store, toolstack, &nic(GUEST)).unwrap();
+        let mut session = store.session(toolstack, None);
+        let read = |session: &mut xenstore::local::Session<'_>, path: &str| {
+            String::from_utf8(session.read(path).unwrap()).unwrap()
+        };
+        let backend = "/local/domain/0/backend/vif/3/0";
+        let frontend = "/local/domain/3/device/vif/0";
+        for (key, value) in [
+            ("frontend", frontend),
+            ("frontend-id", "3"),
+            ("online", "1"),
+            ("state", "1"),
+            ("script", ""),
+            ("mac", "00:16:3e:0a:0b:0c"),
+            ("bridge", "xenbr0"),
+            ("handle", "0"),
+            ("type", "vif"),
+        ] {
+            assert_eq!(
+                read(&mut session, &format!("{backend}/{key}")),
+                value,
+                "{key}"
+            );
+        }
+        for (key, value) in [
+            ("backend", backend),
+            ("backend-id", "0"),
+            ("state", "1"),
+            ("handle", "0"),
+            ("mac", "00:16:3e:0a:0b:0c"),
+        ] {
+            assert_eq!(
+                read(&mut session, &format!("{frontend}/{key}")),
+                value,
+                "{key}"
+            );
+        }
+        assert_eq!(
+            session.get_permissions(&format!("{backend}/mac")).unwrap(),
+            Permissions::new(DomainId::DOM0, Access::None).with(GUEST, Access::Read)
+        );
+        assert_eq!(
+            session.get_permissions(&format!("{frontend}/mac")).unwrap(),
+            Permissions::new(GUEST, Access::None).with(DomainId::DOM0, Access::Read)
+        );
+        let path = format!("{backend}/state");
+        assert_eq!(
+            as_guest(&mut store, GUEST, Request::Read { path: &path }),
+            Ok(Response::Value(b"1".to_vec()))
+        );
+        assert_eq!(
+            as_guest(
+                &mut store,
+                GUEST,
+                Request::Write {
+                    path: &path,
+                    value: b"4"
+                }
+            ),
+            Err(Error::AccessDenied)
+        );
+        assert_eq!(
+            as_guest(
+                &mut store,
+                GUEST,
+                Request::Write {
+                    path: "device/vif/0/tx-ring-ref",
+                    value: b"8"
+                }
+            ),
+            Ok(Response::Ok)
+        );
+        assert_eq!(
+            as_guest(&mut store, OTHER, Request::Read { path: &path }),
+            Err(Error::AccessDenied)
+        );
+        remove_vif(&mut store, toolstack, &nic(GUEST)).unwrap();
         let mut session = store.session(toolstack, None);
         assert_eq!(session.read(backend), Err(Error::NotFound));
         assert_eq!(session.read(frontend), Err(Error::NotFound));
