@@ -1,0 +1,694 @@
+//! `xenolith-img`: builds and edits Xenolith appliance disks on the host —
+//! a GPT with one Xenolith volume store partition, and named volumes in it
+//! (guest disks raw or qcow2, kernels, initrds, configs).
+//!
+//! Every command is a library function ([`create`], [`import`], [`export`],
+//! [`list`], [`remove`], [`new_qcow2`]) so tests can call them; [`run`]
+//! parses a command line for the binary.
+//!
+//! The store records a volume's *kind*; the *format* of a disk volume is
+//! not recorded: `list` probes it (the qcow2 magic), and Dom0 serves a
+//! volume in the format its `disk` entry names (`format=`, raw by default),
+//! as xl does — a probe alone cannot be trusted, since a guest may write
+//! the qcow2 magic into its raw disk.
+
+pub mod media;
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use disk_formats::{
+    CreateOptions, DiskImage, DiskOffset, ImageError, ImageFormat, NoBacking, Qcow2, Storage,
+    StorageError, StorageOffset, probe_format,
+};
+use storage::gpt::{FindError, Gpt, GptError};
+use storage::guid::Guid;
+use storage::store::{FormatOptions, Store, StoreError, VolumeKind, VolumeName};
+use storage::{PartitionDevice, SECTOR_SIZE};
+
+use media::{FileDisk, FileStorage};
+
+/// The store on an appliance disk file.
+pub type DiskStore = Store<PartitionDevice<FileDisk>>;
+
+/// Bytes copied at a time.
+const CHUNK: usize = 1 << 20;
+
+/// The command line the binary takes.
+pub const USAGE: &str = "\
+usage: xenolith-img create DISK --size SIZE [--force]
+       xenolith-img import DISK NAME FILE [--kind disk|kernel|initrd|config] [--convert raw]
+       xenolith-img export DISK NAME FILE [--force]
+       xenolith-img list DISK
+       xenolith-img remove DISK NAME
+       xenolith-img new-qcow2 DISK NAME --size SIZE
+SIZE is bytes or a number with K, M, G or T (powers of 1024).";
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum ToolError {
+    /// The command line is wrong.
+    Usage(String),
+    /// A host file could not be opened, read or written.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        error: std::io::Error,
+    },
+    /// `create` would overwrite an existing file (pass `--force`), or
+    /// `export` an existing output file.
+    Exists(PathBuf),
+    /// The disk is not a Xenolith appliance disk, or its GPT or store is
+    /// damaged. Nothing was written.
+    NotAnApplianceDisk {
+        /// The disk.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The store refused the operation.
+    Store(StoreError),
+    /// The GPT could not be written.
+    Gpt(GptError),
+    /// An image (the file imported or the volume exported) is unreadable
+    /// or refused.
+    Image {
+        /// Which image.
+        what: String,
+        /// Why.
+        error: ImageError,
+    },
+    /// The input is valid but cannot be used as asked.
+    Refused(String),
+}
+
+impl ToolError {
+    /// Whether the usage text helps.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, ToolError::Usage(_))
+    }
+
+    /// The process exit code: 2 usage, 3 not an appliance disk (foreign or
+    /// corrupt), 4 the output exists, 1 anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ToolError::Usage(_) => 2,
+            ToolError::NotAnApplianceDisk { .. } => 3,
+            ToolError::Exists(_) => 4,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for ToolError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ToolError::Usage(why) => write!(formatter, "{why}"),
+            ToolError::Io { path, error } => write!(formatter, "{}: {error}", path.display()),
+            ToolError::Exists(path) => write!(
+                formatter,
+                "{} exists; refusing to overwrite it (pass --force)",
+                path.display()
+            ),
+            ToolError::NotAnApplianceDisk { path, why } => write!(
+                formatter,
+                "{}: not a usable Xenolith appliance disk: {why}; nothing was written",
+                path.display()
+            ),
+            ToolError::Store(error) => write!(formatter, "{error}"),
+            ToolError::Gpt(error) => write!(formatter, "{error}"),
+            ToolError::Image { what, error } => write!(formatter, "{what}: {error}"),
+            ToolError::Refused(why) => write!(formatter, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for ToolError {}
+
+impl From<StoreError> for ToolError {
+    fn from(error: StoreError) -> Self {
+        ToolError::Store(error)
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ToolError + '_ {
+    move |error| ToolError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+fn image_error(what: &str) -> impl FnOnce(ImageError) -> ToolError + '_ {
+    move |error| ToolError::Image {
+        what: what.to_string(),
+        error,
+    }
+}
+
+fn random_guid() -> Result<Guid, ToolError> {
+    let path = Path::new("/dev/urandom");
+    let mut bytes = [0u8; 16];
+    File::open(path)
+        .and_then(|mut file| file.read_exact(&mut bytes))
+        .map_err(io_error(path))?;
+    Ok(Guid::from_random_bytes(bytes))
+}
+
+/// Parses a size: bytes, or a number with `K`, `M`, `G` or `T` (optionally
+/// followed by `iB` or `B`), powers of 1024.
+pub fn parse_size(text: &str) -> Result<u64, ToolError> {
+    let bad = || {
+        ToolError::Usage(format!(
+            "size {text:?}: give bytes or a number with K, M, G, T"
+        ))
+    };
+    let trimmed = text.trim();
+    let trimmed = trimmed
+        .strip_suffix("iB")
+        .or_else(|| trimmed.strip_suffix('B'))
+        .unwrap_or(trimmed);
+    let (digits, shift) = match trimmed.chars().last() {
+        Some('K' | 'k') => (&trimmed[..trimmed.len() - 1], 10),
+        Some('M' | 'm') => (&trimmed[..trimmed.len() - 1], 20),
+        Some('G' | 'g') => (&trimmed[..trimmed.len() - 1], 30),
+        Some('T' | 't') => (&trimmed[..trimmed.len() - 1], 40),
+        _ => (trimmed, 0),
+    };
+    let number: u64 = digits.parse().map_err(|_| bad())?;
+    number.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+/// Parses a volume kind as the command line spells it.
+pub fn parse_kind(text: &str) -> Result<VolumeKind, ToolError> {
+    Ok(match text {
+        "disk" => VolumeKind::DiskImage,
+        "kernel" => VolumeKind::Kernel,
+        "initrd" => VolumeKind::Initrd,
+        "config" => VolumeKind::Config,
+        _ => {
+            return Err(ToolError::Usage(format!(
+                "kind {text:?}: give disk, kernel, initrd or config"
+            )));
+        }
+    })
+}
+
+/// The kind as the command line spells it.
+pub fn kind_name(kind: VolumeKind) -> &'static str {
+    match kind {
+        VolumeKind::DiskImage => "disk",
+        VolumeKind::Kernel => "kernel",
+        VolumeKind::Initrd => "initrd",
+        VolumeKind::Config => "config",
+    }
+}
+
+fn volume_name(name: &str) -> Result<VolumeName, ToolError> {
+    VolumeName::new(name)
+        .map_err(|error| ToolError::Refused(format!("volume name {name:?}: {error}")))
+}
+
+/// Makes a new appliance disk of `size` bytes (rounded down to whole
+/// sectors): a GPT with one Xenolith store partition and an empty store.
+/// Refuses an existing file unless `force`.
+pub fn create(disk: &Path, size: u64, force: bool) -> Result<String, ToolError> {
+    if !force && disk.exists() {
+        return Err(ToolError::Exists(disk.to_path_buf()));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(disk)
+        .map_err(io_error(disk))?;
+    let size = size / SECTOR_SIZE as u64 * SECTOR_SIZE as u64;
+    file.set_len(size).map_err(io_error(disk))?;
+    let mut device = FileDisk::new(file).map_err(io_error(disk))?;
+    let result = (|| {
+        let gpt =
+            Gpt::with_xenolith_partition(size / SECTOR_SIZE as u64, random_guid()?, random_guid()?)
+                .map_err(ToolError::Gpt)?;
+        gpt.write_new(&mut device).map_err(ToolError::Gpt)?;
+        let partition = gpt
+            .find_xenolith_store()
+            .map_err(|error| ToolError::Refused(error.to_string()))?;
+        let part = PartitionDevice::new(
+            &mut device,
+            partition.first_sector(),
+            partition.sector_count(),
+        )
+        .map_err(|error| ToolError::Store(StoreError::Device(error)))?;
+        let store = Store::format(part, FormatOptions::new(random_guid()?))?;
+        Ok(format!(
+            "{}: {} MiB appliance disk, store of {} MiB\n",
+            disk.display(),
+            size >> 20,
+            store.capacity_bytes() >> 20
+        ))
+    })();
+    if result.is_err() {
+        // A half-made disk is worse than none.
+        let _ = std::fs::remove_file(disk);
+    }
+    result
+}
+
+/// Opens the store on an appliance disk; refuses (and explains) a foreign
+/// or damaged disk without writing to it.
+pub fn open_store(disk: &Path) -> Result<DiskStore, ToolError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .map_err(io_error(disk))?;
+    let mut device = FileDisk::new(file).map_err(io_error(disk))?;
+    let refuse = |why: String| ToolError::NotAnApplianceDisk {
+        path: disk.to_path_buf(),
+        why,
+    };
+    let (gpt, report) = Gpt::read(&mut device).map_err(|error| match error {
+        GptError::NoValidCopy { .. } | GptError::DiskTooSmall { .. } => {
+            refuse(format!("no valid GPT ({error})"))
+        }
+        other => refuse(other.to_string()),
+    })?;
+    if !report.is_healthy() {
+        eprintln!(
+            "xenolith-img: warning: {}: GPT is not healthy: {report:?}",
+            disk.display()
+        );
+    }
+    let partition = gpt.find_xenolith_store().map_err(|error| match error {
+        FindError::NotFound => refuse("its GPT has no Xenolith volume store partition".into()),
+        other => refuse(other.to_string()),
+    })?;
+    let part = PartitionDevice::new(device, partition.first_sector(), partition.sector_count())
+        .map_err(|error| refuse(format!("the store partition is off the disk ({error})")))?;
+    let (store, _) = Store::open(part).map_err(|error| match error {
+        StoreError::NotAStore
+        | StoreError::Corrupt { .. }
+        | StoreError::WrongPartitionSize { .. } => refuse(error.to_string()),
+        other => ToolError::Store(other),
+    })?;
+    Ok(store)
+}
+
+/// Copies `length` bytes from `read` into volume `id`.
+fn copy_into(
+    store: &mut DiskStore,
+    id: storage::store::VolumeId,
+    length: u64,
+    mut read: impl FnMut(u64, &mut [u8]) -> Result<(), ToolError>,
+) -> Result<(), ToolError> {
+    let mut buffer = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < length {
+        let count = (length - done).min(CHUNK as u64) as usize;
+        read(done, &mut buffer[..count])?;
+        if buffer[..count].iter().any(|&byte| byte != 0) {
+            // New volumes read as zeros already.
+            store.write_at(id, done, &buffer[..count])?;
+        }
+        done += count as u64;
+    }
+    Ok(())
+}
+
+/// Imports `file` as volume `name` of `kind`. A disk is stored as it is
+/// (raw, or qcow2 after a successful open); with `convert_raw` a qcow2 file
+/// becomes a raw volume of its virtual size.
+pub fn import(
+    disk: &Path,
+    name: &str,
+    file: &Path,
+    kind: VolumeKind,
+    convert_raw: bool,
+) -> Result<String, ToolError> {
+    let name = volume_name(name)?;
+    let mut store = open_store(disk)?;
+    if store.lookup(name.as_str()).is_ok() {
+        return Err(ToolError::Store(StoreError::NameTaken));
+    }
+    let input = File::open(file).map_err(io_error(file))?;
+    let mut source = FileStorage::new(input).map_err(io_error(file))?;
+    let what = file.display().to_string();
+    let format = if kind == VolumeKind::DiskImage {
+        probe_format(&mut source).map_err(image_error(&what))?
+    } else {
+        ImageFormat::Raw
+    };
+    let file_length = source.len();
+    let (stored_format, length) = match format {
+        ImageFormat::Qcow2 => {
+            // Only an image this code can serve goes in.
+            let options = disk_formats::OpenOptions {
+                read_only: true,
+                depth: 0,
+            };
+            let mut image = Qcow2::open(&mut source, options, &mut NoBacking).map_err(|error| {
+                ToolError::Image {
+                    what: format!("{what} (qcow2; flatten backing files with qemu-img convert)"),
+                    error,
+                }
+            })?;
+            if convert_raw {
+                let size = image.virtual_size();
+                let id = store.create(&name, kind, size)?;
+                let copied = copy_into(&mut store, id, size, |offset, buffer| {
+                    image
+                        .read(DiskOffset(offset), buffer)
+                        .map_err(image_error(&what))
+                });
+                finish(&mut store, id, copied)?;
+                return Ok(format!(
+                    "{}: imported {what} as raw, {size} bytes\n",
+                    name.as_str()
+                ));
+            }
+            ("qcow2", file_length)
+        }
+        ImageFormat::Raw => {
+            if kind == VolumeKind::DiskImage && !file_length.is_multiple_of(SECTOR_SIZE as u64) {
+                return Err(ToolError::Refused(format!(
+                    "{what}: a raw disk must be whole 512-byte sectors; it is {file_length} bytes"
+                )));
+            }
+            if convert_raw && kind != VolumeKind::DiskImage {
+                return Err(ToolError::Usage("--convert applies to disks only".into()));
+            }
+            ("raw", file_length)
+        }
+    };
+    let id = store.create(&name, kind, length)?;
+    let copied = copy_into(&mut store, id, length, |offset, buffer| {
+        source
+            .read_at(StorageOffset(offset), buffer)
+            .map_err(|error| image_error(&what)(error.into()))
+    });
+    finish(&mut store, id, copied)?;
+    Ok(format!(
+        "{}: imported {what} ({} {stored_format}, {length} bytes)\n",
+        name.as_str(),
+        kind_name(kind)
+    ))
+}
+
+/// Flushes after a copy, or deletes the volume the copy failed to fill.
+fn finish(
+    store: &mut DiskStore,
+    id: storage::store::VolumeId,
+    copied: Result<(), ToolError>,
+) -> Result<(), ToolError> {
+    match copied.and_then(|()| Ok(store.flush()?)) {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            let _ = store.delete(id);
+            Err(error)
+        }
+    }
+}
+
+/// Writes volume `name`'s bytes to `file` (refusing an existing file
+/// unless `force`).
+pub fn export(disk: &Path, name: &str, file: &Path, force: bool) -> Result<String, ToolError> {
+    let mut store = open_store(disk)?;
+    let volume = store.lookup(name)?;
+    let (id, size) = (volume.id, volume.size);
+    if !force && file.exists() {
+        return Err(ToolError::Exists(file.to_path_buf()));
+    }
+    let output = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(file)
+        .map_err(io_error(file))?;
+    output.set_len(size).map_err(io_error(file))?;
+    let mut buffer = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < size {
+        let count = (size - done).min(CHUNK as u64) as usize;
+        store.read_at(id, done, &mut buffer[..count])?;
+        if buffer[..count].iter().any(|&byte| byte != 0) {
+            std::os::unix::fs::FileExt::write_all_at(&output, &buffer[..count], done)
+                .map_err(io_error(file))?;
+        }
+        done += count as u64;
+    }
+    output.sync_all().map_err(io_error(file))?;
+    Ok(format!(
+        "{name}: exported {size} bytes to {}\n",
+        file.display()
+    ))
+}
+
+/// One volume as `list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: VolumeKind,
+    /// For a disk, the probed format; `None` for other kinds.
+    pub format: Option<ImageFormat>,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// The volumes on `disk`, with their probed formats.
+pub fn volumes(disk: &Path) -> Result<Vec<Listing>, ToolError> {
+    let mut store = open_store(disk)?;
+    let found: Vec<_> = store
+        .volumes()
+        .iter()
+        .map(|volume| {
+            (
+                volume.id,
+                volume.name.as_str().to_string(),
+                volume.kind,
+                volume.size,
+            )
+        })
+        .collect();
+    let mut listings = Vec::new();
+    for (id, name, kind, size) in found {
+        let format = if kind == VolumeKind::DiskImage {
+            let mut view = media::VolumeStorage::new(&mut store, id);
+            Some(probe_format(&mut view).map_err(image_error(&name))?)
+        } else {
+            None
+        };
+        listings.push(Listing {
+            name,
+            kind,
+            format,
+            size,
+        });
+    }
+    Ok(listings)
+}
+
+/// `list`: a table of volumes and the store's free space.
+pub fn list(disk: &Path) -> Result<String, ToolError> {
+    let listings = volumes(disk)?;
+    let store = open_store(disk)?;
+    let mut text = format!(
+        "{:<24} {:<7} {:<7} {:>14}\n",
+        "NAME", "KIND", "FORMAT", "SIZE"
+    );
+    for listing in &listings {
+        let format = match listing.format {
+            Some(ImageFormat::Raw) => "raw",
+            Some(ImageFormat::Qcow2) => "qcow2",
+            None => "-",
+        };
+        text.push_str(&format!(
+            "{:<24} {:<7} {:<7} {:>14}\n",
+            listing.name,
+            kind_name(listing.kind),
+            format,
+            listing.size
+        ));
+    }
+    text.push_str(&format!(
+        "{} volumes; {} of {} MiB free\n",
+        listings.len(),
+        store.free_bytes() >> 20,
+        store.capacity_bytes() >> 20
+    ));
+    Ok(text)
+}
+
+/// Deletes volume `name`.
+pub fn remove(disk: &Path, name: &str) -> Result<String, ToolError> {
+    let mut store = open_store(disk)?;
+    let id = store.lookup(name)?.id;
+    store.delete(id)?;
+    Ok(format!("{name}: removed\n"))
+}
+
+/// An image being built in memory.
+#[derive(Debug, Default)]
+struct MemoryStorage(Vec<u8>);
+
+impl Storage for MemoryStorage {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_at(&mut self, offset: StorageOffset, buffer: &mut [u8]) -> Result<(), StorageError> {
+        let range = range(offset, buffer.len(), self.0.len())?;
+        buffer.copy_from_slice(&self.0[range]);
+        Ok(())
+    }
+    fn write_at(&mut self, offset: StorageOffset, data: &[u8]) -> Result<(), StorageError> {
+        let range = range(offset, data.len(), self.0.len())?;
+        self.0[range].copy_from_slice(data);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn set_len(&mut self, length: u64) -> Result<(), StorageError> {
+        let length = usize::try_from(length).map_err(|_| StorageError::NoSpace)?;
+        if length > self.0.len() {
+            self.0.resize(length, 0);
+        }
+        Ok(())
+    }
+}
+
+fn range(
+    offset: StorageOffset,
+    length: usize,
+    size: usize,
+) -> Result<std::ops::Range<usize>, StorageError> {
+    let start = usize::try_from(offset.0).ok();
+    match start.and_then(|start| Some(start..start.checked_add(length)?)) {
+        Some(range) if range.end <= size => Ok(range),
+        _ => Err(StorageError::OutOfBounds {
+            offset: offset.0,
+            length: length as u64,
+        }),
+    }
+}
+
+/// Makes an empty qcow2 volume `name` of virtual size `size` (a multiple
+/// of 512), 64 KiB clusters, no backing file.
+pub fn new_qcow2(disk: &Path, name: &str, size: u64) -> Result<String, ToolError> {
+    let name = volume_name(name)?;
+    if size == 0 || !size.is_multiple_of(SECTOR_SIZE as u64) {
+        return Err(ToolError::Usage(format!(
+            "size {size}: a disk is a non-zero number of 512-byte sectors"
+        )));
+    }
+    let mut store = open_store(disk)?;
+    let image = Qcow2::create(MemoryStorage::default(), &CreateOptions::new(size))
+        .map_err(image_error("the new qcow2 image"))?;
+    let bytes = image.0;
+    let id = store.create(&name, VolumeKind::DiskImage, bytes.len() as u64)?;
+    let written = store.write_at(id, 0, &bytes).map_err(ToolError::from);
+    finish(&mut store, id, written)?;
+    Ok(format!(
+        "{}: empty qcow2 disk of {size} bytes ({} bytes stored)\n",
+        name.as_str(),
+        bytes.len()
+    ))
+}
+
+/// Runs a command line (without the program name) and returns its output.
+pub fn run(arguments: &[String]) -> Result<String, ToolError> {
+    let mut positional = Vec::new();
+    let mut size = None;
+    let mut kind = None;
+    let mut convert = None;
+    let mut force = false;
+    let mut iter = arguments.iter();
+    while let Some(argument) = iter.next() {
+        let mut value = |flag: &str| {
+            iter.next()
+                .cloned()
+                .ok_or_else(|| ToolError::Usage(format!("{flag} needs a value")))
+        };
+        match argument.as_str() {
+            "--size" => size = Some(parse_size(&value("--size")?)?),
+            "--kind" => kind = Some(parse_kind(&value("--kind")?)?),
+            "--convert" => convert = Some(value("--convert")?),
+            "--force" => force = true,
+            "-h" | "--help" => return Ok(format!("{USAGE}\n")),
+            flag if flag.starts_with("--") => {
+                return Err(ToolError::Usage(format!("unknown option {flag}")));
+            }
+            _ => positional.push(argument.as_str()),
+        }
+    }
+    let convert_raw = match convert.as_deref() {
+        None => false,
+        Some("raw") => true,
+        Some(other) => {
+            return Err(ToolError::Usage(format!(
+                "--convert {other:?}: only raw is supported"
+            )));
+        }
+    };
+    let need_size = || size.ok_or_else(|| ToolError::Usage("--size is required".into()));
+    let unused = |flag: bool, name: &str| {
+        if flag {
+            Err(ToolError::Usage(format!("{name} does not apply here")))
+        } else {
+            Ok(())
+        }
+    };
+    match positional.as_slice() {
+        ["create", disk] => {
+            unused(kind.is_some() || convert.is_some(), "--kind/--convert")?;
+            create(Path::new(disk), need_size()?, force)
+        }
+        ["import", disk, name, file] => {
+            unused(size.is_some() || force, "--size/--force")?;
+            let kind = kind.unwrap_or(VolumeKind::DiskImage);
+            if convert_raw && kind != VolumeKind::DiskImage {
+                return Err(ToolError::Usage("--convert applies to disks only".into()));
+            }
+            import(Path::new(disk), name, Path::new(file), kind, convert_raw)
+        }
+        ["export", disk, name, file] => {
+            unused(
+                size.is_some() || kind.is_some() || convert.is_some(),
+                "--size/--kind/--convert",
+            )?;
+            export(Path::new(disk), name, Path::new(file), force)
+        }
+        ["list", disk] => {
+            unused(
+                size.is_some() || kind.is_some() || convert.is_some() || force,
+                "an option",
+            )?;
+            list(Path::new(disk))
+        }
+        ["remove", disk, name] => {
+            unused(
+                size.is_some() || kind.is_some() || convert.is_some() || force,
+                "an option",
+            )?;
+            remove(Path::new(disk), name)
+        }
+        ["new-qcow2", disk, name] => {
+            unused(
+                kind.is_some() || convert.is_some() || force,
+                "--kind/--convert/--force",
+            )?;
+            new_qcow2(Path::new(disk), name, need_size()?)
+        }
+        [] => Err(ToolError::Usage("no command".into())),
+        [command, ..] => Err(ToolError::Usage(format!(
+            "{command}: unknown command or wrong number of arguments"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

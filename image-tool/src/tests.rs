@@ -1,0 +1,241 @@
+//! The commands on small disks in a temporary directory.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use storage::BlockDevice;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "xenolith-img-unit-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Scratch(path)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn arguments(text: &str) -> Vec<String> {
+    text.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn sizes_parse() {
+    assert_eq!(parse_size("4096").unwrap(), 4096);
+    assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+    assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+    assert_eq!(parse_size("1k").unwrap(), 1024);
+    assert!(parse_size("").is_err());
+    assert!(parse_size("M").is_err());
+    assert!(parse_size("12X").is_err());
+    assert!(parse_size("99999999999T").is_err());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for line in [
+        "",
+        "frobnicate x",
+        "create disk.img",
+        "create disk.img --size",
+        "import a b",
+        "import d n f --kind swap",
+        "import d n f --convert vmdk",
+        "import d n f --kind kernel --convert raw",
+        "list d --size 1M",
+        "list d --bogus",
+    ] {
+        let error = run(&arguments(line)).unwrap_err();
+        assert_eq!(error.exit_code(), 2, "{line:?}: {error}");
+    }
+}
+
+#[test]
+fn create_list_import_export_remove() {
+    let scratch = Scratch::new();
+    let disk = scratch.path("disk.img");
+    let disk_name = disk.to_str().unwrap();
+    run(&arguments(&format!("create {disk_name} --size 32M"))).unwrap();
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 32 << 20);
+
+    // Refuses to overwrite without --force.
+    let error = run(&arguments(&format!("create {disk_name} --size 32M"))).unwrap_err();
+    assert_eq!(error.exit_code(), 4);
+
+    let kernel: Vec<u8> = (0..100_000u32).map(|value| (value % 251) as u8).collect();
+    let kernel_file = scratch.path("vmlinuz");
+    std::fs::write(&kernel_file, &kernel).unwrap();
+    let raw: Vec<u8> = (0..(3u32 << 20)).map(|value| (value % 253) as u8).collect();
+    let raw_file = scratch.path("raw.img");
+    std::fs::write(&raw_file, &raw).unwrap();
+
+    import(&disk, "vmlinuz", &kernel_file, VolumeKind::Kernel, false).unwrap();
+    import(&disk, "root", &raw_file, VolumeKind::DiskImage, false).unwrap();
+    new_qcow2(&disk, "data", 1 << 30).unwrap();
+    let error = import(&disk, "root", &raw_file, VolumeKind::DiskImage, false).unwrap_err();
+    assert!(matches!(error, ToolError::Store(StoreError::NameTaken)));
+
+    let listed = volumes(&disk).unwrap();
+    let summary: Vec<_> = listed
+        .iter()
+        .map(|listing| {
+            (
+                listing.name.as_str(),
+                listing.kind,
+                listing.format,
+                listing.size,
+            )
+        })
+        .collect();
+    assert_eq!(summary[0], ("vmlinuz", VolumeKind::Kernel, None, 100_000));
+    assert_eq!(
+        summary[1],
+        (
+            "root",
+            VolumeKind::DiskImage,
+            Some(ImageFormat::Raw),
+            3 << 20
+        )
+    );
+    assert_eq!(summary[2].2, Some(ImageFormat::Qcow2));
+    let table = list(&disk).unwrap();
+    assert!(
+        table.contains("vmlinuz") && table.contains("qcow2"),
+        "{table}"
+    );
+
+    let out = scratch.path("out");
+    export(&disk, "vmlinuz", &out, false).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), kernel);
+    assert_eq!(
+        export(&disk, "root", &out, false).unwrap_err().exit_code(),
+        4
+    );
+    export(&disk, "root", &out, true).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), raw);
+
+    // The new qcow2 volume opens, reads zeros and takes writes (growing
+    // the volume as Dom0's adapter does).
+    let mut store = open_store(&disk).unwrap();
+    let id = store.lookup("data").unwrap().id;
+    {
+        let volume = media::VolumeStorage::new(&mut store, id);
+        let options = disk_formats::OpenOptions {
+            read_only: false,
+            depth: 0,
+        };
+        let mut image = Qcow2::open(volume, options, &mut NoBacking).unwrap();
+        assert_eq!(image.virtual_size(), 1 << 30);
+        let mut buffer = vec![0xAAu8; 4096];
+        image.read(DiskOffset(1 << 20), &mut buffer).unwrap();
+        assert!(buffer.iter().all(|&byte| byte == 0));
+        image.write(DiskOffset(512 << 20), &[7u8; 8192]).unwrap();
+        image.flush().unwrap();
+        image.read(DiskOffset(512 << 20), &mut buffer).unwrap();
+        assert!(buffer.iter().all(|&byte| byte == 7));
+    }
+    assert!(store.lookup("data").unwrap().size >= media::GROWTH_STEP);
+    drop(store);
+
+    remove(&disk, "root").unwrap();
+    assert!(matches!(
+        remove(&disk, "root").unwrap_err(),
+        ToolError::Store(StoreError::NoSuchVolume)
+    ));
+    assert_eq!(volumes(&disk).unwrap().len(), 2);
+}
+
+#[test]
+fn raw_disks_must_be_whole_sectors_but_other_kinds_need_not() {
+    let scratch = Scratch::new();
+    let disk = scratch.path("disk.img");
+    create(&disk, 16 << 20, false).unwrap();
+    let odd = scratch.path("odd");
+    std::fs::write(&odd, [1u8; 1000]).unwrap();
+    assert!(matches!(
+        import(&disk, "odd", &odd, VolumeKind::DiskImage, false).unwrap_err(),
+        ToolError::Refused(_)
+    ));
+    import(&disk, "odd", &odd, VolumeKind::Config, false).unwrap();
+}
+
+#[test]
+fn foreign_and_damaged_disks_are_refused_untouched() {
+    let scratch = Scratch::new();
+    // Zeros: no GPT.
+    let blank = scratch.path("blank.img");
+    std::fs::write(&blank, vec![0u8; 4 << 20]).unwrap();
+    let error = run(&arguments(&format!("list {}", blank.display()))).unwrap_err();
+    assert_eq!(error.exit_code(), 3, "{error}");
+    assert!(error.to_string().contains("no valid GPT"), "{error}");
+    assert!(std::fs::read(&blank).unwrap().iter().all(|&byte| byte == 0));
+
+    // A GPT without a store partition.
+    let foreign = scratch.path("foreign.img");
+    std::fs::write(&foreign, vec![0u8; 4 << 20]).unwrap();
+    let mut device = FileDisk::new(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&foreign)
+            .unwrap(),
+    )
+    .unwrap();
+    Gpt::new(device.sector_count(), Guid([1; 16]))
+        .unwrap()
+        .write_new(&mut device)
+        .unwrap();
+    let error = list(&foreign).unwrap_err();
+    assert!(
+        error.to_string().contains("no Xenolith volume store"),
+        "{error}"
+    );
+
+    // A store whose metadata is damaged (both slots).
+    let disk = scratch.path("disk.img");
+    create(&disk, 16 << 20, false).unwrap();
+    let store = open_store(&disk).unwrap();
+    let first = store.device().first_sector().0;
+    drop(store);
+    let mut bytes = std::fs::read(&disk).unwrap();
+    for slot in 0..2u64 {
+        let at = ((first + slot * 1024) * 512 + 20) as usize;
+        bytes[at] ^= 0xFF;
+    }
+    std::fs::write(&disk, &bytes).unwrap();
+    let error = list(&disk).unwrap_err();
+    assert_eq!(error.exit_code(), 3);
+    assert!(error.to_string().contains("damaged"), "{error}");
+    assert_eq!(std::fs::read(&disk).unwrap(), bytes);
+}
+
+#[test]
+fn a_corrupt_qcow2_is_not_imported() {
+    let scratch = Scratch::new();
+    let disk = scratch.path("disk.img");
+    create(&disk, 16 << 20, false).unwrap();
+    let image = Qcow2::create(MemoryStorage::default(), &CreateOptions::new(1 << 20)).unwrap();
+    let mut bytes = image.0;
+    // L1 table offset far past the end.
+    bytes[40..48].copy_from_slice(&(1u64 << 40).to_be_bytes());
+    let file = scratch.path("bad.qcow2");
+    std::fs::write(&file, &bytes).unwrap();
+    let error = import(&disk, "bad", &file, VolumeKind::DiskImage, false).unwrap_err();
+    assert!(matches!(error, ToolError::Image { .. }), "{error}");
+    assert!(volumes(&disk).unwrap().is_empty());
+}
