@@ -1,11 +1,15 @@
 //! Guests' disks: a blkif back end (`blkback`) per `disk` entry, served
-//! from the appliance's first virtio disk (target `virtio0`, the whole
-//! disk; volumes come later). Dom0's side of blkback's traits: grant
-//! copies (`grants`), inter-domain event channels, xenstore through Dom0's
-//! own local connection, and a device that queues submissions for
-//! virtio-blk. Each pass takes the disk's completions, the front ends'
-//! state changes and ring requests, and hands new requests to the disk.
+//! from the appliance's first virtio disk: the whole disk (target
+//! `virtio0`) when it holds no Xenolith store, else a volume of the store
+//! (target `VOLUME`, `format=raw` or `qcow2`; see `volumes`). Dom0's side
+//! of blkback's traits: grant copies (`grants`), inter-domain event
+//! channels, xenstore through Dom0's own local connection, and a device
+//! that queues submissions. Each pass takes the disk's completions, the
+//! front ends' state changes and ring requests, and hands new requests to
+//! the whole disk (asynchronously) or to the volume's image, which does
+//! them synchronously and completes them at once.
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
@@ -17,6 +21,7 @@ use blkback::{
     Input, Time, XenbusState,
 };
 use config::{Disk, DiskAccess, DiskFormat};
+use disk_formats::{DiskImage, ImageFormat};
 use dom0::domain_nodes::{self, VirtualDisk};
 use dom0::virtio_blk::Operation;
 use log::{info, warn};
@@ -28,24 +33,36 @@ use xenstore::{ConnectionId, Xenstored};
 use crate::devices;
 use crate::devices::block::{BlockDevice as VirtioDisk, Request};
 use crate::grants::CopyGrants;
+use crate::volumes::{self, ApplianceDisk, SharedStore};
 use crate::xenstore_service::XenstoreService;
 
-/// The one target served for now: the appliance's first virtio disk.
+/// The appliance's first virtio disk as a whole (when it holds no store).
 pub const DISK_TARGET: &str = "virtio0";
 
-/// Checks a config's `disk` entry: what this step can serve.
+/// Checks a config's `disk` entry: what can be served (whether the volume
+/// exists is checked when the disk is attached).
 pub fn check_disk(disk: &Disk) -> Result<(), String> {
-    if disk.target != DISK_TARGET {
-        return Err(format!(
-            "disk target {:?}: only {DISK_TARGET:?} (the appliance's first virtio disk, whole) is supported yet",
-            disk.target
-        ));
-    }
-    if disk.format != DiskFormat::Raw {
-        return Err(format!(
-            "disk {DISK_TARGET}: format {} is not supported; it is a raw disk",
-            disk.format.name()
-        ));
+    if disk.target == DISK_TARGET {
+        if disk.format != DiskFormat::Raw {
+            return Err(format!(
+                "disk {DISK_TARGET}: format {} is not supported; the whole disk is raw",
+                disk.format.name()
+            ));
+        }
+    } else {
+        if let Err(error) = storage::store::VolumeName::new(&disk.target) {
+            return Err(format!(
+                "disk target {:?}: neither {DISK_TARGET:?} (the appliance's first virtio disk, whole) nor a volume name ({error})",
+                disk.target
+            ));
+        }
+        if !matches!(disk.format, DiskFormat::Raw | DiskFormat::Qcow2) {
+            return Err(format!(
+                "disk {}: format {} is not supported; give raw or qcow2",
+                disk.target,
+                disk.format.name()
+            ));
+        }
     }
     if disk.cdrom {
         return Err("CD-ROM drives are not supported yet".into());
@@ -133,12 +150,19 @@ struct GuestDisk {
     /// The watch on `<frontend>/state`: path and token.
     watch: (String, Vec<u8>),
     backend: Backend,
+    /// What the disk entry named: `virtio0` or a volume.
+    target: String,
+    /// A volume's image, served synchronously; `None` for the whole disk.
+    image: Option<Box<dyn DiskImage>>,
 }
 
 /// Guests' disks and the appliance disk behind them.
 #[derive(Default)]
 pub struct BlockService {
+    /// The whole disk, when it holds no store.
     disk: Option<VirtioDisk>,
+    /// The store on the disk, when it holds one.
+    store: Option<SharedStore>,
     /// Dom0's xenstore connection for the back ends (their watches).
     connection: Option<ConnectionId>,
     /// By serial number (never reused, so a late completion cannot reach a
@@ -153,7 +177,7 @@ pub struct BlockService {
 }
 
 /// Dom0's monotonic time from the TSC.
-fn now() -> Time {
+pub fn now() -> Time {
     let khz =
         u128::from(baremetal::cpu::cpuid(xenolith_abi::cpuid::XEN_CPUID_BASE + 3, 0)[2].max(1));
     let nanoseconds = u128::from(baremetal::cpu::rdtsc()) * 1_000_000 / khz;
@@ -180,7 +204,13 @@ impl BlockService {
                 }
             );
         }
-        self.disk = disk;
+        self.disk = None;
+        self.store = None;
+        match disk.map(volumes::open) {
+            Some(ApplianceDisk::Whole(disk)) => self.disk = Some(*disk),
+            Some(ApplianceDisk::Store(store)) => self.store = Some(store),
+            Some(ApplianceDisk::Unusable) | None => {}
+        }
     }
 
     /// The local ports of every connected ring.
@@ -197,29 +227,67 @@ impl BlockService {
         entry: &Disk,
     ) -> Result<(), String> {
         check_disk(entry)?;
-        let Some(device) = &self.disk else {
+        // One guest disk per target: two would overwrite each other.
+        if let Some(user) = self.disks.values().find(|disk| disk.target == entry.target) {
             return Err(format!(
-                "disk {DISK_TARGET}: the appliance has no virtio disk"
-            ));
-        };
-        // One guest disk per appliance disk: two would overwrite each other.
-        if let Some(user) = self.disks.values().next() {
-            return Err(format!(
-                "disk {DISK_TARGET} is in use already (domain {}'s {})",
-                user.domain.0, user.vdev
+                "disk {} is in use already (domain {}'s {})",
+                entry.target, user.domain.0, user.vdev
             ));
         }
         let device_id = domain_nodes::vbd_device_id(&entry.vdev).ok_or("bad vdev")?;
-        let read_only = entry.access == DiskAccess::ReadOnly || device.read_only();
-        let disk_info = DiskInfo {
-            sectors: device.capacity(),
-            sector_size: 512,
-            physical_sector_size: 512,
-            read_only,
-            removable: false,
-            flush: device.has_flush(),
-            discard: None,
+        let (disk_info, image) = if entry.target == DISK_TARGET {
+            let Some(device) = &self.disk else {
+                return Err(match self.store {
+                    Some(_) => format!(
+                        "disk {DISK_TARGET} holds the Xenolith store; give a volume as the target"
+                    ),
+                    None => format!("disk {DISK_TARGET}: the appliance has no usable virtio disk"),
+                });
+            };
+            let read_only = entry.access == DiskAccess::ReadOnly || device.read_only();
+            let info = DiskInfo {
+                sectors: device.capacity(),
+                sector_size: 512,
+                physical_sector_size: 512,
+                read_only,
+                removable: false,
+                flush: device.has_flush(),
+                discard: None,
+            };
+            (info, None)
+        } else {
+            let Some(store) = &self.store else {
+                return Err(format!(
+                    "disk target {:?}: the appliance disk holds no Xenolith store",
+                    entry.target
+                ));
+            };
+            let format = match entry.format {
+                DiskFormat::Qcow2 => ImageFormat::Qcow2,
+                _ => ImageFormat::Raw,
+            };
+            let read_only = entry.access == DiskAccess::ReadOnly;
+            let image = volumes::open_image(store, &entry.target, format, read_only)?;
+            let info = DiskInfo {
+                sectors: image.virtual_size() / 512,
+                sector_size: 512,
+                physical_sector_size: 512,
+                read_only,
+                removable: false,
+                flush: true,
+                discard: None,
+            };
+            info!(
+                "dom0: domain {}: {} is volume {} ({}, {} MiB, synchronous I/O)",
+                domain.0,
+                entry.vdev,
+                entry.target,
+                entry.format.name(),
+                image.virtual_size() >> 20
+            );
+            (info, Some(image))
         };
+        let read_only = disk_info.read_only;
         let (store, _) = xenstore.store();
         let connection = *self.connection.get_or_insert_with(|| store.open_local());
         let nodes = VirtualDisk {
@@ -260,6 +328,8 @@ impl BlockService {
                 vdev: entry.vdev.clone(),
                 watch: (watch_path, token),
                 backend,
+                target: entry.target.clone(),
+                image,
             },
         );
         let mut access = StoreAccess { store, connection };
@@ -283,9 +353,17 @@ impl BlockService {
         }
         let (store, _) = xenstore.store();
         for serial in serials {
-            let Some(disk) = self.disks.remove(&serial) else {
+            let Some(mut disk) = self.disks.remove(&serial) else {
                 continue;
             };
+            if let Some(image) = &mut disk.image
+                && let Err(error) = image.flush()
+            {
+                warn!(
+                    "dom0: domain {}: {}: flush at detach failed: {error}",
+                    domain.0, disk.vdev
+                );
+            }
             if let Some(connection) = self.connection {
                 let mut session = store.session(connection, None);
                 let _ = session.unwatch(&disk.watch.0, &disk.watch.1);
@@ -293,7 +371,7 @@ impl BlockService {
                     domain,
                     device_id: disk.device_id,
                     vdev: &disk.vdev,
-                    target: DISK_TARGET,
+                    target: &disk.target,
                     read_only: false,
                 };
                 let _ = domain_nodes::remove_vbd(store, connection, &nodes);
@@ -391,6 +469,22 @@ impl BlockService {
     /// Feeds one input to a disk's back end, carries out its actions and
     /// queues its submissions for the disk.
     fn process(&mut self, serial: u64, input: Input, now: Time, access: &mut StoreAccess<'_>) {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            self.process_one(serial, input, now, access, &mut inputs);
+        }
+    }
+
+    /// One input; a volume's submissions are done here and their
+    /// completions queued on `inputs`.
+    fn process_one(
+        &mut self,
+        serial: u64,
+        input: Input,
+        now: Time,
+        access: &mut StoreAccess<'_>,
+        inputs: &mut VecDeque<Input>,
+    ) {
         let Some(disk) = self.disks.get_mut(&serial) else {
             return;
         };
@@ -425,6 +519,13 @@ impl BlockService {
             }
         }
         let submissions = core::mem::take(&mut disk.backend.device_mut().submissions);
+        if let Some(image) = &mut disk.image {
+            for (tag, operation) in submissions {
+                let result = run_on_image(image.as_mut(), operation);
+                inputs.push_back(Input::Completed(Completion { tag, result }));
+            }
+            return;
+        }
         for (tag, operation) in submissions {
             let disk_tag = self.next_tag;
             self.next_tag += 1;
@@ -490,11 +591,37 @@ impl BlockService {
     }
 }
 
+/// Does one blkback operation on a volume's image, synchronously.
+fn run_on_image(
+    image: &mut dyn DiskImage,
+    operation: DeviceOperation,
+) -> Result<Vec<u8>, DeviceError> {
+    let result = match operation {
+        DeviceOperation::Read { sector, length } => {
+            let mut buffer = vec![0; length];
+            image
+                .read_sectors(disk_formats::Sector(sector.0), &mut buffer)
+                .map(|()| buffer)
+        }
+        DeviceOperation::Write { sector, data } => image
+            .write_sectors(disk_formats::Sector(sector.0), &data)
+            .map(|()| Vec::new()),
+        DeviceOperation::Flush => image.flush().map(|()| Vec::new()),
+        // Not offered to the front end.
+        DeviceOperation::Discard { .. } => return Err(DeviceError),
+    };
+    result.map_err(|error| {
+        warn!("dom0: volume request failed: {error}");
+        DeviceError
+    })
+}
+
 impl core::fmt::Debug for BlockService {
     fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         formatter
             .debug_struct("BlockService")
             .field("disk", &self.disk.is_some())
+            .field("store", &self.store.is_some())
             .field("guest_disks", &self.disks.len())
             .field("in_flight", &self.tags.len())
             .finish()

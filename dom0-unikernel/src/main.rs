@@ -22,6 +22,7 @@ mod hypercall;
 mod interrupt_check;
 mod management;
 mod toolstack;
+mod volumes;
 mod xenstore_service;
 
 use baremetal::exceptions::{CrashReport, ExceptionFrame};

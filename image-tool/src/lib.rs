@@ -25,10 +25,12 @@ use disk_formats::{
 };
 use storage::gpt::{FindError, Gpt, GptError};
 use storage::guid::Guid;
-use storage::store::{FormatOptions, Store, StoreError, VolumeKind, VolumeName};
+use storage::store::{FormatOptions, Store, StoreError, VolumeName};
 use storage::{PartitionDevice, SECTOR_SIZE};
 
 use media::{FileDisk, FileStorage};
+
+pub use storage::store::VolumeKind;
 
 /// The store on an appliance disk file.
 pub type DiskStore = Store<PartitionDevice<FileDisk>>;

@@ -1,0 +1,345 @@
+//! Guest disks that are volumes of the Xenolith store on the appliance's
+//! first virtio disk. At boot the disk is looked at through its GPT: with
+//! a Xenolith store partition, the store is opened (never formatted) and
+//! its volumes can back `disk` entries (`target=VOLUME`, `format=raw` or
+//! `qcow2`); without one, the whole disk is served as `virtio0`.
+//!
+//! I/O here is synchronous: [`SyncDisk`] submits one virtio-blk request,
+//! rings the doorbell and polls the used ring until the device gives it
+//! back. blkback requests on a volume are therefore completed before the
+//! pass that took them ends. Simple and correct; a guest's disk waits for
+//! every request in turn (no queueing beyond the one in flight).
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use disk_formats::{
+    DiskImage, ImageFormat, NoBacking, OpenOptions, Qcow2, Raw, Storage, StorageError,
+    StorageOffset,
+};
+use dom0::virtio_blk::Operation;
+use log::{info, warn};
+use storage::gpt::{FindError, Gpt, GptError};
+use storage::store::{Store, StoreError, VolumeId, VolumeKind};
+use storage::{BlockDevice, BlockError, PartitionDevice, Sector};
+
+use crate::devices::block::{BlockDevice as VirtioDisk, Request};
+
+/// How long one request may take before it counts as failed.
+const REQUEST_TIMEOUT_NS: u64 = 30_000_000_000;
+
+/// The virtio disk with one request at a time, waited for.
+pub struct SyncDisk {
+    disk: VirtioDisk,
+    next_tag: u64,
+    /// A request that timed out is still the device's: nothing more is
+    /// sent once one did.
+    wedged: bool,
+}
+
+impl SyncDisk {
+    /// Takes the disk (nothing may be in flight on it).
+    pub fn new(disk: VirtioDisk) -> Self {
+        Self {
+            disk,
+            next_tag: 0,
+            wedged: false,
+        }
+    }
+
+    /// Gives the disk back for asynchronous use.
+    pub fn into_inner(self) -> VirtioDisk {
+        self.disk
+    }
+
+    fn run(&mut self, operation: Operation, sector: u64, buffer: Vec<u8>) -> Option<Vec<u8>> {
+        if self.wedged {
+            return None;
+        }
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let request = Request {
+            tag,
+            operation,
+            sector,
+            buffer,
+        };
+        if let Err((_, error)) = self.disk.submit(request) {
+            warn!("dom0: disk virtio0: request refused: {error:?}");
+            return None;
+        }
+        self.disk.kick();
+        let started = crate::block_service::now().0;
+        loop {
+            let mut done = None;
+            self.disk.complete(|completion| {
+                if completion.tag == tag {
+                    done = Some(completion);
+                }
+            });
+            if let Some(completion) = done {
+                return match completion.result {
+                    Ok(()) => Some(completion.buffer),
+                    Err(error) => {
+                        warn!("dom0: disk virtio0: request failed: {error:?}");
+                        None
+                    }
+                };
+            }
+            if crate::block_service::now().0.saturating_sub(started) > REQUEST_TIMEOUT_NS {
+                warn!("dom0: disk virtio0: a request timed out; the store is offline");
+                self.wedged = true;
+                return None;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+impl BlockDevice for SyncDisk {
+    fn sector_count(&self) -> u64 {
+        self.disk.capacity()
+    }
+
+    fn read(&mut self, sector: Sector, buffer: &mut [u8]) -> Result<(), BlockError> {
+        let count = storage::block::sectors_in(buffer.len())?;
+        storage::block::check_range(sector, count, self.sector_count())?;
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let data = self
+            .run(Operation::Read, sector.0, vec![0; buffer.len()])
+            .ok_or(BlockError::ReadFailed(sector))?;
+        if data.len() != buffer.len() {
+            return Err(BlockError::ReadFailed(sector));
+        }
+        buffer.copy_from_slice(&data);
+        Ok(())
+    }
+
+    fn write(&mut self, sector: Sector, data: &[u8]) -> Result<(), BlockError> {
+        let count = storage::block::sectors_in(data.len())?;
+        storage::block::check_range(sector, count, self.sector_count())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.run(Operation::Write, sector.0, data.to_vec())
+            .map(|_| ())
+            .ok_or(BlockError::WriteFailed(sector))
+    }
+
+    fn flush(&mut self) -> Result<(), BlockError> {
+        if !self.disk.has_flush() {
+            // Without a write cache the device writes through.
+            return Ok(());
+        }
+        self.run(Operation::Flush, 0, Vec::new())
+            .map(|_| ())
+            .ok_or(BlockError::FlushFailed)
+    }
+}
+
+/// The store on the appliance disk.
+pub type ApplianceStore = Store<PartitionDevice<SyncDisk>>;
+
+/// The store, shared by the guest disks on its volumes (Dom0 runs one
+/// thread; a borrow lasts one call).
+pub type SharedStore = Rc<RefCell<ApplianceStore>>;
+
+/// What the appliance disk holds.
+pub enum ApplianceDisk {
+    /// No Xenolith store partition: the whole disk is `virtio0`.
+    Whole(Box<VirtioDisk>),
+    /// A store, opened.
+    Store(SharedStore),
+    /// A store partition that could not be opened: nothing is served.
+    Unusable,
+}
+
+/// Looks at the disk's GPT and opens its store if it has one; logs what
+/// it found. Never writes.
+pub fn open(disk: VirtioDisk) -> ApplianceDisk {
+    let mut device = SyncDisk::new(disk);
+    let gpt = match Gpt::read(&mut device) {
+        Ok((gpt, report)) => {
+            if !report.is_healthy() {
+                warn!("dom0: disk virtio0: GPT not healthy: {report:?}");
+            }
+            gpt
+        }
+        Err(GptError::NoValidCopy { .. } | GptError::DiskTooSmall { .. }) => {
+            info!("dom0: disk virtio0: no GPT; served whole as virtio0");
+            return ApplianceDisk::Whole(Box::new(device.into_inner()));
+        }
+        Err(error) => {
+            warn!("dom0: disk virtio0: reading the GPT failed ({error}); served whole as virtio0");
+            return ApplianceDisk::Whole(Box::new(device.into_inner()));
+        }
+    };
+    let partition = match gpt.find_xenolith_store() {
+        Ok(partition) => partition,
+        Err(FindError::NotFound) => {
+            info!("dom0: disk virtio0: GPT without a Xenolith store; served whole as virtio0");
+            return ApplianceDisk::Whole(Box::new(device.into_inner()));
+        }
+        Err(error) => {
+            warn!("dom0: disk virtio0: {error}; not served");
+            return ApplianceDisk::Unusable;
+        }
+    };
+    let partition_device =
+        match PartitionDevice::new(device, partition.first_sector(), partition.sector_count()) {
+            Ok(partition_device) => partition_device,
+            Err(error) => {
+                warn!("dom0: disk virtio0: the store partition is off the disk ({error})");
+                return ApplianceDisk::Unusable;
+            }
+        };
+    match Store::open(partition_device) {
+        Ok((store, report)) => {
+            info!(
+                "dom0: disk virtio0: Xenolith store: {} volumes, generation {} (slot {}, other {:?}), {} of {} MiB free",
+                store.volumes().len(),
+                report.generation,
+                report.slot,
+                report.other,
+                store.free_bytes() >> 20,
+                store.capacity_bytes() >> 20
+            );
+            for volume in store.volumes() {
+                info!(
+                    "dom0: volume {}: {:?}, {} bytes",
+                    volume.name.as_str(),
+                    volume.kind,
+                    volume.size
+                );
+            }
+            ApplianceDisk::Store(Rc::new(RefCell::new(store)))
+        }
+        Err(error) => {
+            warn!("dom0: disk virtio0: the Xenolith store cannot be opened: {error}; not served");
+            ApplianceDisk::Unusable
+        }
+    }
+}
+
+/// One volume as image storage. Growing it (a qcow2 image allocating past
+/// its end) resizes the volume at least [`GROWTH_STEP`] at a time.
+pub struct VolumeStorage {
+    store: SharedStore,
+    id: VolumeId,
+}
+
+/// The least a growing volume grows by (each resize rewrites metadata).
+pub const GROWTH_STEP: u64 = 8 << 20;
+
+fn storage_error(error: StoreError) -> StorageError {
+    match error {
+        StoreError::NoSpace { .. } | StoreError::TooFragmented => StorageError::NoSpace,
+        StoreError::OutOfBounds { offset, length, .. } => {
+            StorageError::OutOfBounds { offset, length }
+        }
+        _ => StorageError::Device(1),
+    }
+}
+
+impl Storage for VolumeStorage {
+    fn len(&self) -> u64 {
+        self.store
+            .borrow()
+            .volume(self.id)
+            .map_or(0, |volume| volume.size)
+    }
+
+    fn read_at(&mut self, offset: StorageOffset, buffer: &mut [u8]) -> Result<(), StorageError> {
+        self.store
+            .borrow_mut()
+            .read_at(self.id, offset.0, buffer)
+            .map_err(storage_error)
+    }
+
+    fn write_at(&mut self, offset: StorageOffset, data: &[u8]) -> Result<(), StorageError> {
+        self.store
+            .borrow_mut()
+            .write_at(self.id, offset.0, data)
+            .map_err(storage_error)
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        self.store.borrow_mut().flush().map_err(storage_error)
+    }
+
+    fn set_len(&mut self, length: u64) -> Result<(), StorageError> {
+        let current = self.len();
+        if length <= current {
+            return Ok(());
+        }
+        let stepped = length
+            .max(current.saturating_add(GROWTH_STEP))
+            .next_multiple_of(512);
+        let result = self.store.borrow_mut().resize(self.id, stepped);
+        if result.is_ok() {
+            info!("dom0: volume grown to {stepped} bytes");
+        }
+        result.map_err(storage_error)
+    }
+}
+
+/// Opens volume `name` as a guest's disk image in `format`.
+pub fn open_image(
+    store: &SharedStore,
+    name: &str,
+    format: ImageFormat,
+    read_only: bool,
+) -> Result<Box<dyn DiskImage>, String> {
+    let (id, kind, size) = {
+        let store = store.borrow();
+        let volume = store
+            .lookup(name)
+            .map_err(|_| format!("no volume {name:?} in the store"))?;
+        (volume.id, volume.kind, volume.size)
+    };
+    if kind != VolumeKind::DiskImage {
+        return Err(format!("volume {name:?} is a {kind:?}, not a disk image"));
+    }
+    let storage = VolumeStorage {
+        store: store.clone(),
+        id,
+    };
+    let mut probe = VolumeStorage {
+        store: store.clone(),
+        id,
+    };
+    let probed = disk_formats::probe_format(&mut probe)
+        .map_err(|error| format!("volume {name:?}: {error}"))?;
+    Ok(match format {
+        ImageFormat::Raw => {
+            if probed == ImageFormat::Qcow2 {
+                warn!("dom0: volume {name:?} starts like qcow2 but is served raw (format=raw)");
+            }
+            if size % 512 != 0 {
+                return Err(format!(
+                    "volume {name:?} is {size} bytes, not whole sectors: not a raw disk"
+                ));
+            }
+            Box::new(Raw::new(storage, read_only))
+        }
+        ImageFormat::Qcow2 => {
+            let options = OpenOptions {
+                read_only,
+                depth: 0,
+            };
+            let image = Qcow2::open(storage, options, &mut NoBacking)
+                .map_err(|error| format!("volume {name:?} as qcow2: {error}"))?;
+            if image.virtual_size() % 512 != 0 {
+                return Err(format!("volume {name:?}: virtual size not whole sectors"));
+            }
+            Box::new(image)
+        }
+    })
+}

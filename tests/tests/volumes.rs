@@ -1,0 +1,240 @@
+//! A guest's disk as a qcow2 volume of the Xenolith store: `xenolith-img`
+//! builds the appliance disk and imports a `qemu-img`-made qcow2 as volume
+//! `data`; a Debian guest with `format=qcow2, target=data` makes ext4 on
+//! it, writes a file and syncs; destroyed and created again, it reads the
+//! file back with the same checksum; after QEMU exits, the exported volume
+//! passes `qemu-img check` and its raw conversion holds the marker.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use xenolith_tests::{
+    Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules, repo_root,
+};
+
+/// Ctrl-], which detaches from a guest console.
+const DETACH: &str = "\x1d";
+/// Written into a file on the guest's filesystem, looked for in the export.
+const MARKER: &str = "XENOLITH-VOLUME-MARKER-5d21";
+const TROUBLE: &[&str] = &[
+    "dom0 crashed",
+    "panic",
+    "refused a request",
+    "request failed",
+    "I/O error",
+    "EXT4-fs error",
+];
+
+fn tool(result: Result<String, xenolith_img::ToolError>) -> Result<String, Failure> {
+    result.map_err(|error| Failure::new(format!("xenolith-img: {error}")))
+}
+
+fn run(program: &str, arguments: &[&str]) -> Result<String, Failure> {
+    let output = Command::new(program)
+        .args(arguments)
+        .output()
+        .map_err(|error| Failure::new(format!("cannot run {program}: {error}")))?;
+    if !output.status.success() {
+        return Err(Failure::new(format!(
+            "{program} {arguments:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn path_text(path: &Path) -> Result<&str, Failure> {
+    path.to_str()
+        .ok_or_else(|| Failure::new(format!("{} is not UTF-8", path.display())))
+}
+
+/// The kernel and the shell-mode initramfs `scripts/fetch-guest` leaves.
+fn guest_files() -> Result<(PathBuf, PathBuf), Failure> {
+    let dir = repo_root().join("target").join("guest");
+    let kernel = dir.join("vmlinuz");
+    let initramfs = dir.join("initramfs.cpio.gz");
+    for file in [&kernel, &initramfs] {
+        if !file.is_file() {
+            return Err(Failure::new(format!(
+                "{} is missing: run scripts/fetch-guest (scripts/test does)",
+                file.display()
+            )));
+        }
+    }
+    Ok((kernel, initramfs))
+}
+
+/// Linux under TCG takes tens of seconds to reach its shell.
+fn linux_timeout() -> Duration {
+    boot_timeout() * 3
+}
+
+/// Types `command` into the attached guest shell and waits for the line
+/// with `label=`; the command must spell the label split in two quoted
+/// halves so that its echo does not match. Returns what follows `label=`.
+fn guest_value(qemu: &mut Running, command: &str, label: &str) -> Result<String, Failure> {
+    qemu.send(&format!("{command}\r"))?;
+    let line = qemu.wait_for(&format!("{label}="), linux_timeout())?;
+    let value = line
+        .split(&format!("{label}="))
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Ok(value)
+}
+
+fn is_md5(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
+}
+
+fn attach(qemu: &mut Running, domain: u16) -> Result<(), Failure> {
+    qemu.send("console store\r")?;
+    qemu.wait_for(
+        &format!("attached to domain {domain}'s console"),
+        boot_timeout(),
+    )?;
+    // A fresh prompt, so the next command starts on a clean line.
+    qemu.send("\r")?;
+    Ok(())
+}
+
+/// Boots the appliance (interactive) with `disk` as its virtio disk and a
+/// guest `store` whose disk is volume `data` as qcow2.
+fn boot(dir: &TempDir, disk: &Path) -> Result<Running, Failure> {
+    let (kernel, initramfs) = guest_files()?;
+    let config = "name = \"store\"\ntype = \"pvh\"\nmemory = 256\nkernel = \"vmlinuz\"\n\
+                  ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
+                  disk = [ \"format=qcow2, vdev=xvda, access=rw, target=data\" ]\n\
+                  on_poweroff = \"destroy\"\n";
+    let config = dir.write("store.cfg", config.as_bytes())?;
+    let modules: [(&Path, &str); 3] = [
+        (&config, "guest-config store.cfg"),
+        (&kernel, "guest-file vmlinuz"),
+        (&initramfs, "guest-file initramfs.cpio.gz"),
+    ];
+    let iso = make_iso_with_modules(dir, "--", &modules)?;
+    Qemu::iso(iso)
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=none,format=raw,id=disk0",
+            disk.display()
+        ))
+        .arg("-device")
+        .arg("virtio-blk-pci,drive=disk0")
+        .spawn()
+}
+
+#[test]
+fn a_qcow2_volume_keeps_a_guest_filesystem_and_exports_valid() -> Result<(), Failure> {
+    let dir = TempDir::new("volumes")?;
+    let disk = dir.path().join("appliance.img");
+    tool(xenolith_img::create(&disk, 128 << 20, false))?;
+    let qcow2 = dir.path().join("data.qcow2");
+    run(
+        "qemu-img",
+        &["create", "-f", "qcow2", path_text(&qcow2)?, "48M"],
+    )?;
+    tool(xenolith_img::import(
+        &disk,
+        "data",
+        &qcow2,
+        xenolith_img::VolumeKind::DiskImage,
+        false,
+    ))?;
+
+    let mut qemu = boot(&dir, &disk)?;
+    qemu.wait_for(
+        "dom0: disk virtio0: Xenolith store: 1 volumes",
+        boot_timeout(),
+    )?;
+    qemu.wait_for(
+        "dom0: domain 1: xvda is volume data (qcow2",
+        linux_timeout(),
+    )?;
+    qemu.wait_for("dom0: created domain 1 (store)", linux_timeout())?;
+    qemu.wait_for("dom0: domain 1: xvda connected", linux_timeout())?;
+    qemu.wait_for("[store] XENOLITH-GUEST: shell", linux_timeout())?;
+
+    attach(&mut qemu, 1)?;
+    let written = guest_value(
+        &mut qemu,
+        &format!(
+            "mke2fs -q /dev/xvda && mkdir -p /mnt && mount -t ext4 /dev/xvda /mnt && \
+             dd if=/dev/urandom of=/mnt/data bs=4096 count=512 2>/dev/null && \
+             echo {MARKER} >/mnt/marker && sync && \
+             echo \"WRI\"\"TTEN=$(md5sum </mnt/data | cut -c1-32)\""
+        ),
+        "WRITTEN",
+    )?;
+    if !is_md5(&written) {
+        return Err(qemu.failure(format!("writing the file failed: {written:?}")));
+    }
+    let unmounted = guest_value(
+        &mut qemu,
+        "umount /mnt; echo \"UNMOUN\"\"TED=$?\"",
+        "UNMOUNTED",
+    )?;
+    if unmounted != "0" {
+        return Err(qemu.failure(format!("umount failed: {unmounted:?}")));
+    }
+    qemu.send(DETACH)?;
+    qemu.send("destroy store\r")?;
+    qemu.wait_for("dom0: domain 1: xvda detached", boot_timeout())?;
+    qemu.wait_for("dom0: destroyed domain 1 (store)", boot_timeout())?;
+
+    qemu.send("create store\r")?;
+    qemu.wait_for("dom0: created domain 2 (store)", linux_timeout())?;
+    qemu.wait_for("dom0: domain 2: xvda connected", linux_timeout())?;
+    qemu.wait_for("[store] XENOLITH-GUEST: shell", linux_timeout())?;
+    attach(&mut qemu, 2)?;
+    let read_back = guest_value(
+        &mut qemu,
+        &format!(
+            "mkdir -p /mnt && mount -t ext4 /dev/xvda /mnt && grep -q {MARKER} /mnt/marker && \
+             echo \"READ\"\"BACK=$(md5sum </mnt/data | cut -c1-32)\" && umount /mnt && sync"
+        ),
+        "READBACK",
+    )?;
+    if read_back != written {
+        return Err(qemu.failure(format!(
+            "the file changed across destroy and create: wrote {written}, read {read_back}"
+        )));
+    }
+    qemu.send(DETACH)?;
+    qemu.send("destroy store\r")?;
+    qemu.wait_for("dom0: destroyed domain 2 (store)", boot_timeout())?;
+    qemu.assert_serial_lacks(TROUBLE)?;
+    qemu.kill();
+
+    // The volume is a valid qcow2 holding what the guest wrote.
+    let exported = dir.path().join("exported.qcow2");
+    tool(xenolith_img::export(&disk, "data", &exported, false))?;
+    run("qemu-img", &["check", path_text(&exported)?])?;
+    let raw = dir.path().join("exported.raw");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            path_text(&exported)?,
+            path_text(&raw)?,
+        ],
+    )?;
+    let bytes = std::fs::read(&raw)
+        .map_err(|error| Failure::new(format!("cannot read the converted image: {error}")))?;
+    if !bytes
+        .windows(MARKER.len())
+        .any(|window| window == MARKER.as_bytes())
+    {
+        return Err(Failure::new(
+            "the marker file's bytes are not in the exported volume",
+        ));
+    }
+    Ok(())
+}
