@@ -55,15 +55,22 @@ extern "C" fn baremetal_main(magic: u32, info_address: u32) -> ! {
     baremetal::exceptions::set_handler(on_exception);
     hw::pic::mask_all();
     let entry_tsc = baremetal::entry::boot_tsc();
-    let tsc_hz = hw::pit::measure_tsc_hz();
+    let measurement = hw::pit::measure_tsc_hz();
+    let tsc_hz = measurement.map(|measured| measured.estimate.tsc_hz);
     logger::init(
         entry_tsc,
         tsc_hz.unwrap_or(2_000_000_000),
         log::LevelFilter::Info,
     );
     info!("Xenolith hypervisor {}", env!("CARGO_PKG_VERSION"));
-    match tsc_hz {
-        Some(hz) => info!("TSC runs at {} MHz", hz / 1_000_000),
+    match measurement {
+        Some(measured) => info!(
+            "TSC runs at {} MHz (within {} ppm; {} PIT window{})",
+            measured.estimate.tsc_hz / 1_000_000,
+            measured.estimate.error_ppm,
+            measured.windows,
+            if measured.windows == 1 { "" } else { "s" }
+        ),
         None => warn!("no PIT to measure the TSC against; assuming 2 GHz"),
     }
 

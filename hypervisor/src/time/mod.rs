@@ -5,6 +5,8 @@
 //! the TSC and the RTC and writes guest memory; this module says what to
 //! compute and in which order to publish it.
 //!
+//! - [`PitCalibration`]: the TSC frequency from PIT samples, robust to
+//!   the CPU being stalled while it measures.
 //! - [`TimeScale`]: `tsc_to_system_mul`/`tsc_shift` as Xen's
 //!   `set_time_scale` derives them from a frequency.
 //! - [`SystemClock`]: Xen system time (nanoseconds since the hypervisor's
@@ -16,6 +18,7 @@
 //! - [`VcpuTimers`] and [`TimerQueue`]: `VCPUOP_set_singleshot_timer`,
 //!   `VCPUOP_set_periodic_timer` and `set_timer_op` semantics.
 
+mod calibration;
 mod clock;
 mod pvclock;
 mod rtc;
@@ -27,6 +30,9 @@ mod wallclock;
 
 use core::fmt;
 
+pub use calibration::{
+    PIT_HZ, PitCalibration, PitSample, Progress, TscEstimate, best_estimate, estimate_from_samples,
+};
 pub use clock::SystemClock;
 pub use pvclock::{
     GUEST_STOPPED, TSC_STABLE, VcpuTimeInfo, VersionedReader, VersionedWriter, publish,

@@ -757,3 +757,150 @@ fn system_time_arithmetic_saturates() {
         "1.000000007s"
     );
 }
+
+// --- PitCalibration --------------------------------------------------------
+
+/// The TSC the simulated machine runs at.
+const SIMULATED_TSC_HZ: u64 = 2_596_000_000;
+/// A 30 ms window, as the hypervisor uses.
+const SIMULATED_WINDOW: u64 = 35_795;
+
+/// A stall of the measuring CPU: where it starts (ns since the counter was
+/// loaded), how long it lasts, and whether the sample it interrupts
+/// latches the PIT before the stall (true) or after it.
+#[derive(Clone, Copy)]
+struct Stall {
+    at_ns: u64,
+    length_ns: u64,
+    latch_before: bool,
+}
+
+/// Samples as the hypervisor's loop records them on a machine whose TSC
+/// runs at [`SIMULATED_TSC_HZ`]: one every 3 µs, each 100 ns wide, unless
+/// a stall falls into it; the PIT count is truncated to whole ticks.
+fn simulated_samples(stalls: &[Stall]) -> Vec<PitSample> {
+    let tsc = |ns: u64| ns * SIMULATED_TSC_HZ / NANOSECONDS_PER_SECOND;
+    let pit = |ns: u64| ns * PIT_HZ / NANOSECONDS_PER_SECOND;
+    let mut samples = Vec::new();
+    let mut now_ns = 1_000;
+    while pit(now_ns) < SIMULATED_WINDOW + 100 {
+        let stall = stalls
+            .iter()
+            .find(|stall| (now_ns..now_ns + 3_000).contains(&stall.at_ns));
+        let (latch_ns, after_ns) = match stall {
+            None => (now_ns + 50, now_ns + 100),
+            Some(stall) if stall.latch_before => (now_ns + 50, now_ns + stall.length_ns + 100),
+            Some(stall) => (
+                now_ns + stall.length_ns + 50,
+                now_ns + stall.length_ns + 100,
+            ),
+        };
+        samples.push(PitSample {
+            tsc_before: tsc(now_ns),
+            tsc_after: tsc(after_ns),
+            pit_ticks: pit(latch_ns),
+        });
+        now_ns = after_ns + 2_900;
+    }
+    samples
+}
+
+fn error_ppm_of(estimate: TscEstimate) -> u64 {
+    estimate.tsc_hz.abs_diff(SIMULATED_TSC_HZ) * 1_000_000 / SIMULATED_TSC_HZ
+}
+
+#[test]
+fn calibration_without_stalls_is_accurate() {
+    let estimate = estimate_from_samples(SIMULATED_WINDOW, simulated_samples(&[])).unwrap();
+    // PIT truncation: at most one tick in 17 900 between the anchors.
+    assert!(error_ppm_of(estimate) < 100, "{estimate:?}");
+    assert!(estimate.error_ppm < 10, "{estimate:?}");
+}
+
+#[test]
+fn calibration_ignores_stalls_inside_samples() {
+    // 15 ms stalls (a host time slice) inside samples in each quarter
+    // and in the middle, latching early and late: the old single-edge
+    // measurement would read up to 2.5 times the frequency.
+    for latch_before in [true, false] {
+        let stalls = [1_000_000, 12_000_000, 27_000_000].map(|at_ns| Stall {
+            at_ns,
+            length_ns: 15_000_000,
+            latch_before,
+        });
+        let estimate = estimate_from_samples(SIMULATED_WINDOW, simulated_samples(&stalls)).unwrap();
+        assert!(error_ppm_of(estimate) < 100, "{estimate:?}");
+        assert!(estimate.error_ppm < 10, "{estimate:?}");
+    }
+}
+
+#[test]
+fn calibration_when_only_stalled_samples_are_left_reports_their_error() {
+    // Every sample wide and latched late: the estimate says how far off it
+    // may be, so the hypervisor measures another window.
+    let samples: Vec<PitSample> = simulated_samples(&[])
+        .into_iter()
+        .map(|sample| PitSample {
+            tsc_after: sample.tsc_before + 2_596_000,
+            ..sample
+        })
+        .collect();
+    let estimate = estimate_from_samples(SIMULATED_WINDOW, samples).unwrap();
+    assert!(estimate.error_ppm > 10_000, "{estimate:?}");
+}
+
+#[test]
+fn calibration_without_a_sample_in_a_quarter_gives_nothing() {
+    // A 25 ms stall swallows the whole last quarter and the window's end.
+    let stalls = [Stall {
+        at_ns: 20_000_000,
+        length_ns: 25_000_000,
+        latch_before: false,
+    }];
+    assert_eq!(
+        estimate_from_samples(SIMULATED_WINDOW, simulated_samples(&stalls)),
+        None
+    );
+    assert_eq!(estimate_from_samples(SIMULATED_WINDOW, []), None);
+}
+
+#[test]
+fn calibration_stops_at_the_window_end_and_skips_torn_samples() {
+    let mut calibration = PitCalibration::new(400);
+    let sample = |tsc_before, tsc_after, pit_ticks| PitSample {
+        tsc_before,
+        tsc_after,
+        pit_ticks,
+    };
+    assert_eq!(calibration.add(sample(1_000, 1_100, 10)), Progress::More);
+    // TSC reads out of order: ignored, though it would be the narrowest.
+    assert_eq!(calibration.add(sample(5_000, 4_000, 20)), Progress::More);
+    assert_eq!(calibration.add(sample(2_000, 2_050, 200)), Progress::More);
+    assert_eq!(calibration.add(sample(7_000, 7_100, 350)), Progress::More);
+    assert_eq!(
+        calibration.add(sample(9_000, 9_001, u64::MAX)),
+        Progress::Done
+    );
+    // 6 000 TSC ticks between the anchors' middles over 340 PIT ticks.
+    assert_eq!(
+        calibration.estimate(),
+        Some(TscEstimate {
+            tsc_hz: 6_000 * PIT_HZ / 340,
+            error_ppm: 101 * 1_000_000 / 6_000,
+        })
+    );
+}
+
+#[test]
+fn best_estimate_has_the_smallest_error() {
+    let estimate = |tsc_hz, error_ppm| TscEstimate { tsc_hz, error_ppm };
+    assert_eq!(
+        best_estimate([
+            estimate(5_000, 900),
+            estimate(2_600, 3),
+            estimate(2_700, 40)
+        ]),
+        Some(estimate(2_600, 3))
+    );
+    assert_eq!(best_estimate([]), None);
+}
