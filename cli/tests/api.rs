@@ -1,0 +1,239 @@
+//! The CLI against a real TCP server: `mgmt_api::Server` with the fake
+//! backend behind a `std::net` listener on 127.0.0.1, as Dom0 will serve it.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test: a failed unwrap is a failed test"
+)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mgmt_api::fake::FakeBackend;
+use mgmt_api::{Access, Instant, Limits, Output, Server, ServerConfig, Token};
+
+const TOKEN: &str = "test-token-test-token-test-token-0";
+
+/// Serves connections one at a time until the test process ends; returns
+/// the URL and the backend (to look at what the CLI did).
+fn start_server() -> (String, Arc<Mutex<FakeBackend>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let backend = Arc::new(Mutex::new(FakeBackend::new()));
+    let shared = Arc::clone(&backend);
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let now = || Instant::from_millis(started.elapsed().as_millis() as u64);
+        let mut server = Server::new(ServerConfig {
+            access: Access::Token(Token::new(TOKEN)),
+            limits: Limits::DEFAULT,
+        });
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            stream
+                .set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            let id = match server.accept(now()) {
+                Ok(id) => id,
+                Err(refused) => {
+                    let _ = stream.write_all(&refused.response);
+                    continue;
+                }
+            };
+            let mut buffer = [0u8; 4096];
+            'connection: loop {
+                let outputs = match stream.read(&mut buffer) {
+                    Ok(0) => {
+                        server.peer_closed(id);
+                        break;
+                    }
+                    Ok(count) => {
+                        let mut backend = shared.lock().unwrap();
+                        server.receive(id, &buffer[..count], now(), &mut *backend)
+                    }
+                    Err(error)
+                        if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                    {
+                        let mut backend = shared.lock().unwrap();
+                        server
+                            .poll(now(), &mut *backend)
+                            .into_iter()
+                            .filter(|(owner, _)| *owner == id)
+                            .map(|(_, output)| output)
+                            .collect()
+                    }
+                    Err(_) => {
+                        server.peer_closed(id);
+                        break;
+                    }
+                };
+                for output in outputs {
+                    match output {
+                        Output::Send(bytes) => {
+                            if stream.write_all(&bytes).is_err() {
+                                server.peer_closed(id);
+                                break 'connection;
+                            }
+                        }
+                        Output::Close => break 'connection,
+                    }
+                }
+            }
+        }
+    });
+    (url, backend)
+}
+
+/// Runs the CLI; returns (exit code, stdout, stderr).
+fn xenolith(url: &str, token: Option<&str>, words: &[&str]) -> (i32, String, String) {
+    let mut arguments = vec![String::from("--url"), url.to_string()];
+    arguments.extend(words.iter().map(|word| word.to_string()));
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = xenolith_cli::run(&arguments, token.map(String::from), &mut out, &mut err);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+fn guest_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("xenolith-cli-test-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn list_create_console_destroy() {
+    let (url, backend) = start_server();
+    let (code, out, _) = xenolith(&url, Some(TOKEN), &["list"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("Name "), "{out}");
+    assert!(out.contains("Domain-0"), "{out}");
+
+    let config = guest_file(
+        "web.cfg",
+        "name = 'web'\ntype = 'pvh'\nkernel = 'vmlinuz'\nmemory = 512\nvcpus = 2\n",
+    );
+    let (code, out, err) = xenolith(&url, Some(TOKEN), &["create", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "created web (id 1)\n");
+
+    let json_config = guest_file(
+        "db.json",
+        r#"{"name": "db", "type": "pvh", "kernel": "vmlinuz", "memory": 128}"#,
+    );
+    let (code, out, err) = xenolith(
+        &url,
+        Some(TOKEN),
+        &["--json", "create", json_config.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"name\":\"db\""), "{out}");
+
+    let (code, out, _) = xenolith(&url, Some(TOKEN), &["list"]);
+    assert_eq!(code, 0);
+    let web_line = out.lines().find(|line| line.starts_with("web ")).unwrap();
+    assert_eq!(
+        web_line,
+        "web                                          1   512     2     -b----      0.0"
+    );
+
+    let (code, out, _) = xenolith(&url, Some(TOKEN), &["console", "web", "--once"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "Booting web\n");
+
+    for verb in ["pause", "unpause", "shutdown", "reboot"] {
+        let (code, _, err) = xenolith(&url, Some(TOKEN), &[verb, "web"]);
+        assert_eq!(code, 0, "{verb}: {err}");
+    }
+    let (code, out, _) = xenolith(&url, Some(TOKEN), &["destroy", "1"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "destroy: web (done)\n");
+    assert!(
+        backend
+            .lock()
+            .unwrap()
+            .snapshot()
+            .iter()
+            .all(|domain| domain.name != "web")
+    );
+
+    let (code, _, err) = xenolith(&url, Some(TOKEN), &["destroy", "web"]);
+    assert_eq!(code, 1);
+    assert_eq!(err, "xenolith: no such domain (HTTP 404)\n");
+
+    let (code, out, _) = xenolith(&url, Some(TOKEN), &["--json", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("{\"domains\":[{\"id\":0,"), "{out}");
+
+    let (code, out, _) = xenolith(&url, Some(TOKEN), &["info"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nr_cpus                : 4"), "{out}");
+
+    let broken = guest_file("broken.cfg", "name = \n");
+    let (code, _, err) = xenolith(&url, Some(TOKEN), &["create", broken.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("invalid config") && err.contains("(HTTP 422)"),
+        "{err}"
+    );
+    for path in [config, json_config, broken] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[test]
+fn wrong_or_missing_token_is_401_and_exit_4() {
+    let (url, _) = start_server();
+    let (code, _, err) = xenolith(&url, Some("not-the-token"), &["list"]);
+    assert_eq!(code, 4);
+    assert!(err.contains("HTTP 401"), "{err}");
+    let (code, _, _) = xenolith(&url, None, &["list"]);
+    assert_eq!(code, 4);
+}
+
+#[test]
+fn malformed_http_gets_400_and_the_server_keeps_serving() {
+    let (url, _) = start_server();
+    let address = url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.write_all(b"BLAH\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with(r#"{"error":"malformed request line","code":400}"#),
+        "{answer}"
+    );
+
+    let (code, out, _) = xenolith(&url, Some(TOKEN), &["list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Domain-0"));
+}
+
+#[test]
+fn no_server_is_exit_3_and_bad_usage_is_exit_2() {
+    // Bind then drop to find a port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, _, err) = xenolith(&format!("http://127.0.0.1:{port}"), Some(TOKEN), &["list"]);
+    assert_eq!(code, 3, "{err}");
+    let (code, _, _) = xenolith("http://127.0.0.1:1", Some(TOKEN), &["frobnicate"]);
+    assert_eq!(code, 2);
+    let (code, _, _) = xenolith("ftp://x", Some(TOKEN), &["list"]);
+    assert_eq!(code, 2);
+    let (code, _, _) = xenolith("http://127.0.0.1:1", Some(TOKEN), &["destroy", "a/b"]);
+    assert_eq!(code, 2);
+}
