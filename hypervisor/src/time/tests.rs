@@ -608,6 +608,26 @@ fn singleshot_in_the_past() {
 }
 
 #[test]
+fn stopped_singleshot_never_fires_and_a_fired_one_fires_once() {
+    // What test-guest's timer-stop-singleshot relies on: stopped before
+    // its deadline, the timer fires at no later time; preempted past the
+    // deadline, it fires (at the next expiry, before the stop is seen)
+    // exactly once, and the stop then finds nothing to stop.
+    let mut timers = VcpuTimers::new();
+    timers.set_singleshot(at(5), 0, at(0)).expect("armed");
+    assert!(!timers.expire(at(4)));
+    timers.stop_singleshot();
+    for later in [5, 6, 1_000] {
+        assert!(!timers.expire(at(later)));
+    }
+    timers.set_singleshot(at(15), 0, at(10)).expect("armed");
+    assert!(timers.expire(at(17)));
+    timers.stop_singleshot();
+    assert!(!timers.expire(at(18)));
+    assert_eq!(timers.next_deadline(), None);
+}
+
+#[test]
 fn periodic_period_limits() {
     let mut timers = VcpuTimers::new();
     assert_eq!(
