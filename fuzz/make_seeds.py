@@ -147,7 +147,7 @@ OPERATION_STREAMS = {
     # Any bytes are a sequence of operations for these targets; a few
     # deterministic streams of different lengths give the fuzzer a start.
     target: {f"noise-{length}": noise(index * 1000 + length, length) for length in (64, 512, 4096)}
-    for index, target in enumerate(["blkback", "xen_ring", "dom0_rings", "netback", "storage"])
+    for index, target in enumerate(["blkback", "xen_ring", "dom0_rings", "netback", "storage", "mgmt_api"])
 }
 OPERATION_STREAMS["bridge"] = {
     "learn-and-forward": records(
