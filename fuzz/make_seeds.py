@@ -168,3 +168,27 @@ qcow2_folder = HERE / "corpus" / "qcow2"
 qcow2_folder.mkdir(parents=True, exist_ok=True)
 for image in sorted((HERE.parent / "disk-formats" / "fuzz-seeds" / "qcow2").glob("*")):
     (qcow2_folder / f"seed-{image.name}").write_bytes(image.read_bytes())
+
+
+def api_records(entries):
+    """`[operation][length][bytes]` records (mgmt_api)."""
+    out = b""
+    for operation, payload in entries:
+        out += bytes([operation, len(payload)]) + payload
+    return out
+
+
+API_LIST = b"GET /v1/domains HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer token\r\n\r\n"
+API_CREATE = (
+    b"POST /v1/domains HTTP/1.1\r\nAuthorization: Bearer token\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 31\r\n\r\nname = \"web\"\nkernel = \"vmlinuz\"\n"
+)
+API_SEEDS = {
+    "list": api_records([(2, b""), (0, API_LIST)]),
+    "create-then-poll": api_records([(2, b""), (0, API_CREATE), (1, b"\x05"), (0, API_LIST)]),
+    "two-connections": api_records([(2, b""), (2, b""), (4, API_LIST), (0, b"GET / HTTP/9\r\n\r\n"), (7, b"")]),
+}
+folder = HERE / "corpus" / "mgmt_api"
+folder.mkdir(parents=True, exist_ok=True)
+for name, data in API_SEEDS.items():
+    (folder / f"seed-{name}").write_bytes(data)
