@@ -181,7 +181,7 @@ def api_records(entries):
 API_LIST = b"GET /v1/domains HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer token\r\n\r\n"
 API_CREATE = (
     b"POST /v1/domains HTTP/1.1\r\nAuthorization: Bearer token\r\n"
-    b"Content-Type: text/plain\r\nContent-Length: 31\r\n\r\nname = \"web\"\nkernel = \"vmlinuz\"\n"
+    b"Content-Type: text/plain\r\nContent-Length: 32\r\n\r\nname = \"web\"\nkernel = \"vmlinuz\"\n"
 )
 API_SEEDS = {
     "list": api_records([(2, b""), (0, API_LIST)]),
