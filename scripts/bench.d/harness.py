@@ -45,6 +45,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,8 @@ class Side:
     # The toolstack boots (Xenolith with --debian-iso / --ten-iso), if any.
     debian_command: list[str] | None = None
     ten_command: list[str] | None = None
+    # The disk boot (Xenolith with --disk-iso), without its -drive.
+    disk_command: list[str] | None = None
 
     def add(self, figure: str, value: float | None) -> None:
         if value is not None:
@@ -601,6 +604,165 @@ def create(session: Session, name: str, mib: int, cached: bool) -> dict:
     }
 
 
+# The disk boot (Xenolith only): the guest's shell commands. Each ends by
+# echoing a label spelled in two quoted halves, so that the shell's echo of
+# the typed line does not match; the guest times itself with /proc/uptime
+# (centiseconds of its Xen clock).
+DISK_DEV = "/dev/xvda"
+UPTIME = "$(cut -d' ' -f1 /proc/uptime)"
+
+
+def disk_commands(args: argparse.Namespace) -> list[tuple[str, str]]:
+    seq, small, loop = args.disk_seq_mib, args.disk_small_reads, args.disk_random_reads
+    blocks = args.disk_mib * 256  # 4 KiB blocks on the disk
+    timed = "u0={u}; {body}; r=$?; u1={u}; echo \"{a}\"\"{b}=$r $u0 $u1{extra}\""
+
+    def step(label: str, body: str, extra: str = "") -> tuple[str, str]:
+        return label, timed.format(u=UPTIME, body=body, a=label[:3], b=label[3:], extra=extra)
+
+    # The random offsets: $RANDOM is 15 bits, two of them cover the disk.
+    offset = f"$(( ((RANDOM << 15) | RANDOM) % {blocks} ))"
+    return [
+        ("STATS0", f"s0=\"$(cat /sys/block/xvda/stat)\"; echo \"STA\"\"TS0=$s0\""),
+        step("SEQWRITE", f"dd if=/dev/zero of={DISK_DEV} bs=1M count={seq} oflag=direct conv=fsync 2>/dev/null"),
+        step("SEQREAD", f"dd if={DISK_DEV} of=/dev/null bs=1M count={seq} iflag=direct 2>/dev/null"),
+        step("SMALLREAD", f"dd if={DISK_DEV} of=/dev/null bs=4k count={small} iflag=direct 2>/dev/null"),
+        step(
+            "RANDREAD",
+            f"i=0; while [ $i -lt {loop} ]; do dd if={DISK_DEV} of=/dev/null bs=4k count=1 "
+            f"skip={offset} iflag=direct 2>/dev/null || break; i=$((i+1)); done; [ $i -eq {loop} ]",
+        ),
+        step(
+            "LOOPONLY",
+            f"i=0; while [ $i -lt {loop} ]; do dd if=/dev/zero of=/dev/null bs=4k count=1 "
+            f"skip={offset} 2>/dev/null || break; i=$((i+1)); done; [ $i -eq {loop} ]",
+        ),
+        ("STATS1", "echo \"STA\"\"TS1=$(cat /sys/block/xvda/stat)\""),
+    ]
+
+
+DOM0_LIST_ROW = re.compile(r"^Domain-0\s+0\s+\d+\s+\d+\s+\S+\s+(\d+\.\d)\s*$")
+DISK_CONNECTED = re.compile(r"(?<!\) )\bdom0: domain (\d+): xvda connected")
+
+
+def block_requests(stat: str) -> int:
+    """Reads + writes completed, from a /sys/block/DEV/stat line."""
+    fields = stat.split()
+    if len(fields) < 8:
+        raise RunFailed(f"not a /sys/block stat line: {stat!r}")
+    return int(fields[0]) + int(fields[4])
+
+
+def run_disk_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
+    """The disk boot: a scratch image (made here, removed afterwards) is the
+    appliance's virtio disk; Dom0 serves it whole to the Debian guest
+    --disk-name as xvda through blkback. The harness types `list` (Dom0's
+    CPU time), attaches to the guest's console, runs dd in it, detaches and
+    types `list` again."""
+    assert side.disk_command is not None
+    name = args.disk_name
+    prefix = f"[{name}] "
+    fatal = re.compile(
+        rf"(?<!\) )\bdom0: domain \d+ \({re.escape(name)}\) shut down|^(create|destroy|console) {re.escape(name)}: |"
+        r"(?<!\) )\bdom0: .*\b(failed|error|refused|timed out)\b|dom0 crashed|Kernel panic|I/O error"
+    )
+    stamps: list[tuple[float, float]] = []
+    connected: list[str] = []
+    sectors = args.disk_mib * 2048
+    disk_seen: list[str] = []
+
+    def observe(now: float, line: str) -> None:
+        stamp = HYPERVISOR_STAMP.match(line)
+        if stamp:
+            stamps.append((float(stamp.group(1)), now))
+        if DISK_CONNECTED.search(line):
+            connected.append(line)
+        if f"dom0: disk virtio0: {sectors} sectors" in line:
+            disk_seen.append(line)
+
+    def dom0_seconds(session: Session) -> float:
+        session.send("list\r")
+        _, _, row = session.wait("`list`'s Domain-0 row", lambda line: DOM0_LIST_ROW.search(line))
+        return float(row.group(1))
+
+    with tempfile.TemporaryDirectory(prefix="xenolith-bench-disk-") as scratch:
+        image = Path(scratch) / "disk.img"
+        with open(image, "wb") as disk:  # zeros, not sparse: every read hits the file
+            chunk = bytes(1 << 20)
+            for _ in range(args.disk_mib):
+                disk.write(chunk)
+        command = side.disk_command + [
+            "-drive", f"file={image},if=none,format=raw,id=disk0",
+            "-device", "virtio-blk-pci,drive=disk0",
+        ]  # fmt: skip
+        out, process, session = start_session(command, log_path, args.disk_timeout, fatal, observe)
+        results: dict[str, list[str]] = {}
+        try:
+            session.wait("Dom0 ready line", lambda line: XENOLITH_READY.search(line))
+            session.wait("Dom0 shell prompt", lambda line: False, prompt=True)
+            if not disk_seen:
+                raise RunFailed(f"no `dom0: disk virtio0: {sectors} sectors` line before Dom0's prompt")
+            session.send(f"create {name}\r")
+            session.wait(f"{prefix}{GUEST_SHELL}", lambda line: line.startswith(prefix + GUEST_SHELL))
+            if not connected:
+                session.wait("Dom0's `xvda connected` line", lambda line: DISK_CONNECTED.search(line))
+            domain = DISK_CONNECTED.search(connected[0]).group(1)
+            dom0_before = dom0_seconds(session)
+            session.send(f"console {name}\r")
+            session.wait("attached line", lambda line: f"attached to domain {domain}'s console" in line)
+            session.send("\r")
+            for label, text in disk_commands(args):
+                session.send(text + "\r")
+                pattern = re.compile(rf"\b{label}=(.*)$")
+                _, _, found = session.wait(f"the guest's {label}= line", lambda line: pattern.search(line))
+                results[label] = found.group(1).split()
+            session.send("\x1d")  # Ctrl-]: detach
+            session.send("\r")
+            dom0_after = dom0_seconds(session)
+        finally:
+            end_session(out, process)
+    if len(stamps) < 2 or stamps[-1][0] - stamps[0][0] < 1.0:
+        raise RunFailed("too few hypervisor-stamped lines to check its clock against the host's")
+    (first_stamp, first_host), (last_stamp, last_host) = stamps[0], stamps[-1]
+    clock = (last_stamp - first_stamp) / (last_host - first_host)
+
+    def seconds(label: str) -> float:
+        """The step's duration on the host clock (the guest's Xen clock
+        runs at the hypervisor's, CLOCK times the host's)."""
+        fields = results[label]
+        if len(fields) != 3 or fields[0] != "0":
+            raise RunFailed(f"the guest's {label} step failed: {' '.join(fields)!r}")
+        took = (float(fields[2]) - float(fields[1])) / clock
+        if took <= 0:
+            raise RunFailed(f"the guest's {label} step took no measurable time: {fields!r}")
+        return took
+
+    megabytes = args.disk_seq_mib * (1 << 20) / 1e6
+    requests = block_requests(" ".join(results["STATS1"])) - block_requests(" ".join(results["STATS0"]))
+    if requests <= 0:
+        raise RunFailed("the guest's block statistics counted no requests")
+    dom0_cpu = (dom0_after - dom0_before) / clock
+    figures = {
+        "disk_write": megabytes / seconds("SEQWRITE"),
+        "disk_read": megabytes / seconds("SEQREAD"),
+        "disk_small": args.disk_small_reads / seconds("SMALLREAD"),
+        "disk_random": args.disk_random_reads / seconds("RANDREAD"),
+        "disk_loop": args.disk_random_reads / seconds("LOOPONLY"),
+        "disk_dom0_cpu": dom0_cpu * 1e6 / requests,
+    }
+    for key, value in figures.items():
+        side.add(key, value)
+    log(
+        f"  {SIDE_TITLES[side.name]} disk boot: write {figures['disk_write']:,.1f} MB/s, read "
+        f"{figures['disk_read']:,.1f} MB/s, 4 KiB direct reads in one dd {figures['disk_small']:,.0f}/s, "
+        f"random 4 KiB reads (one dd each) {figures['disk_random']:,.1f}/s, the same loop without the disk "
+        f"{figures['disk_loop']:,.1f}/s; Dom0 CPU {dom0_before:.1f} → {dom0_after:.1f} s over {requests} guest "
+        f"block requests = {figures['disk_dom0_cpu']:,.0f} µs each; hypervisor clock ÷ host clock {clock:.3f}"
+    )
+    if abs(clock - 1.0) > 0.05:
+        log(f"  warning: the hypervisor's clock ran at {clock:.2f}× the host's in this boot; the disk figures are corrected for it")
+
+
 def run_ten_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
     """The ten-guest boot: Dom0 starts --ten-guests test guests from boot
     modules; their created lines say how much memory Dom0 uses."""
@@ -727,6 +889,9 @@ NO_XL = "the reference has no xl toolstack to start the test guest"
 MANUAL = "manual, QEMU-TCG.md, 2026-11-24"
 NO_XL_ROW = "the manual reference did not measure it"
 MIB = 1024.0  # KiB per MB of QEMU-TCG.md's `free` figures
+# The disk rows: neither the harness's reference nor QEMU-TCG.md's manual
+# one measured a guest's disk.
+NO_DISK = "the reference has no xl toolstack to start a guest with a disk"
 
 MEASURED = [
     Figure("size_hypervisor", "image size: hypervisor", "KiB", 0),
@@ -794,16 +959,21 @@ MEASURED = [
         "Dom0 memory, 10 guests (test guest, 64 MiB each), at the 10th creation",
         "KiB", 0, NO_XL_ROW,
     ),
+    # The disk boot: the Debian guest's dd on xvda, served by Dom0's blkback
+    # from the appliance's virtio disk. No figure of the manual reference.
+    Figure("disk_write", "block MB/s: sequential write (guest dd, 1 MiB O_DIRECT + fsync)", "MB/s", 1, NO_DISK),
+    Figure("disk_read", "block MB/s: sequential read (guest dd, 1 MiB O_DIRECT)", "MB/s", 1, NO_DISK),
+    Figure("disk_small", "block IOPS: 4 KiB O_DIRECT reads, one request at a time (one guest dd, consecutive blocks)", "IOPS", 0, NO_DISK),
+    Figure("disk_random", "block IOPS: 4 KiB random O_DIRECT reads, one dd process per read (shell loop)", "IOPS", 1, NO_DISK),
+    Figure("disk_loop", "… the same shell loop reading /dev/zero instead (process start-up alone)", "per s", 1, NO_DISK),
+    Figure("disk_dom0_cpu", "Dom0 CPU time per I/O (guest block request, from `list`)", "µs", 0, NO_DISK),
 ]
 
 # Figures the issue asks for whose capability does not exist on both sides yet,
 # with what is missing.
 NOT_YET = [
-    ("block IOPS", "Xenolith has no blkback yet"),
-    ("block MB/s", "Xenolith has no blkback yet"),
     ("network throughput", "Xenolith has no netback yet"),
     ("network RTT", "Xenolith has no netback yet"),
-    ("Dom0 CPU time per I/O", "Xenolith has no backends yet"),
 ]
 
 
@@ -968,6 +1138,17 @@ def main() -> int:
     parser.add_argument("--ten-guests", type=int, default=10, help="guests the ten-guest ISO starts")
     parser.add_argument("--ten-mib", type=int, default=64, help="memory of each of those guests, MiB")
     parser.add_argument("--ten-timeout", type=float, default=60.0, help="seconds for a whole ten-guest boot")
+    parser.add_argument(
+        "--disk-iso",
+        help="Xenolith ISO whose Dom0 defines the Debian guest --disk-name with disk target=virtio0 and "
+        "starts none (scripts/bench makes it); the harness adds the scratch disk",
+    )
+    parser.add_argument("--disk-name", default="disk", help="the disk guest's name")
+    parser.add_argument("--disk-mib", type=int, default=256, help="size of the scratch disk image, MiB")
+    parser.add_argument("--disk-seq-mib", type=int, default=64, help="MiB each sequential dd moves")
+    parser.add_argument("--disk-small-reads", type=int, default=2048, help="4 KiB reads of the one-dd IOPS figure")
+    parser.add_argument("--disk-random-reads", type=int, default=200, help="iterations of the random-read shell loop")
+    parser.add_argument("--disk-timeout", type=float, default=180.0, help="seconds for a whole disk boot")
     args = parser.parse_args()
     # A SIGTERM (a timeout around the whole script) unwinds like Ctrl-C, so
     # the QEMU being run is stopped on the way out.
@@ -981,7 +1162,7 @@ def main() -> int:
         if not Path(args.guest_iso).is_file():
             raise SystemExit(f"bench: error: {args.guest_iso} missing")
         sides[XENOLITH].guest_command = machine.qemu_base() + ["-cdrom", args.guest_iso, "-boot", "d"]
-    for option, attribute in (("debian_iso", "debian_command"), ("ten_iso", "ten_command")):
+    for option, attribute in (("debian_iso", "debian_command"), ("ten_iso", "ten_command"), ("disk_iso", "disk_command")):
         iso = getattr(args, option)
         if iso:
             if not Path(iso).is_file():
@@ -1013,6 +1194,9 @@ def main() -> int:
         if xenolith.ten_command:
             boots.append((f"{SIDE_TITLES[XENOLITH]} ten-guest boot", f"{XENOLITH}-ten-{run}.log",
                           lambda path: run_ten_boot(xenolith, args, path)))
+        if xenolith.disk_command:
+            boots.append((f"{SIDE_TITLES[XENOLITH]} disk boot", f"{XENOLITH}-disk-{run}.log",
+                          lambda path: run_disk_boot(xenolith, args, path)))
         for title, log_name, boot in boots:
             log_path = log_dir / log_name
             try:
