@@ -156,5 +156,6 @@ fn linux(
         on_reboot: ShutdownAction::Restart,
         on_crash: ShutdownAction::Destroy,
         disks: Vec::new(),
+        vifs: Vec::new(),
     })
 }

@@ -21,6 +21,7 @@ mod guests;
 mod hypercall;
 mod interrupt_check;
 mod management;
+mod net_service;
 mod toolstack;
 mod volumes;
 mod xenstore_service;
@@ -140,6 +141,7 @@ fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::E
     let free_before = control::free_kib();
     let mut toolstack = toolstack::Toolstack::new();
     toolstack.blocks.set_disk(devices::first_disk(info));
+    toolstack.nets.set_nic(devices::first_nic(info));
     for index in boot_guests::define(info, &mut toolstack) {
         if let Err(why) = toolstack.create(index) {
             log::error!("dom0: starting a boot guest failed: {why}");

@@ -27,6 +27,7 @@ use crate::console_service::ConsoleService;
 use crate::control::{self, StopReason, hvm_param};
 use crate::guests;
 use crate::hypercall;
+use crate::net_service::{self, NetService};
 use crate::xenstore_service::XenstoreService;
 
 /// Most RAM a guest may have, in MiB (Dom0 maps guest frames below 4 GiB).
@@ -58,6 +59,8 @@ pub struct GuestDefinition {
     pub on_crash: ShutdownAction,
     /// `disk` entries (checked: each can be served).
     pub disks: Vec<config::Disk>,
+    /// `vif` entries (checked: each can be served).
+    pub vifs: Vec<config::Vif>,
 }
 
 impl GuestDefinition {
@@ -84,6 +87,9 @@ impl GuestDefinition {
         for disk in &config.disks {
             block_service::check_disk(disk)?;
         }
+        for vif in &config.vifs {
+            net_service::check_vif(vif)?;
+        }
         Ok(Self {
             name: config.name.clone(),
             source: source.into(),
@@ -97,6 +103,7 @@ impl GuestDefinition {
             on_reboot: config.on_reboot,
             on_crash: config.on_crash,
             disks: config.disks.clone(),
+            vifs: config.vifs.clone(),
         })
     }
 }
@@ -136,6 +143,8 @@ pub struct Toolstack {
     pub consoles: ConsoleService,
     /// Guests' disks.
     pub blocks: BlockService,
+    /// Guests' network interfaces and the bridge.
+    pub nets: NetService,
     pub outcomes: Outcomes,
     /// Guests created so far (for UUIDs of guests without one).
     created: u64,
@@ -163,6 +172,7 @@ impl Toolstack {
             xenstore: XenstoreService::new(),
             consoles: ConsoleService::default(),
             blocks: BlockService::default(),
+            nets: NetService::default(),
             outcomes: Outcomes::default(),
             created: 0,
             kernels: Vec::new(),
@@ -385,6 +395,16 @@ impl Toolstack {
                 .attach(&mut self.xenstore, domain, disk)
                 .map_err(|why| format!("{}: {why}", disk.vdev))?;
         }
+        let vifs = self
+            .definitions
+            .get(guest.definition)
+            .map(|definition| definition.vifs.clone())
+            .unwrap_or_default();
+        for (index, vif) in vifs.iter().enumerate() {
+            self.nets
+                .attach(&mut self.xenstore, domain, index, vif)
+                .map_err(|why| format!("vif {index}: {why}"))?;
+        }
         // Maps and binds the ring now, before the guest runs.
         self.xenstore.service();
         Ok(())
@@ -395,6 +415,7 @@ impl Toolstack {
         self.consoles.disconnect(guest.domain);
         // Its back ends stop before the domain goes.
         self.blocks.detach(&mut self.xenstore, guest.domain);
+        self.nets.detach(&mut self.xenstore, guest.domain);
         let (store, toolstack) = self.xenstore.store();
         if let Err(error) = domain_nodes::release(store, toolstack, guest.domain, &guest.uuid) {
             warn!(
@@ -597,6 +618,7 @@ impl Toolstack {
             .ports()
             .chain(self.consoles.ports())
             .chain(self.blocks.ports())
+            .chain(self.nets.ports())
             .collect()
     }
 
@@ -607,6 +629,12 @@ impl Toolstack {
         self.xenstore.service();
         for _ in 0..4 {
             if !self.blocks.service(&mut self.xenstore) {
+                break;
+            }
+            self.xenstore.service();
+        }
+        for _ in 0..4 {
+            if !self.nets.service(&mut self.xenstore) {
                 break;
             }
             self.xenstore.service();

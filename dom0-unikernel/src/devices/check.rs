@@ -92,6 +92,21 @@ pub fn first_disk(info: &StartInfo) -> Option<BlockDevice> {
         .ok()
 }
 
+/// Brings up the first virtio NIC for the guests' bridge, if there is one.
+pub fn first_nic(info: &StartInfo) -> Option<NetDevice> {
+    let (mut root, mut config, found) = enumerate(info);
+    let (function, _) = found
+        .iter()
+        .find(|(_, kind)| *kind == Some(DeviceType::Network))?;
+    let vectors = [NET_RECEIVE_VECTOR, NET_TRANSMIT_VECTOR];
+    let transport = MsixTransport::new(&mut root, &mut config, *function, &vectors, &[0, 1])
+        .inspect_err(|why| error!("dom0: virtio-net at {function}: {why}"))
+        .ok()?;
+    NetDevice::new(transport)
+        .inspect_err(|why| error!("dom0: virtio-net at {function}: {why}"))
+        .ok()
+}
+
 /// Runs the check and logs one line per device.
 pub fn run(info: &StartInfo) {
     let (mut root, mut config, found) = enumerate(info);

@@ -15,11 +15,11 @@ mod check;
 mod config;
 mod hal;
 mod msix;
-mod net;
+pub mod net;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-pub use check::{first_disk, run as check};
+pub use check::{first_disk, first_nic, run as check};
 
 /// The vectors Dom0 gives its virtqueues: 0x50 the disk's queue, 0x52 and
 /// 0x53 the NIC's receive and transmit queues (interrupt_check has 0x40).
