@@ -29,6 +29,14 @@ then. The ten-guest boot starts ten small guests from
 boot modules and reads Dom0's memory from the created line of the tenth. The
 Xen column of those rows is the manual measurement recorded in
 /work/shared/docs/QEMU-TCG.md, not a figure of this run.
+
+A fifth Xenolith boot per run (when --disk-iso is given) gives a Debian guest
+a scratch disk image (made here, removed afterwards) as the appliance's
+virtio disk, served whole through Dom0's blkback, and runs busybox dd in the
+guest's shell through `console NAME`: sequential O_DIRECT write and read
+MB/s, 4 KiB O_DIRECT read IOPS from one dd and from a shell loop of one dd
+per random read (with the same loop on /dev/zero for its start-up cost), and
+Dom0's `list` CPU time before and after over the guest's block requests.
 """
 
 from __future__ import annotations
