@@ -6,6 +6,8 @@
 //! takes seconds, not minutes), and a running QEMU is killed when its
 //! [`Running`] handle is dropped, so a failing test never leaves one behind.
 
+pub mod debian;
+
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -4,43 +4,18 @@
 //! A gets a DHCP lease from QEMU and pings the gateway; A and B ping each
 //! other across the bridge.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use xenolith_tests::{
-    Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules, repo_root,
-};
+use xenolith_tests::debian::{DETACH, guest_files, linux_timeout};
+use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
 
-/// Ctrl-], which detaches from a guest console.
-const DETACH: &str = "\x1d";
 const TROUBLE: &[&str] = &[
     "dom0 crashed",
     "panic",
     "disconnected:",
     "connecting failed",
 ];
-
-/// The kernel and the shell-mode initramfs `scripts/fetch-guest` leaves.
-fn guest_files() -> Result<(PathBuf, PathBuf), Failure> {
-    let dir = repo_root().join("target").join("guest");
-    let kernel = dir.join("vmlinuz");
-    let initramfs = dir.join("initramfs.cpio.gz");
-    for file in [&kernel, &initramfs] {
-        if !file.is_file() {
-            return Err(Failure::new(format!(
-                "{} is missing: run scripts/fetch-guest (scripts/test does)",
-                file.display()
-            )));
-        }
-    }
-    Ok((kernel, initramfs))
-}
-
-/// Linux under TCG takes tens of seconds to reach its shell; two of them
-/// share the CPU.
-fn linux_timeout() -> Duration {
-    boot_timeout() * 4
-}
 
 fn config(name: &str, mac: &str) -> String {
     format!(

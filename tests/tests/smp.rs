@@ -5,37 +5,12 @@
 //! back comes up again, and `poweroff` (every vCPU halted with interrupts
 //! off) still ends the domain.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
+use xenolith_tests::debian::{DETACH, guest_files, guest_says, linux_timeout};
 use xenolith_tests::{
-    EXIT_POWEROFF, Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules, repo_root,
+    EXIT_POWEROFF, Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules,
 };
-
-/// Ctrl-], which detaches from a guest console.
-const DETACH: &str = "\x1d";
-
-/// The kernel and the shell-mode initramfs `scripts/fetch-guest` leaves.
-fn guest_files() -> Result<(PathBuf, PathBuf), Failure> {
-    let dir = repo_root().join("target").join("guest");
-    let kernel = dir.join("vmlinuz");
-    let initramfs = dir.join("initramfs.cpio.gz");
-    for file in [&kernel, &initramfs] {
-        if !file.is_file() {
-            return Err(Failure::new(format!(
-                "{} is missing: run scripts/fetch-guest (scripts/test does)",
-                file.display()
-            )));
-        }
-    }
-    Ok((kernel, initramfs))
-}
-
-/// Linux under TCG takes tens of seconds to reach its shell, more with
-/// its vCPUs sharing one emulated CPU.
-fn linux_timeout() -> Duration {
-    boot_timeout() * 4
-}
 
 /// Boots the appliance with one Debian guest `name` of `vcpus` vCPUs;
 /// Dom0 powers off once it stopped.
@@ -58,14 +33,6 @@ fn boot_guest(dir: &TempDir, name: &str, vcpus: u32) -> Result<Running, Failure>
         .collect();
     let iso = make_iso_with_modules(dir, "-- exit-when-idle", &modules)?;
     Qemu::iso(iso).spawn()
-}
-
-/// Types a command into the guest shell the operator is attached to and
-/// waits for the line its output starts with (`marker` is printed by the
-/// command itself, so the shell's echo of the command does not match).
-fn guest_says(qemu: &mut Running, command: &str, marker: &str) -> Result<String, Failure> {
-    qemu.send(&format!("{command}\r"))?;
-    qemu.wait_for(marker, linux_timeout())
 }
 
 /// Waits for the shell, attaches to it and checks which CPUs Linux has

@@ -5,16 +5,12 @@
 //! file reads back with the same checksum; the disk image on the host
 //! holds what the guest wrote.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use xenolith_tests::{
-    Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules, repo_root,
-};
+use xenolith_tests::debian::{DETACH, guest_files, linux_timeout};
+use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
 
-/// Ctrl-], which detaches from a guest console.
-const DETACH: &str = "\x1d";
 /// The appliance disk: 64 MiB.
 const DISK_BYTES: usize = 64 << 20;
 /// Written into a file on the guest's filesystem, looked for in the image.
@@ -27,27 +23,6 @@ const TROUBLE: &[&str] = &[
     "I/O error",
     "EXT4-fs error",
 ];
-
-/// The kernel and the shell-mode initramfs `scripts/fetch-guest` leaves.
-fn guest_files() -> Result<(PathBuf, PathBuf), Failure> {
-    let dir = repo_root().join("target").join("guest");
-    let kernel = dir.join("vmlinuz");
-    let initramfs = dir.join("initramfs.cpio.gz");
-    for file in [&kernel, &initramfs] {
-        if !file.is_file() {
-            return Err(Failure::new(format!(
-                "{} is missing: run scripts/fetch-guest (scripts/test does)",
-                file.display()
-            )));
-        }
-    }
-    Ok((kernel, initramfs))
-}
-
-/// Linux under TCG takes tens of seconds to reach its shell.
-fn linux_timeout() -> Duration {
-    boot_timeout() * 3
-}
 
 /// Boots the appliance (interactive: destroy must not power it off) with
 /// `disk` as its virtio disk and a guest `store` whose xl.cfg gives it

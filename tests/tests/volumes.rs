@@ -5,16 +5,12 @@
 //! file back with the same checksum; after QEMU exits, the exported volume
 //! passes `qemu-img check` and its raw conversion holds the marker.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use xenolith_tests::{
-    Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules, repo_root,
-};
+use xenolith_tests::debian::{DETACH, guest_files, linux_timeout};
+use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
 
-/// Ctrl-], which detaches from a guest console.
-const DETACH: &str = "\x1d";
 /// Written into a file on the guest's filesystem, looked for in the export.
 const MARKER: &str = "XENOLITH-VOLUME-MARKER-5d21";
 const TROUBLE: &[&str] = &[
@@ -48,27 +44,6 @@ fn run(program: &str, arguments: &[&str]) -> Result<String, Failure> {
 fn path_text(path: &Path) -> Result<&str, Failure> {
     path.to_str()
         .ok_or_else(|| Failure::new(format!("{} is not UTF-8", path.display())))
-}
-
-/// The kernel and the shell-mode initramfs `scripts/fetch-guest` leaves.
-fn guest_files() -> Result<(PathBuf, PathBuf), Failure> {
-    let dir = repo_root().join("target").join("guest");
-    let kernel = dir.join("vmlinuz");
-    let initramfs = dir.join("initramfs.cpio.gz");
-    for file in [&kernel, &initramfs] {
-        if !file.is_file() {
-            return Err(Failure::new(format!(
-                "{} is missing: run scripts/fetch-guest (scripts/test does)",
-                file.display()
-            )));
-        }
-    }
-    Ok((kernel, initramfs))
-}
-
-/// Linux under TCG takes tens of seconds to reach its shell.
-fn linux_timeout() -> Duration {
-    boot_timeout() * 3
 }
 
 /// Types `command` into the attached guest shell and waits for the line
