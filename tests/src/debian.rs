@@ -39,3 +39,112 @@ pub fn guest_says(qemu: &mut Running, command: &str, marker: &str) -> Result<Str
     qemu.send(&format!("{command}\r"))?;
     qemu.wait_for(marker, linux_timeout())
 }
+
+/// Types `command` into the attached guest shell and waits for the line
+/// with `label=`; the command must spell the label split in two quoted
+/// halves so that its echo does not match. Returns what follows `label=`.
+pub fn guest_value(qemu: &mut Running, command: &str, label: &str) -> Result<String, Failure> {
+    qemu.send(&format!("{command}\r"))?;
+    let line = qemu.wait_for(&format!("{label}="), linux_timeout())?;
+    let value = line
+        .split(&format!("{label}="))
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Ok(value)
+}
+
+fn is_md5(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
+}
+
+/// Attaches to guest `name`'s console (domain `domain`) from Dom0's shell
+/// and gets a fresh prompt.
+pub fn attach(qemu: &mut Running, name: &str, domain: u16) -> Result<(), Failure> {
+    qemu.send(&format!("console {name}\r"))?;
+    qemu.wait_for(
+        &format!("attached to domain {domain}'s console"),
+        boot_timeout(),
+    )?;
+    // A fresh prompt, so the next command starts on a clean line.
+    qemu.send("\r")?;
+    Ok(())
+}
+
+/// In the attached guest: makes ext4 on /dev/xvda, writes 2 MiB of random
+/// data and a file holding `marker`, syncs and unmounts. Returns the data's
+/// md5.
+pub fn write_filesystem(qemu: &mut Running, marker: &str) -> Result<String, Failure> {
+    let written = guest_value(
+        qemu,
+        &format!(
+            "mke2fs -q /dev/xvda && mkdir -p /mnt && mount -t ext4 /dev/xvda /mnt && \
+             dd if=/dev/urandom of=/mnt/data bs=4096 count=512 2>/dev/null && \
+             echo {marker} >/mnt/marker && sync && \
+             echo \"WRI\"\"TTEN=$(md5sum </mnt/data | cut -c1-32)\""
+        ),
+        "WRITTEN",
+    )?;
+    if !is_md5(&written) {
+        return Err(qemu.failure(format!("writing the file failed: {written:?}")));
+    }
+    let unmounted = guest_value(qemu, "umount /mnt; echo \"UNMOUN\"\"TED=$?\"", "UNMOUNTED")?;
+    if unmounted != "0" {
+        return Err(qemu.failure(format!("umount failed: {unmounted:?}")));
+    }
+    Ok(written)
+}
+
+/// Detaches and destroys guest `name` (domain `domain`, one xvda), waiting
+/// for its disk to detach and the domain to go.
+pub fn destroy_with_disk(qemu: &mut Running, name: &str, domain: u16) -> Result<(), Failure> {
+    qemu.send(DETACH)?;
+    qemu.send(&format!("destroy {name}\r"))?;
+    qemu.wait_for(
+        &format!("dom0: domain {domain}: xvda detached"),
+        boot_timeout(),
+    )?;
+    qemu.wait_for(
+        &format!("dom0: destroyed domain {domain} ({name})"),
+        boot_timeout(),
+    )?;
+    Ok(())
+}
+
+/// Creates guest `name` again (as domain `domain`), attaches to it, mounts
+/// /dev/xvda on /mnt, checks the `marker` file and checks the data's md5
+/// is `written`. Leaves /mnt mounted.
+pub fn recreate_and_read_back(
+    qemu: &mut Running,
+    name: &str,
+    domain: u16,
+    marker: &str,
+    written: &str,
+) -> Result<(), Failure> {
+    qemu.send(&format!("create {name}\r"))?;
+    qemu.wait_for(
+        &format!("dom0: created domain {domain} ({name})"),
+        linux_timeout(),
+    )?;
+    qemu.wait_for(
+        &format!("dom0: domain {domain}: xvda connected"),
+        linux_timeout(),
+    )?;
+    qemu.wait_for(&format!("[{name}] XENOLITH-GUEST: shell"), linux_timeout())?;
+    attach(qemu, name, domain)?;
+    let read_back = guest_value(
+        qemu,
+        &format!(
+            "mkdir -p /mnt && mount -t ext4 /dev/xvda /mnt && grep -q {marker} /mnt/marker && \
+             echo \"READ\"\"BACK=$(md5sum </mnt/data | cut -c1-32)\""
+        ),
+        "READBACK",
+    )?;
+    if read_back != written {
+        return Err(qemu.failure(format!(
+            "the file changed across destroy and create: wrote {written}, read {read_back}"
+        )));
+    }
+    Ok(())
+}

@@ -8,7 +8,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use xenolith_tests::debian::{DETACH, guest_files, linux_timeout};
+use xenolith_tests::debian::{
+    DETACH, attach, destroy_with_disk, guest_files, guest_value, linux_timeout,
+    recreate_and_read_back, write_filesystem,
+};
 use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
 
 /// The appliance disk: 64 MiB.
@@ -51,25 +54,6 @@ fn boot(dir: &TempDir, disk: &Path) -> Result<Running, Failure> {
         .spawn()
 }
 
-/// Types `command` into the attached guest shell and waits for the line
-/// with `label=`; the command must spell the label split in two quoted
-/// halves so that its echo does not match. Returns what follows `label=`.
-fn guest_value(qemu: &mut Running, command: &str, label: &str) -> Result<String, Failure> {
-    qemu.send(&format!("{command}\r"))?;
-    let line = qemu.wait_for(&format!("{label}="), linux_timeout())?;
-    let value = line
-        .split(&format!("{label}="))
-        .nth(1)
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    Ok(value)
-}
-
-fn is_md5(text: &str) -> bool {
-    text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
-}
-
 /// The host's md5sum of `file`.
 fn host_md5(file: &Path) -> Result<String, Failure> {
     let output = Command::new("md5sum")
@@ -84,17 +68,6 @@ fn host_md5(file: &Path) -> Result<String, Failure> {
         .to_string())
 }
 
-fn attach(qemu: &mut Running, domain: u16) -> Result<(), Failure> {
-    qemu.send("console store\r")?;
-    qemu.wait_for(
-        &format!("attached to domain {domain}'s console"),
-        boot_timeout(),
-    )?;
-    // A fresh prompt, so the next command starts on a clean line.
-    qemu.send("\r")?;
-    Ok(())
-}
-
 #[test]
 fn a_guest_filesystem_survives_destroy_and_create() -> Result<(), Failure> {
     let dir = TempDir::new("storage")?;
@@ -105,32 +78,9 @@ fn a_guest_filesystem_survives_destroy_and_create() -> Result<(), Failure> {
     qemu.wait_for("dom0: domain 1: xvda connected", linux_timeout())?;
     qemu.wait_for("[store] XENOLITH-GUEST: shell", linux_timeout())?;
 
-    attach(&mut qemu, 1)?;
-    let written = guest_value(
-        &mut qemu,
-        &format!(
-            "mke2fs -q /dev/xvda && mkdir -p /mnt && mount -t ext4 /dev/xvda /mnt && \
-             dd if=/dev/urandom of=/mnt/data bs=4096 count=512 2>/dev/null && \
-             echo {MARKER} >/mnt/marker && sync && \
-             echo \"WRI\"\"TTEN=$(md5sum </mnt/data | cut -c1-32)\""
-        ),
-        "WRITTEN",
-    )?;
-    if !is_md5(&written) {
-        return Err(qemu.failure(format!("writing the file failed: {written:?}")));
-    }
-    let unmounted = guest_value(
-        &mut qemu,
-        "umount /mnt; echo \"UNMOUN\"\"TED=$?\"",
-        "UNMOUNTED",
-    )?;
-    if unmounted != "0" {
-        return Err(qemu.failure(format!("umount failed: {unmounted:?}")));
-    }
-    qemu.send(DETACH)?;
-    qemu.send("destroy store\r")?;
-    qemu.wait_for("dom0: domain 1: xvda detached", boot_timeout())?;
-    qemu.wait_for("dom0: destroyed domain 1 (store)", boot_timeout())?;
+    attach(&mut qemu, "store", 1)?;
+    let written = write_filesystem(&mut qemu, MARKER)?;
+    destroy_with_disk(&mut qemu, "store", 1)?;
 
     // What the guest wrote is in the image on the host.
     let image = std::fs::read(&disk)
@@ -143,24 +93,7 @@ fn a_guest_filesystem_survives_destroy_and_create() -> Result<(), Failure> {
     }
 
     // A new domain with the same config reads the same file back.
-    qemu.send("create store\r")?;
-    qemu.wait_for("dom0: created domain 2 (store)", linux_timeout())?;
-    qemu.wait_for("dom0: domain 2: xvda connected", linux_timeout())?;
-    qemu.wait_for("[store] XENOLITH-GUEST: shell", linux_timeout())?;
-    attach(&mut qemu, 2)?;
-    let read_back = guest_value(
-        &mut qemu,
-        &format!(
-            "mkdir -p /mnt && mount -t ext4 /dev/xvda /mnt && grep -q {MARKER} /mnt/marker && \
-             echo \"READ\"\"BACK=$(md5sum </mnt/data | cut -c1-32)\""
-        ),
-        "READBACK",
-    )?;
-    if read_back != written {
-        return Err(qemu.failure(format!(
-            "the file changed across destroy and create: wrote {written}, read {read_back}"
-        )));
-    }
+    recreate_and_read_back(&mut qemu, "store", 2, MARKER, &written)?;
 
     // The whole disk as the guest sees it equals the image on the host.
     let guest_disk = guest_value(

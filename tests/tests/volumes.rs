@@ -8,7 +8,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use xenolith_tests::debian::{DETACH, guest_files, linux_timeout};
+use xenolith_tests::debian::{
+    DETACH, attach, destroy_with_disk, guest_files, guest_value, linux_timeout,
+    recreate_and_read_back, write_filesystem,
+};
 use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
 
 /// Written into a file on the guest's filesystem, looked for in the export.
@@ -44,36 +47,6 @@ fn run(program: &str, arguments: &[&str]) -> Result<String, Failure> {
 fn path_text(path: &Path) -> Result<&str, Failure> {
     path.to_str()
         .ok_or_else(|| Failure::new(format!("{} is not UTF-8", path.display())))
-}
-
-/// Types `command` into the attached guest shell and waits for the line
-/// with `label=`; the command must spell the label split in two quoted
-/// halves so that its echo does not match. Returns what follows `label=`.
-fn guest_value(qemu: &mut Running, command: &str, label: &str) -> Result<String, Failure> {
-    qemu.send(&format!("{command}\r"))?;
-    let line = qemu.wait_for(&format!("{label}="), linux_timeout())?;
-    let value = line
-        .split(&format!("{label}="))
-        .nth(1)
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    Ok(value)
-}
-
-fn is_md5(text: &str) -> bool {
-    text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
-}
-
-fn attach(qemu: &mut Running, domain: u16) -> Result<(), Failure> {
-    qemu.send("console store\r")?;
-    qemu.wait_for(
-        &format!("attached to domain {domain}'s console"),
-        boot_timeout(),
-    )?;
-    // A fresh prompt, so the next command starts on a clean line.
-    qemu.send("\r")?;
-    Ok(())
 }
 
 /// Boots the appliance (interactive) with `disk` as its virtio disk and a
@@ -133,51 +106,16 @@ fn a_qcow2_volume_keeps_a_guest_filesystem_and_exports_valid() -> Result<(), Fai
     qemu.wait_for("dom0: domain 1: xvda connected", linux_timeout())?;
     qemu.wait_for("[store] XENOLITH-GUEST: shell", linux_timeout())?;
 
-    attach(&mut qemu, 1)?;
-    let written = guest_value(
-        &mut qemu,
-        &format!(
-            "mke2fs -q /dev/xvda && mkdir -p /mnt && mount -t ext4 /dev/xvda /mnt && \
-             dd if=/dev/urandom of=/mnt/data bs=4096 count=512 2>/dev/null && \
-             echo {MARKER} >/mnt/marker && sync && \
-             echo \"WRI\"\"TTEN=$(md5sum </mnt/data | cut -c1-32)\""
-        ),
-        "WRITTEN",
-    )?;
-    if !is_md5(&written) {
-        return Err(qemu.failure(format!("writing the file failed: {written:?}")));
-    }
-    let unmounted = guest_value(
-        &mut qemu,
-        "umount /mnt; echo \"UNMOUN\"\"TED=$?\"",
-        "UNMOUNTED",
-    )?;
-    if unmounted != "0" {
-        return Err(qemu.failure(format!("umount failed: {unmounted:?}")));
-    }
-    qemu.send(DETACH)?;
-    qemu.send("destroy store\r")?;
-    qemu.wait_for("dom0: domain 1: xvda detached", boot_timeout())?;
-    qemu.wait_for("dom0: destroyed domain 1 (store)", boot_timeout())?;
+    attach(&mut qemu, "store", 1)?;
+    let written = write_filesystem(&mut qemu, MARKER)?;
+    destroy_with_disk(&mut qemu, "store", 1)?;
 
-    qemu.send("create store\r")?;
-    qemu.wait_for("dom0: created domain 2 (store)", linux_timeout())?;
-    qemu.wait_for("dom0: domain 2: xvda connected", linux_timeout())?;
-    qemu.wait_for("[store] XENOLITH-GUEST: shell", linux_timeout())?;
-    attach(&mut qemu, 2)?;
-    let read_back = guest_value(
+    recreate_and_read_back(&mut qemu, "store", 2, MARKER, &written)?;
+    guest_value(
         &mut qemu,
-        &format!(
-            "mkdir -p /mnt && mount -t ext4 /dev/xvda /mnt && grep -q {MARKER} /mnt/marker && \
-             echo \"READ\"\"BACK=$(md5sum </mnt/data | cut -c1-32)\" && umount /mnt && sync"
-        ),
-        "READBACK",
+        "umount /mnt && sync; echo \"SYN\"\"CED=$?\"",
+        "SYNCED",
     )?;
-    if read_back != written {
-        return Err(qemu.failure(format!(
-            "the file changed across destroy and create: wrote {written}, read {read_back}"
-        )));
-    }
     qemu.send(DETACH)?;
     qemu.send("destroy store\r")?;
     qemu.wait_for("dom0: destroyed domain 2 (store)", boot_timeout())?;
