@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 
 use crate::backend::{Backend, ConsoleOffset, DomainRef};
 use crate::http::{self, Parsed};
+use crate::limits::Limits;
 use crate::response::Response;
 use crate::service::{Handled, Service};
 use crate::time::Instant;
@@ -109,14 +110,7 @@ impl Connection {
         }
         let limits = service.config.limits;
         if let Some(started) = self.request_started {
-            let skipped = http::leading_blank_lines(&self.buffer);
-            let head_complete = self
-                .buffer
-                .get(skipped..)
-                .and_then(|rest| http::head_end(rest, &limits))
-                .is_some();
-            let late = now.since(started);
-            if (!head_complete && late >= limits.header_timeout) || late >= limits.request_timeout {
+            if now >= self.request_deadline(started, &limits) {
                 service.statistics.timeouts = service.statistics.timeouts.saturating_add(1);
                 self.fail(408, "request not received in time", service, &mut outputs);
             }
@@ -138,9 +132,26 @@ impl Connection {
             return Some(waiting.deadline);
         }
         Some(match self.request_started {
-            Some(started) => started + limits.header_timeout.min(limits.request_timeout),
+            Some(started) => self.request_deadline(started, limits),
             None => self.last_activity + limits.idle_timeout,
         })
+    }
+
+    /// When the request that started at `started` times out: the header
+    /// timeout until its head is complete, then the request timeout (a
+    /// deadline already passed would have the caller poll in a loop).
+    fn request_deadline(&self, started: Instant, limits: &Limits) -> Instant {
+        let skipped = http::leading_blank_lines(&self.buffer);
+        let head_complete = self
+            .buffer
+            .get(skipped..)
+            .and_then(|rest| http::head_end(rest, limits))
+            .is_some();
+        if head_complete {
+            started + limits.request_timeout
+        } else {
+            started + limits.header_timeout.min(limits.request_timeout)
+        }
     }
 
     fn process(

@@ -484,6 +484,7 @@ fn slowloris_times_out() {
                 .receive(id, &[*byte], at(now), &mut backend)
                 .is_empty()
         );
+        assert_eq!(server.next_deadline(), Some(at(10_000)), "at {now}");
         let (replies, closed) = parse_replies(&polled(&mut server, &mut backend, now));
         if now >= 10_000 {
             assert_eq!(replies[0].status, 408);
@@ -503,11 +504,15 @@ fn slow_body_times_out_and_idle_connections_close() {
     let request = post("/v1/domains", "text/plain", GUEST);
     let head_and_some = &request[..request.len() - 5];
     send(&mut server, &mut backend, id, head_and_some, 0);
-    assert_eq!(server.next_deadline(), Some(at(10_000)));
+    // The head is complete: the next deadline is the request's 30 s, not
+    // the head's 10 s, which a caller polling on deadlines would find
+    // passed again and again for 20 s.
+    assert_eq!(server.next_deadline(), Some(at(30_000)));
     assert!(
         server.poll(at(29_999), &mut backend).is_empty(),
         "head done: body has 30 s"
     );
+    assert_eq!(server.next_deadline(), Some(at(30_000)));
     let (replies, closed) = parse_replies(
         &server
             .poll(at(30_000), &mut backend)
