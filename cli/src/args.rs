@@ -2,8 +2,27 @@
 
 use std::fmt;
 
-/// The API address when `--url` is absent.
+/// The API address when neither `--url` nor `XENOLITH_URL` gives one.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// What the environment contributes: `XENOLITH_URL` and `XENOLITH_TOKEN`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// `XENOLITH_URL`: the API address when `--url` is absent.
+    pub url: Option<String>,
+    /// `XENOLITH_TOKEN`: the bearer token when `--token` is absent.
+    pub token: Option<String>,
+}
+
+impl Environment {
+    /// The process's environment (unset or non-UTF-8 variables are absent).
+    pub fn from_process() -> Environment {
+        Environment {
+            url: std::env::var("XENOLITH_URL").ok(),
+            token: std::env::var("XENOLITH_TOKEN").ok(),
+        }
+    }
+}
 
 /// Usage text for `--help` and usage errors.
 pub const USAGE: &str = "\
@@ -26,7 +45,9 @@ verbs:
 DOMAIN is a name or a numeric id.
 
 options:
-  --url URL      API address, http://HOST:PORT (default http://127.0.0.1:8080)
+  --url URL      API address, http://HOST[:PORT] (default: the XENOLITH_URL
+                 environment variable, else http://127.0.0.1:8080; port 8080
+                 when not given)
   --token TOKEN  bearer token (default: the XENOLITH_TOKEN environment variable)
   --json         print the API's JSON instead of tables
   -h, --help     this text
@@ -118,10 +139,10 @@ fn usage(message: impl Into<String>) -> UsageError {
     UsageError(message.into())
 }
 
-/// Parses the arguments after the program name. `env_token` is
-/// `XENOLITH_TOKEN`, used when `--token` is absent.
-pub fn parse(arguments: &[String], env_token: Option<String>) -> Result<Options, UsageError> {
-    let mut url = String::from(DEFAULT_URL);
+/// Parses the arguments after the program name; `environment` fills in
+/// what `--url` and `--token` leave out (an empty variable counts as unset).
+pub fn parse(arguments: &[String], environment: &Environment) -> Result<Options, UsageError> {
+    let mut url = None;
     let mut token = None;
     let mut json = false;
     let mut once = false;
@@ -135,19 +156,19 @@ pub fn parse(arguments: &[String], env_token: Option<String>) -> Result<Options,
                 .ok_or_else(|| usage(format!("{name} needs a value")))
         };
         match argument.as_str() {
-            "--url" => url = value_of("--url")?,
+            "--url" => url = Some(value_of("--url")?),
             "--token" => token = Some(value_of("--token")?),
             "--json" => json = true,
             "--once" => once = true,
             "-h" | "--help" => {
                 return Ok(Options {
-                    url,
+                    url: url.unwrap_or_else(|| String::from(DEFAULT_URL)),
                     token,
                     json,
                     command: Command::Help,
                 });
             }
-            other if other.starts_with("--url=") => url = other["--url=".len()..].into(),
+            other if other.starts_with("--url=") => url = Some(other["--url=".len()..].into()),
             other if other.starts_with("--token=") => {
                 token = Some(other["--token=".len()..].into())
             }
@@ -157,7 +178,12 @@ pub fn parse(arguments: &[String], env_token: Option<String>) -> Result<Options,
             other => words.push(other.to_string()),
         }
     }
-    let token = token.or(env_token).filter(|token| !token.is_empty());
+    let url = url
+        .or_else(|| environment.url.clone().filter(|url| !url.is_empty()))
+        .unwrap_or_else(|| String::from(DEFAULT_URL));
+    let token = token
+        .or_else(|| environment.token.clone())
+        .filter(|token| !token.is_empty());
     let mut words = words.into_iter();
     let verb = words.next().ok_or_else(|| usage("no verb given"))?;
     let mut operand = |what: &str| {
@@ -210,7 +236,36 @@ mod tests {
 
     fn parse_words(line: &str, env: Option<&str>) -> Result<Options, UsageError> {
         let arguments: Vec<String> = line.split_whitespace().map(String::from).collect();
-        parse(&arguments, env.map(String::from))
+        let environment = Environment {
+            url: None,
+            token: env.map(String::from),
+        };
+        parse(&arguments, &environment)
+    }
+
+    #[test]
+    fn url_from_the_flag_then_the_environment_then_the_default() {
+        let arguments =
+            |line: &str| -> Vec<String> { line.split_whitespace().map(String::from).collect() };
+        let environment = Environment {
+            url: Some(String::from("http://appliance:9000")),
+            token: None,
+        };
+        let options = parse(&arguments("list"), &environment).unwrap();
+        assert_eq!(options.url, "http://appliance:9000");
+        let options = parse(&arguments("--url http://other list"), &environment).unwrap();
+        assert_eq!(options.url, "http://other", "--url beats XENOLITH_URL");
+        let options = parse(&arguments("--url=http://third list"), &environment).unwrap();
+        assert_eq!(options.url, "http://third");
+        let empty = Environment {
+            url: Some(String::new()),
+            token: Some(String::from("t")),
+        };
+        let options = parse(&arguments("list"), &empty).unwrap();
+        assert_eq!(options.url, DEFAULT_URL, "an empty XENOLITH_URL is unset");
+        assert_eq!(options.token.as_deref(), Some("t"));
+        let options = parse(&arguments("--help"), &environment).unwrap();
+        assert_eq!(options.command, Command::Help);
     }
 
     #[test]

@@ -27,8 +27,9 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Reads `http://HOST[:PORT][/]` (port 8080 if absent). HTTPS is not
-    /// spoken; put a TLS proxy in front if the API crosses a network.
+    /// Reads `http://HOST[:PORT][/]` (port 8080 if absent); an IPv6
+    /// address goes in brackets, `http://[::1]:8080`. HTTPS is not spoken;
+    /// put a TLS proxy in front if the API crosses a network.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
         let rest = url
             .strip_prefix("http://")
@@ -37,22 +38,52 @@ impl Endpoint {
         if authority.is_empty() || authority.contains('/') || authority.contains('@') {
             return Err(format!("{url:?}: expected http://HOST:PORT"));
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                let port = port
-                    .parse()
-                    .map_err(|_| format!("{url:?}: invalid port {port:?}"))?;
-                (host, port)
+        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| format!("{url:?}: no ']' after the IPv6 address"))?;
+            match after {
+                "" => (host, None),
+                _ => match after.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None => return Err(format!("{url:?}: expected ':PORT' after ']'")),
+                },
             }
-            _ => (authority, 8080),
+        } else {
+            match authority.split_once(':') {
+                Some((host, port)) if port.contains(':') => {
+                    return Err(format!(
+                        "{url:?}: write an IPv6 address in brackets, http://[{host}:{port}]:PORT"
+                    ));
+                }
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        let port = match port {
+            None => 8080,
+            Some(port) => port
+                .parse()
+                .ok()
+                .filter(|&port| port != 0)
+                .ok_or_else(|| format!("{url:?}: invalid port {port:?}"))?,
         };
         if host.is_empty() {
             return Err(format!("{url:?}: no host"));
         }
         Ok(Endpoint {
-            host: host.trim_start_matches('[').trim_end_matches(']').into(),
+            host: host.into(),
             port,
         })
+    }
+
+    /// The `Host` header's value: `HOST:PORT`, an IPv6 address bracketed.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -110,9 +141,8 @@ impl Client {
     ) -> Result<HttpResponse, ClientError> {
         let mut stream = self.connect()?;
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: xenolith-cli/{}\r\nAccept: application/json\r\nConnection: close\r\n",
-            self.endpoint.host,
-            self.endpoint.port,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: xenolith-cli/{}\r\nAccept: application/json\r\nConnection: close\r\n",
+            self.endpoint.authority(),
             env!("CARGO_PKG_VERSION"),
         );
         if let Some(token) = &self.token {
@@ -242,6 +272,30 @@ mod tests {
             Endpoint::parse("http://[::1]:9000").map(|endpoint| endpoint.host),
             Ok("::1".into())
         );
+        assert_eq!(
+            Endpoint::parse("http://[::1]"),
+            Ok(Endpoint {
+                host: "::1".into(),
+                port: 8080
+            }),
+            "a bracketed IPv6 address without a port"
+        );
+        assert_eq!(
+            Endpoint::parse("http://[fe80::1]:9000/").map(|endpoint| endpoint.authority()),
+            Ok("[fe80::1]:9000".into())
+        );
+        assert_eq!(
+            Endpoint::parse("http://10.0.2.15:8080").map(|endpoint| endpoint.authority()),
+            Ok("10.0.2.15:8080".into())
+        );
+        assert!(
+            Endpoint::parse("http://::1:9000").is_err(),
+            "unbracketed IPv6"
+        );
+        assert!(Endpoint::parse("http://[::1").is_err());
+        assert!(Endpoint::parse("http://[::1]x").is_err());
+        assert!(Endpoint::parse("http://x:0").is_err());
+        assert!(Endpoint::parse("http://x:").is_err());
         assert!(Endpoint::parse("https://x:1").is_err());
         assert!(Endpoint::parse("http://x:port").is_err());
         assert!(Endpoint::parse("http://x:1/v1").is_err());

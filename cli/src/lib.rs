@@ -7,7 +7,7 @@ pub mod table;
 
 use std::io::Write;
 
-use args::{Action, Command, Options};
+use args::{Action, Command, Environment, Options};
 use client::{Client, ClientError, Endpoint, HttpResponse};
 use mgmt_api::json::{self, Value};
 
@@ -45,14 +45,14 @@ impl From<ClientError> for Failure {
 }
 
 /// Runs one command line (without the program name) and returns the exit
-/// code. `env_token` is `XENOLITH_TOKEN`.
+/// code. `environment` holds `XENOLITH_URL` and `XENOLITH_TOKEN`.
 pub fn run(
     arguments: &[String],
-    env_token: Option<String>,
+    environment: &Environment,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    let options = match args::parse(arguments, env_token) {
+    let options = match args::parse(arguments, environment) {
         Ok(options) => options,
         Err(error) => {
             let _ = writeln!(err, "xenolith: {error}\n\n{}", args::USAGE);
@@ -67,6 +67,13 @@ pub fn run(
         Ok(()) => EXIT_OK,
         Err(failure) => {
             let _ = writeln!(err, "xenolith: {}", failure.message);
+            if failure.code == EXIT_AUTHENTICATION && options.token.is_none() {
+                let _ = writeln!(
+                    err,
+                    "xenolith: no token was sent: set XENOLITH_TOKEN or pass --token \
+                     (the appliance config's api_token)"
+                );
+            }
             failure.code
         }
     }

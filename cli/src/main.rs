@@ -1,12 +1,11 @@
-//! The `xenolith` binary: hands the command line and `XENOLITH_TOKEN` to
-//! [`xenolith_cli::run`] and exits with its code.
+//! The `xenolith` binary: hands the command line, `XENOLITH_URL` and
+//! `XENOLITH_TOKEN` to [`xenolith_cli::run`] and exits with its code.
 
 fn main() {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
-    let token = std::env::var("XENOLITH_TOKEN").ok();
     let code = xenolith_cli::run(
         &arguments,
-        token,
+        &xenolith_cli::args::Environment::from_process(),
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
     );

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use mgmt_api::fake::FakeBackend;
 use mgmt_api::{Access, Instant, Limits, Output, Server, ServerConfig, Token};
+use xenolith_cli::args::Environment;
 
 const TOKEN: &str = "test-token-test-token-test-token-0";
 
@@ -92,7 +93,11 @@ fn xenolith(url: &str, token: Option<&str>, words: &[&str]) -> (i32, String, Str
     arguments.extend(words.iter().map(|word| word.to_string()));
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let code = xenolith_cli::run(&arguments, token.map(String::from), &mut out, &mut err);
+    let environment = Environment {
+        url: None,
+        token: token.map(String::from),
+    };
+    let code = xenolith_cli::run(&arguments, &environment, &mut out, &mut err);
     (
         code,
         String::from_utf8(out).unwrap(),
@@ -193,8 +198,35 @@ fn wrong_or_missing_token_is_401_and_exit_4() {
     let (code, _, err) = xenolith(&url, Some("not-the-token"), &["list"]);
     assert_eq!(code, 4);
     assert!(err.contains("HTTP 401"), "{err}");
-    let (code, _, _) = xenolith(&url, None, &["list"]);
+    let (code, _, err) = xenolith(&url, None, &["list"]);
     assert_eq!(code, 4);
+    assert!(
+        err.contains("HTTP 401") && err.contains("set XENOLITH_TOKEN or pass --token"),
+        "{err}"
+    );
+    let (_, _, err) = xenolith(&url, Some("not-the-token"), &["list"]);
+    assert!(
+        !err.contains("set XENOLITH_TOKEN"),
+        "a token was sent: {err}"
+    );
+}
+
+#[test]
+fn the_address_and_token_come_from_the_environment() {
+    let (url, _) = start_server();
+    let environment = Environment {
+        url: Some(url),
+        token: Some(String::from(TOKEN)),
+    };
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = xenolith_cli::run(&[String::from("list")], &environment, &mut out, &mut err);
+    let (out, err) = (
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Domain-0"), "{out}");
 }
 
 #[test]
