@@ -12,6 +12,7 @@
 
 mod bench;
 mod checks;
+mod cpu;
 mod memory;
 mod options;
 mod report;
@@ -35,6 +36,9 @@ static BENCH_MODE: AtomicBool = AtomicBool::new(false);
 /// way as a normal run.
 static END_REASON: AtomicU32 = AtomicU32::new(0);
 
+/// Whether the guest reads the xAPIC page after its verdict (`touch-xapic`).
+static TOUCH_XAPIC: AtomicBool = AtomicBool::new(false);
+
 #[unsafe(no_mangle)]
 extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
     baremetal::descriptors::load();
@@ -44,6 +48,7 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
     if let Some(reason) = options.shutdown {
         END_REASON.store(reason.as_raw(), Ordering::Relaxed);
     }
+    TOUCH_XAPIC.store(options.touch_xapic, Ordering::Relaxed);
     let mut context = Context::new(start, options);
     if context.options.bench {
         BENCH_MODE.store(true, Ordering::Relaxed);
@@ -70,6 +75,12 @@ extern "C" fn baremetal_main(_magic: u32, start_info_address: u32) -> ! {
 /// (halting if that is refused).
 fn finish() -> ! {
     report::summary();
+    if TOUCH_XAPIC.load(Ordering::Relaxed) {
+        report::line(format_args!(
+            "reading the xAPIC page: {:#x}",
+            memory::read_xapic_version()
+        ));
+    }
     let reason = ShutdownReason::from_raw(END_REASON.load(Ordering::Relaxed))
         .unwrap_or(ShutdownReason::Poweroff);
     let _ = sched::shutdown(reason);
@@ -88,6 +99,10 @@ fn current_check() -> &'static str {
 }
 
 fn on_exception(frame: &mut ExceptionFrame) {
+    if frame.vector == 2 {
+        checks::on_nmi();
+        return;
+    }
     if frame.vector >= 32 {
         // Interrupts are off; a stray one is ignored.
         return;

@@ -414,3 +414,13 @@ pub fn call_straddling(probe: StraddleProbe, argument: [u8; 24]) -> (i64, [u8; 2
     unsafe { core::ptr::copy_nonoverlapping(place, after.as_mut_ptr(), after.len()) };
     (result, after)
 }
+
+/// The xAPIC's version register in its MMIO page (0xFEE00030). The
+/// hypervisor does not emulate that page (its APIC is x2APIC-only), so
+/// reading it ends the domain; `touch-xapic` asks for it.
+pub fn read_xapic_version() -> u32 {
+    const XAPIC_VERSION: u64 = 0xfee0_0030;
+    // SAFETY: the address lies inside the identity-mapped 4 GiB, so the
+    // read is well-formed for the guest; what answers is the hypervisor.
+    unsafe { core::ptr::read_volatile(XAPIC_VERSION as *const u32) }
+}

@@ -4,8 +4,9 @@
 //! toolstack's tests (the guest started from an xl.cfg): `rings=indices`
 //! or `rings=protocol` abuses the xenstore and console rings after the
 //! other checks, `await-input` waits for a byte typed on its console
-//! before the verdict, and `shutdown=crash|reboot` ends it that way
-//! instead of powering off.
+//! before the verdict, `shutdown=crash|reboot` ends it that way
+//! instead of powering off, and `touch-xapic` reads the xAPIC MMIO page
+//! after the verdict (which the hypervisor refuses by crashing it).
 
 use arrayvec::ArrayString;
 use xen_guest::sched::ShutdownReason;
@@ -41,6 +42,8 @@ pub struct Options {
     pub rings: Option<RingAbuse>,
     /// Wait for a byte typed on the console before the verdict.
     pub await_input: bool,
+    /// Read the xAPIC page after the verdict.
+    pub touch_xapic: bool,
     /// How the guest ends (power off unless the command line says).
     pub shutdown: Option<ShutdownReason>,
     /// The first word that could not be understood.
@@ -53,6 +56,10 @@ pub fn parse(cmdline: &str) -> Options {
     for word in cmdline.split_whitespace() {
         if word == "bench" {
             options.bench = true;
+            continue;
+        }
+        if word == "touch-xapic" {
+            options.touch_xapic = true;
             continue;
         }
         if word == "await-input" {

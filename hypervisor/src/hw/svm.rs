@@ -1,6 +1,7 @@
 //! Turning SVM on and entering a guest with VMRUN.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use hypervisor::memory::HostPhysAddr;
 use hypervisor::svm::GuestRegisters;
@@ -9,6 +10,7 @@ use x86_64::registers::model_specific::Msr;
 const MSR_EFER: u32 = 0xc000_0080;
 const MSR_VM_CR: u32 = 0xc001_0114;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
+const MSR_TSC_AUX: u32 = 0xc000_0103;
 const EFER_SVME: u64 = 1 << 12;
 const VM_CR_SVMDIS: u64 = 1 << 4;
 
@@ -96,6 +98,37 @@ pub unsafe fn enable(host_save_area: HostPhysAddr) {
         efer.write(efer.read() | EFER_SVME);
         Msr::new(MSR_VM_HSAVE_PA).write(host_save_area.0);
     }
+}
+
+/// The TSC_AUX value loaded in the CPU (`NOT_LOADED` before the first).
+static LOADED_TSC_AUX: AtomicU64 = AtomicU64::new(NOT_LOADED);
+const NOT_LOADED: u64 = u64::MAX;
+/// Whether the CPU has TSC_AUX: 0 not yet asked, 1 no, 2 yes.
+static TSC_AUX_PRESENT: AtomicU8 = AtomicU8::new(0);
+
+/// Loads a vCPU's TSC_AUX into the CPU before it runs, so that its RDTSCP
+/// and RDPID (which do not exit) return its own value. The hypervisor
+/// never reads TSC_AUX itself, so there is no host value to put back after
+/// VMRUN (Xen restores one because it uses RDTSCP); the MSR is written
+/// only when the value changes. CPUs without RDTSCP or RDPID have no
+/// TSC_AUX: nothing to load.
+pub fn load_tsc_aux(value: u32) {
+    let present = match TSC_AUX_PRESENT.load(Ordering::Relaxed) {
+        0 => {
+            let [.., extended_edx] = baremetal::cpu::cpuid(0x8000_0001, 0);
+            let [_, _, leaf7_ecx, _] = baremetal::cpu::cpuid(7, 0);
+            let present = extended_edx & (1 << 27) != 0 || leaf7_ecx & (1 << 22) != 0;
+            TSC_AUX_PRESENT.store(if present { 2 } else { 1 }, Ordering::Relaxed);
+            present
+        }
+        known => known == 2,
+    };
+    if !present || LOADED_TSC_AUX.swap(u64::from(value), Ordering::Relaxed) == u64::from(value) {
+        return;
+    }
+    // SAFETY: TSC_AUX exists (RDTSCP or RDPID is present) and its upper
+    // half is written as zero; the hypervisor does not depend on its value.
+    unsafe { Msr::new(MSR_TSC_AUX).write(u64::from(value)) };
 }
 
 unsafe extern "C" {

@@ -144,6 +144,32 @@ impl Machine<'_> {
         self.make_runnable(which);
     }
 
+    /// Injects the vCPU's pending NMI (ICR delivery mode NMI, from itself
+    /// or another vCPU) when it may take one; otherwise it stays pending
+    /// in the APIC for a later entry.
+    pub(super) fn nmi_offer(&mut self, current: VcpuRef) {
+        let Some(vcpu) = self
+            .hardware
+            .get_mut(&current.domain)
+            .and_then(|hardware| hardware.vcpus.get_mut(current.index))
+        else {
+            return;
+        };
+        if !vcpu.can_take_nmi() {
+            return;
+        }
+        let taken = self
+            .domains
+            .get_mut(current.domain)
+            .ok()
+            .and_then(|entry| entry.vcpus.get_mut(current.index))
+            .and_then(|state| state.lapic.as_mut())
+            .is_some_and(|lapic| lapic.take_pending_nmi());
+        if taken {
+            vcpu.inject_nmi();
+        }
+    }
+
     /// The APIC interrupt to offer the vCPU at this entry, if any.
     pub(super) fn lapic_offer(&mut self, current: VcpuRef) -> Option<u8> {
         let now = self.now();

@@ -320,6 +320,7 @@ impl<'a> Machine<'a> {
                 (DomainId::DOM0, None) => crate::hw::device_interrupts::take_highest(),
                 _ => None,
             };
+            self.nmi_offer(current);
             // A guest's local-APIC interrupt, when no upcall is offered.
             let lapic_vector = if upcall.is_none() {
                 self.lapic_offer(current)
@@ -500,10 +501,25 @@ impl<'a> Machine<'a> {
                 }
                 Next::Switch
             }
+            VmExit::Iret => {
+                vcpu.nmi_handler_returns();
+                Next::Resume
+            }
             VmExit::Vmmcall => self.hypercall(current),
             VmExit::NestedPageFault { address, error } => {
                 if self.first_touch(current.domain, address) {
                     return Next::Resume;
+                }
+                if address.0 & !0xfff == hypervisor::vlapic::DEFAULT_BASE {
+                    // Documented refusal (docs/control-interface.md): the
+                    // vLAPIC is reached through x2APIC MSRs only.
+                    return self.crash(
+                        current,
+                        format_args!(
+                            "touched the xAPIC page at {address:?} (fault {error:#x}): the \
+                             virtual APIC is x2APIC-only, its MMIO page is not emulated"
+                        ),
+                    );
                 }
                 self.crash(
                     current,
@@ -597,9 +613,9 @@ impl<'a> Machine<'a> {
         let index = vcpu.registers.rcx as u32;
         let outcome = if write {
             let value = (vcpu.registers.rdx << 32) | (vcpu.vmcb.rax() & 0xffff_ffff);
-            msr::write(index, value)
+            msr::write(index, value, &mut vcpu.msrs)
         } else {
-            msr::read(index, vcpu.vmcb.read_u64(save::EFER))
+            msr::read(index, vcpu.vmcb.read_u64(save::EFER), &vcpu.msrs)
         };
         match outcome {
             MsrOutcome::Done(value) => {

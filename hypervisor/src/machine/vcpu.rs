@@ -3,7 +3,7 @@
 
 use hypervisor::memory::frames::FrameAllocator;
 use hypervisor::memory::{HostPhysAddr, HostRange, PAGE_SIZE};
-use hypervisor::svm::vmcb::{self, Segment, Vmcb, control, misc1, misc2, save};
+use hypervisor::svm::vmcb::{self, Event, Segment, Vmcb, control, misc1, misc2, save};
 use hypervisor::svm::{GuestRegisters, GuestReport, startup};
 use hypervisor::vcpu::msr;
 use hypervisor::vlapic::RealModeEntry;
@@ -48,6 +48,11 @@ pub struct Vcpu {
     pub xcr0: u64,
     /// How many start-up IPIs have started it.
     pub startups: u64,
+    /// Its TSC_AUX (loaded into the CPU before it runs).
+    pub msrs: msr::GuestMsrs,
+    /// An NMI was injected and its handler has not yet reached IRET:
+    /// further NMIs wait (the IRET intercept is on meanwhile).
+    pub nmi_blocked: bool,
 }
 
 /// The frames every vCPU's VMCB points at.
@@ -127,6 +132,8 @@ impl Vcpu {
             fpu_area,
             xcr0: crate::hw::fpu::RESET_XCR0,
             startups: 0,
+            msrs: msr::GuestMsrs::default(),
+            nmi_blocked: false,
         };
         vcpu.reset_to_pvh_entry(0, 0);
         vcpu
@@ -202,6 +209,34 @@ impl Vcpu {
     /// INIT: the vCPU stops and waits for a start-up IPI.
     pub fn wait_for_startup(&mut self) {
         self.state = RunState::NotStarted;
+        self.nmi_blocked = false;
+        self.vmcb
+            .stop_intercepting(control::INTERCEPT_MISC1, misc1::IRET);
+    }
+
+    /// Whether an NMI may be injected at this entry: no NMI handler is
+    /// running, no other event is queued, no interrupt shadow.
+    pub fn can_take_nmi(&self) -> bool {
+        !self.nmi_blocked && !self.vmcb.event_queued() && !self.vmcb.in_interrupt_shadow()
+    }
+
+    /// Injects an NMI and blocks further ones until the handler's IRET,
+    /// which SVM cannot see without intercepting IRET (as Xen does).
+    pub fn inject_nmi(&mut self) {
+        self.vmcb.inject(Event::Nmi);
+        self.nmi_blocked = true;
+        self.vmcb.intercept(control::INTERCEPT_MISC1, misc1::IRET);
+    }
+
+    /// The NMI handler reached IRET: NMIs are unblocked. The exit comes
+    /// before the IRET runs, so the guest gets an interrupt shadow for it
+    /// (Xen's way): a pending NMI waits until the IRET has run and the
+    /// next exit, instead of landing on the old handler's stack frame.
+    pub fn nmi_handler_returns(&mut self) {
+        self.nmi_blocked = false;
+        self.vmcb
+            .stop_intercepting(control::INTERCEPT_MISC1, misc1::IRET);
+        self.vmcb.set_interrupt_shadow();
     }
 
     /// A start-up IPI: the vCPU starts in real mode at the trampoline the
@@ -237,10 +272,12 @@ impl Vcpu {
 
     /// Runs the vCPU until its next VM exit.
     pub fn run(&mut self, host_state: HostPhysAddr) {
+        crate::hw::svm::load_tsc_aux(self.msrs.tsc_aux);
         // SAFETY: the VMCB and what it points at (nested tables, permission
         // maps) are owned by this vCPU's domain and the hypervisor.
         unsafe { svm::run(&mut self.registers, self.vmcb_frame.start, host_state) };
         self.vmcb.write_u8(control::TLB_CONTROL, 0);
+        self.vmcb.requeue_interrupted_event();
     }
 
     /// Moves RIP past an instruction of `bytes` bytes.

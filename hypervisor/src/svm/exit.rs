@@ -11,6 +11,7 @@ pub mod code {
     pub const SMI: u64 = 0x62;
     pub const INIT: u64 = 0x63;
     pub const RDTSC: u64 = 0x6e;
+    pub const IRET: u64 = 0x74;
     pub const CPUID: u64 = 0x72;
     pub const INVD: u64 = 0x76;
     pub const PAUSE: u64 = 0x77;
@@ -58,6 +59,8 @@ pub enum VmExit {
     },
     Io(IoAccess),
     Hlt,
+    /// IRET (intercepted only while an NMI handler runs).
+    Iret,
     Vmmcall,
     /// The guest touched guest-physical memory its nested tables do not
     /// allow. `error` holds the page-fault error code bits.
@@ -108,6 +111,7 @@ impl VmExit {
                 next_rip: info2,
             }),
             code::HLT => Self::Hlt,
+            code::IRET => Self::Iret,
             code::VMMCALL => Self::Vmmcall,
             code::NESTED_PAGE_FAULT => Self::NestedPageFault {
                 address: GuestPhysAddr(info2),

@@ -70,6 +70,8 @@ pub mod misc1 {
     pub const SMI: u32 = 1 << 2;
     pub const INIT: u32 = 1 << 3;
     pub const CPUID: u32 = 1 << 18;
+    /// IRET: the end of an NMI handler, which unblocks NMIs.
+    pub const IRET: u32 = 1 << 20;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
     pub const IOIO_PROT: u32 = 1 << 27;
@@ -219,6 +221,62 @@ impl Vmcb {
     pub fn inject(&mut self, event: Event) {
         self.write_u64(control::EVENT_INJECTION, event.encode());
     }
+
+    /// Clears bits in a 32-bit intercept vector.
+    pub fn stop_intercepting(&mut self, offset: usize, bits: u32) {
+        let value = self.read_u32(offset) & !bits;
+        self.write_u32(offset, value);
+    }
+
+    /// Whether an event waits in `EVENTINJ` for the next VMRUN.
+    pub fn event_queued(&self) -> bool {
+        self.read_u64(control::EVENT_INJECTION) & EVENT_VALID != 0
+    }
+
+    /// Whether the guest is in an interrupt shadow (after STI or MOV SS):
+    /// nothing may be delivered before its next instruction.
+    pub fn in_interrupt_shadow(&self) -> bool {
+        self.read_u64(control::INTERRUPT_SHADOW) & 1 != 0
+    }
+
+    /// Puts the guest in an interrupt shadow for one instruction.
+    pub fn set_interrupt_shadow(&mut self) {
+        let value = self.read_u64(control::INTERRUPT_SHADOW) | 1;
+        self.write_u64(control::INTERRUPT_SHADOW, value);
+    }
+
+    /// After an exit: an event whose delivery the exit interrupted
+    /// (`EXITINTINFO`, for example a nested page fault on the guest's
+    /// stack while an NMI or interrupt was being delivered) is queued
+    /// again, or it would be lost. Software interrupts and INT3/INTO are
+    /// not: RIP still points at the instruction, which runs again.
+    /// Returns the event re-queued, if any.
+    pub fn requeue_interrupted_event(&mut self) -> Option<u64> {
+        let info = self.read_u64(control::EXIT_INTERRUPT_INFO);
+        let event = requeued_event(info)?;
+        self.write_u64(control::EVENT_INJECTION, event);
+        Some(event)
+    }
+}
+
+/// `EVENTINJ`/`EXITINTINFO` bit 31: the event is valid.
+pub const EVENT_VALID: u64 = 1 << 31;
+/// Event types (bits 10:8).
+const EVENT_TYPE_EXCEPTION: u64 = 3;
+const EVENT_TYPE_SOFTWARE_INTERRUPT: u64 = 4;
+
+/// The `EVENTINJ` value that re-delivers the event an `EXITINTINFO` of
+/// `info` describes, or `None` when there is none or it must not be
+/// re-delivered (see [`Vmcb::requeue_interrupted_event`]).
+pub fn requeued_event(info: u64) -> Option<u64> {
+    if info & EVENT_VALID == 0 {
+        return None;
+    }
+    let kind = (info >> 8) & 0b111;
+    let vector = info & 0xff;
+    let software = kind == EVENT_TYPE_SOFTWARE_INTERRUPT
+        || (kind == EVENT_TYPE_EXCEPTION && matches!(vector, 3 | 4));
+    (!software).then_some(info)
 }
 
 /// An event to inject into the guest.
@@ -226,6 +284,8 @@ impl Vmcb {
 pub enum Event {
     /// A hardware exception, with its error code when the vector has one.
     Exception { vector: u8, error_code: Option<u32> },
+    /// A non-maskable interrupt (vector 2, type NMI).
+    Nmi,
 }
 
 impl Event {
@@ -250,6 +310,7 @@ impl Event {
                 }
                 value
             }
+            Self::Nmi => 2 | (2 << 8) | EVENT_VALID,
         }
     }
 }
@@ -279,6 +340,33 @@ mod tests {
     fn general_protection_injection_carries_its_error_code() {
         assert_eq!(Event::GENERAL_PROTECTION.encode(), 0x8000_0b0d);
         assert_eq!(Event::INVALID_OPCODE.encode(), 0x8000_0306);
+    }
+
+    #[test]
+    fn nmi_injection_is_vector_2_of_type_nmi() {
+        assert_eq!(Event::Nmi.encode(), 0x8000_0202);
+        let mut vmcb = Vmcb::default();
+        assert!(!vmcb.event_queued());
+        vmcb.inject(Event::Nmi);
+        assert!(vmcb.event_queued());
+    }
+
+    #[test]
+    fn interrupted_deliveries_are_requeued_but_software_interrupts_rerun() {
+        assert_eq!(requeued_event(0), None);
+        // An NMI, an external interrupt and a #PF with its error code.
+        assert_eq!(requeued_event(0x8000_0202), Some(0x8000_0202));
+        assert_eq!(requeued_event(0x8000_00f3), Some(0x8000_00f3));
+        let page_fault = (2 << 32) | 0x8000_0b0e;
+        assert_eq!(requeued_event(page_fault), Some(page_fault));
+        // INT 0x80, INT3, INTO: the instruction runs again instead.
+        assert_eq!(requeued_event(0x8000_0480), None);
+        assert_eq!(requeued_event(0x8000_0303), None);
+        assert_eq!(requeued_event(0x8000_0304), None);
+        let mut vmcb = Vmcb::default();
+        vmcb.write_u64(control::EXIT_INTERRUPT_INFO, 0x8000_0202);
+        assert_eq!(vmcb.requeue_interrupted_event(), Some(0x8000_0202));
+        assert!(vmcb.event_queued());
     }
 
     #[test]

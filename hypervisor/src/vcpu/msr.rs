@@ -1,8 +1,9 @@
 //! The MSRs a guest reaches through the hypervisor. Those the VMCB holds
 //! (segment bases, SYSCALL and SYSENTER targets, PAT) pass straight
 //! through; EFER is filtered (SVME must stay on in the VMCB, hidden from
-//! the guest); the Xen hypercall-page MSR installs the page; the rest
-//! raise #GP, as Xen does for MSRs it does not know.
+//! the guest); the Xen hypercall-page MSR installs the page; TSC_AUX is
+//! kept per vCPU ([`GuestMsrs`]); the rest raise #GP, as Xen does for MSRs
+//! it does not know.
 
 use xenolith_abi::cpuid::HYPERCALL_PAGE_MSR;
 
@@ -11,8 +12,10 @@ pub const APIC_BASE: u32 = 0x1b;
 pub const TSC: u32 = 0x10;
 pub const MTRR_CAPABILITIES: u32 = 0xfe;
 pub const MTRR_DEFAULT_TYPE: u32 = 0x2ff;
-/// TSC_AUX (RDTSCP/RDPID's processor id): not switched per guest, so a
-/// guest's writes are ignored and it reads 0, the one vCPU it has.
+/// TSC_AUX (RDTSCP/RDPID's processor id): each vCPU has its own, loaded
+/// into the CPU before it runs (RDTSCP and RDPID do not exit), read and
+/// written by RDMSR/WRMSR through [`GuestMsrs`]. Linux stores its CPU
+/// number there for the vDSO's getcpu.
 pub const TSC_AUX: u32 = 0xc000_0103;
 /// AMD NB_CFG: Linux reads it and sets "extended PCI config space" with a
 /// plain RDMSR/WRMSR (a #GP prints a call trace); guests see 0 and their
@@ -45,6 +48,13 @@ const EFER_GUEST_BITS: u64 =
 /// EFER.SVME: must be set in the VMCB for VMRUN to accept it.
 pub const EFER_SVME: u64 = 1 << 12;
 
+/// The MSRs a vCPU owns that neither the VMCB nor the APIC holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestMsrs {
+    /// What RDTSCP returns in ECX and RDPID returns (0 at reset).
+    pub tsc_aux: u32,
+}
+
 /// What an intercepted RDMSR or WRMSR does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MsrOutcome {
@@ -59,8 +69,9 @@ pub enum MsrOutcome {
 }
 
 /// Handles RDMSR of `msr`; `vmcb_efer` is the VMCB's EFER.
-pub fn read(msr: u32, vmcb_efer: u64) -> MsrOutcome {
+pub fn read(msr: u32, vmcb_efer: u64, guest: &GuestMsrs) -> MsrOutcome {
     match msr {
+        TSC_AUX => MsrOutcome::Done(u64::from(guest.tsc_aux)),
         EFER => MsrOutcome::Done(vmcb_efer & !EFER_SVME),
         // xAPIC at its architectural base, enabled, this is the boot CPU.
         APIC_BASE => MsrOutcome::Done(0xfee0_0000 | (1 << 11) | (1 << 8)),
@@ -68,19 +79,27 @@ pub fn read(msr: u32, vmcb_efer: u64) -> MsrOutcome {
         // from the nested tables.
         MTRR_CAPABILITIES => MsrOutcome::Done(0),
         MTRR_DEFAULT_TYPE => MsrOutcome::Done((1 << 11) | 6),
-        TSC_AUX | NB_CFG => MsrOutcome::Done(0),
+        NB_CFG => MsrOutcome::Done(0),
         DE_CFG => MsrOutcome::Done(DE_CFG_LFENCE_SERIALISING),
         _ => MsrOutcome::Fault,
     }
 }
 
 /// Handles WRMSR of `value` to `msr`.
-pub fn write(msr: u32, value: u64) -> MsrOutcome {
+pub fn write(msr: u32, value: u64, guest: &mut GuestMsrs) -> MsrOutcome {
     match msr {
+        // The upper half is reserved: #GP, as on hardware and Xen.
+        TSC_AUX => match u32::try_from(value) {
+            Ok(value) => {
+                guest.tsc_aux = value;
+                MsrOutcome::Done(0)
+            }
+            Err(_) => MsrOutcome::Fault,
+        },
         EFER if value & !EFER_GUEST_BITS == 0 => MsrOutcome::SetEfer(value | EFER_SVME),
         HYPERCALL_PAGE_MSR if value & 0xfff == 0 => MsrOutcome::InstallHypercallPage(value),
         // Writes the hypervisor owns and a guest may harmlessly try.
-        APIC_BASE | TSC | MTRR_DEFAULT_TYPE | TSC_AUX | NB_CFG | DE_CFG => MsrOutcome::Done(0),
+        APIC_BASE | TSC | MTRR_DEFAULT_TYPE | NB_CFG | DE_CFG => MsrOutcome::Done(0),
         _ => MsrOutcome::Fault,
     }
 }
@@ -108,28 +127,64 @@ mod tests {
 
     #[test]
     fn efer_keeps_svme_hidden_and_set() {
-        assert_eq!(read(EFER, EFER_SVME | 0x500), MsrOutcome::Done(0x500));
-        assert_eq!(write(EFER, 0x100), MsrOutcome::SetEfer(0x100 | EFER_SVME));
-        assert_eq!(write(EFER, EFER_SVME), MsrOutcome::Fault, "no nested SVM");
-        assert_eq!(write(EFER, 1 << 20), MsrOutcome::Fault, "reserved bit");
+        assert_eq!(
+            read(EFER, EFER_SVME | 0x500, &GuestMsrs::default()),
+            MsrOutcome::Done(0x500)
+        );
+        assert_eq!(
+            write(EFER, 0x100, &mut GuestMsrs::default()),
+            MsrOutcome::SetEfer(0x100 | EFER_SVME)
+        );
+        assert_eq!(
+            write(EFER, EFER_SVME, &mut GuestMsrs::default()),
+            MsrOutcome::Fault,
+            "no nested SVM"
+        );
+        assert_eq!(
+            write(EFER, 1 << 20, &mut GuestMsrs::default()),
+            MsrOutcome::Fault,
+            "reserved bit"
+        );
     }
 
     #[test]
     fn amd_northbridge_and_decode_config_read_as_xen_reports_them() {
-        assert_eq!(read(NB_CFG, 0), MsrOutcome::Done(0));
-        assert_eq!(write(NB_CFG, 1 << 46), MsrOutcome::Done(0));
-        assert_eq!(read(DE_CFG, 0), MsrOutcome::Done(2));
-        assert_eq!(write(DE_CFG, 2), MsrOutcome::Done(0));
+        assert_eq!(read(NB_CFG, 0, &GuestMsrs::default()), MsrOutcome::Done(0));
+        assert_eq!(
+            write(NB_CFG, 1 << 46, &mut GuestMsrs::default()),
+            MsrOutcome::Done(0)
+        );
+        assert_eq!(read(DE_CFG, 0, &GuestMsrs::default()), MsrOutcome::Done(2));
+        assert_eq!(
+            write(DE_CFG, 2, &mut GuestMsrs::default()),
+            MsrOutcome::Done(0)
+        );
+    }
+
+    #[test]
+    fn tsc_aux_is_each_vcpus_own_and_32_bits_wide() {
+        let mut first = GuestMsrs::default();
+        let mut second = GuestMsrs::default();
+        assert_eq!(read(TSC_AUX, 0, &first), MsrOutcome::Done(0));
+        assert_eq!(write(TSC_AUX, 0x1003, &mut first), MsrOutcome::Done(0));
+        assert_eq!(write(TSC_AUX, 7, &mut second), MsrOutcome::Done(0));
+        assert_eq!(read(TSC_AUX, 0, &first), MsrOutcome::Done(0x1003));
+        assert_eq!(read(TSC_AUX, 0, &second), MsrOutcome::Done(7));
+        assert_eq!(write(TSC_AUX, 1 << 32, &mut first), MsrOutcome::Fault);
+        assert_eq!(first.tsc_aux, 0x1003, "a refused write changes nothing");
     }
 
     #[test]
     fn unknown_msrs_fault_and_hypercall_page_needs_alignment() {
-        assert_eq!(read(0x1234, 0), MsrOutcome::Fault);
+        assert_eq!(read(0x1234, 0, &GuestMsrs::default()), MsrOutcome::Fault);
         assert_eq!(
-            write(HYPERCALL_PAGE_MSR, 0x5000),
+            write(HYPERCALL_PAGE_MSR, 0x5000, &mut GuestMsrs::default()),
             MsrOutcome::InstallHypercallPage(0x5000)
         );
-        assert_eq!(write(HYPERCALL_PAGE_MSR, 0x5001), MsrOutcome::Fault);
+        assert_eq!(
+            write(HYPERCALL_PAGE_MSR, 0x5001, &mut GuestMsrs::default()),
+            MsrOutcome::Fault
+        );
     }
 
     #[test]

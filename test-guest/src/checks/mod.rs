@@ -3,6 +3,7 @@
 //! port) and bounded ways to wait for an event. The ring and console-input
 //! checks run last, and only when the command line asks for them.
 
+mod cpu;
 mod events;
 mod grants;
 mod hostile;
@@ -13,6 +14,7 @@ mod platform;
 mod rings;
 mod vcpu;
 
+pub use cpu::on_nmi;
 use xen_guest::grant_table::GrantTableFrame;
 use xen_guest::shared::{SharedInfo, VcpuInfo};
 use xen_guest::{DomainId, FrameSlot, Port, SystemTime, event_channel, sched};
@@ -126,6 +128,8 @@ pub const CHECKS: &[Check] = &[
         when: When::Role(Role::Accept),
     },
     always("hvm-callback-irq", hvm::callback_irq),
+    always("tsc-aux", cpu::tsc_aux),
+    always("nmi-self", cpu::nmi_self),
     always("hvm-store-pfn", hvm::store_pfn),
     always("hvm-param-range", hvm::param_range),
     always("hvm-upcall-vector", hvm::upcall_vector),
