@@ -1,7 +1,8 @@
 //! Fuzzes the qcow2 reader and writer. Arbitrary image bytes are opened
 //! writable over a raw backing image and driven with reads, writes,
 //! discards and flushes: nothing may panic or allocate without bound, and
-//! the image must reopen (or be refused) afterwards. When the first byte's
+//! the image must reopen (or be refused) afterwards, and `Qcow2::check`
+//! must give a report or an error, not a panic, on the hostile image. When the first byte's
 //! top bit is set the image bytes are ignored and the same operations run
 //! on a freshly created image against a mirror, which every read must match.
 //!
@@ -99,6 +100,11 @@ fuzz_target!(|data: &[u8]| {
         run(&mut image, script, Some(&mut mirror));
         let storage = image.into_storage();
         let mut image = Qcow2::open(storage, OpenOptions::default(), &mut backing).expect("reopen");
+        let report = image.check().expect("check of a consistent image");
+        assert!(
+            report.corruptions == 0 && report.leaks == 0,
+            "the image written here is inconsistent: {report:?}"
+        );
         let mut read = vec![0u8; size as usize];
         image.read(DiskOffset(0), &mut read).expect("read back");
         assert!(read == mirror, "reopened image differs from mirror");
@@ -108,6 +114,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut image) = Qcow2::open(storage, OpenOptions::default(), &mut backing) else {
         return;
     };
+    let _ = image.check();
     run(&mut image, script, None);
     let storage = image.into_storage();
     let _ = Qcow2::open(storage, OpenOptions::default(), &mut backing);

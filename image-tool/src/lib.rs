@@ -3,7 +3,7 @@
 //! (guest disks raw or qcow2, kernels, initrds, configs).
 //!
 //! Every command is a library function ([`create`], [`import`], [`export`],
-//! [`list`], [`remove`], [`new_qcow2`]) so tests can call them; [`run`]
+//! [`list`], [`remove`], [`new_qcow2`], [`check`]) so tests can call them; [`run`]
 //! parses a command line for the binary.
 //!
 //! The store records a volume's *kind*; the *format* of a disk volume is
@@ -23,9 +23,9 @@ use disk_formats::{
     CreateOptions, DiskImage, DiskOffset, ImageError, ImageFormat, NoBacking, Qcow2, Storage,
     StorageError, StorageOffset, probe_format,
 };
-use storage::gpt::{FindError, Gpt, GptError};
+use storage::gpt::{FindError, Gpt, GptError, GptReport, MbrKind};
 use storage::guid::Guid;
-use storage::store::{FormatOptions, Store, StoreError, VolumeName};
+use storage::store::{FormatOptions, OpenReport, SlotFault, Store, StoreError, VolumeName};
 use storage::{PartitionDevice, SECTOR_SIZE};
 
 use media::{FileDisk, FileStorage};
@@ -46,6 +46,7 @@ usage: xenolith-img create DISK --size SIZE [--force]
        xenolith-img list DISK
        xenolith-img remove DISK NAME
        xenolith-img new-qcow2 DISK NAME --size SIZE
+       xenolith-img check DISK
 SIZE is bytes or a number with K, M, G or T (powers of 1024).";
 
 /// Why a command failed.
@@ -85,6 +86,13 @@ pub enum ToolError {
     },
     /// The input is valid but cannot be used as asked.
     Refused(String),
+    /// `check` found the disk's metadata inconsistent.
+    Inconsistent {
+        /// The disk.
+        path: PathBuf,
+        /// Everything the check found, a line each.
+        report: String,
+    },
 }
 
 impl ToolError {
@@ -94,12 +102,14 @@ impl ToolError {
     }
 
     /// The process exit code: 2 usage, 3 not an appliance disk (foreign or
-    /// corrupt), 4 the output exists, 1 anything else.
+    /// corrupt), 4 the output exists, 5 `check` found inconsistencies, 1
+    /// anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
             ToolError::Usage(_) => 2,
             ToolError::NotAnApplianceDisk { .. } => 3,
             ToolError::Exists(_) => 4,
+            ToolError::Inconsistent { .. } => 5,
             _ => 1,
         }
     }
@@ -124,6 +134,9 @@ impl fmt::Display for ToolError {
             ToolError::Gpt(error) => write!(formatter, "{error}"),
             ToolError::Image { what, error } => write!(formatter, "{what}: {error}"),
             ToolError::Refused(why) => write!(formatter, "{why}"),
+            ToolError::Inconsistent { path, report } => {
+                write!(formatter, "{}: inconsistent:\n{report}", path.display())
+            }
         }
     }
 }
@@ -262,9 +275,18 @@ pub fn create(disk: &Path, size: u64, force: bool) -> Result<String, ToolError> 
 /// Opens the store on an appliance disk; refuses (and explains) a foreign
 /// or damaged disk without writing to it.
 pub fn open_store(disk: &Path) -> Result<DiskStore, ToolError> {
+    open_store_with(disk, true).map(|(store, _, _)| store)
+}
+
+/// Opens the store (read-only unless `writable`), with what was found on
+/// the way: the GPT's report and the store's.
+fn open_store_with(
+    disk: &Path,
+    writable: bool,
+) -> Result<(DiskStore, GptReport, OpenReport), ToolError> {
     let file = OpenOptions::new()
         .read(true)
-        .write(true)
+        .write(writable)
         .open(disk)
         .map_err(io_error(disk))?;
     let mut device = FileDisk::new(file).map_err(io_error(disk))?;
@@ -278,25 +300,162 @@ pub fn open_store(disk: &Path) -> Result<DiskStore, ToolError> {
         }
         other => refuse(other.to_string()),
     })?;
-    if !report.is_healthy() {
+    if writable && !report.is_healthy() {
         eprintln!(
             "xenolith-img: warning: {}: GPT is not healthy: {report:?}",
             disk.display()
         );
     }
+    let gpt_report = report;
     let partition = gpt.find_xenolith_store().map_err(|error| match error {
         FindError::NotFound => refuse("its GPT has no Xenolith volume store partition".into()),
         other => refuse(other.to_string()),
     })?;
     let part = PartitionDevice::new(device, partition.first_sector(), partition.sector_count())
         .map_err(|error| refuse(format!("the store partition is off the disk ({error})")))?;
-    let (store, _) = Store::open(part).map_err(|error| match error {
+    let (store, store_report) = Store::open(part).map_err(|error| match error {
         StoreError::NotAStore
         | StoreError::Corrupt { .. }
         | StoreError::WrongPartitionSize { .. } => refuse(error.to_string()),
         other => ToolError::Store(other),
     })?;
-    Ok(store)
+    Ok((store, gpt_report, store_report))
+}
+
+/// Checks an appliance disk without writing to it: the GPT (both copies
+/// and the protective MBR), the store's metadata (the copy in use, the
+/// other copy, the volume table's rules, extents inside the data area and
+/// not overlapping, free space accounting for every block), and each
+/// qcow2 disk volume's metadata as `qemu-img check` does. Leaked qcow2
+/// clusters (what a crash can leave) and a torn other metadata copy (what
+/// a crash during an update leaves) are reported but consistent.
+pub fn check(disk: &Path) -> Result<String, ToolError> {
+    let (mut store, gpt, opened) = open_store_with(disk, false)?;
+    let mut lines = Vec::new();
+    let mut errors = 0usize;
+    let mut problem = |lines: &mut Vec<String>, line: String| {
+        errors += 1;
+        lines.push(format!("ERROR {line}"));
+    };
+    match (&gpt.primary, &gpt.backup) {
+        (Ok(()), Ok(())) => lines.push("GPT: primary and backup valid".into()),
+        (primary, backup) => problem(
+            &mut lines,
+            format!("GPT: primary {primary:?}, backup {backup:?}"),
+        ),
+    }
+    if gpt.mbr != MbrKind::Protective {
+        problem(
+            &mut lines,
+            format!("GPT: sector 0 is {:?}, not a protective MBR", gpt.mbr),
+        );
+    }
+    let other = match opened.other {
+        Ok(generation) if generation < opened.generation => {
+            format!("other copy generation {generation}")
+        }
+        Ok(generation) => {
+            problem(
+                &mut lines,
+                format!(
+                    "store: the other metadata copy has generation {generation}, not older than {}",
+                    opened.generation
+                ),
+            );
+            format!("other copy generation {generation}")
+        }
+        Err(SlotFault::NoMagic) => "other copy never written".into(),
+        Err(fault) => {
+            lines.push(format!(
+                "warning: store: the other metadata copy is not usable ({fault}): expected only after a crash during a metadata update"
+            ));
+            "other copy unusable".into()
+        }
+    };
+    lines.push(format!(
+        "store: generation {} (slot {}), {other}; {} volumes; {} of {} MiB free",
+        opened.generation,
+        opened.slot,
+        store.volumes().len(),
+        store.free_bytes() >> 20,
+        store.capacity_bytes() >> 20
+    ));
+    if let Err(fault) = store.check() {
+        problem(&mut lines, format!("store: volume table: {fault}"));
+    }
+    // Free space is derived from the extents; it must account for every
+    // block exactly once.
+    let geometry = *store.geometry();
+    let used: u64 = store
+        .volumes()
+        .iter()
+        .map(|volume| volume.allocated_blocks())
+        .sum();
+    let free: u64 = store.free_runs().iter().map(|run| run.blocks).sum();
+    if used + free != geometry.block_count() {
+        problem(
+            &mut lines,
+            format!(
+                "store: {used} blocks in volumes and {free} free do not add up to the {} blocks of the data area",
+                geometry.block_count()
+            ),
+        );
+    }
+    let found: Vec<_> = store
+        .volumes()
+        .iter()
+        .map(|volume| {
+            (
+                volume.id,
+                volume.name.as_str().to_string(),
+                volume.kind,
+                volume.size,
+            )
+        })
+        .collect();
+    for (id, name, kind, size) in found {
+        if kind != VolumeKind::DiskImage {
+            lines.push(format!("volume {name}: {}, {size} bytes", kind_name(kind)));
+            continue;
+        }
+        let mut view = media::VolumeStorage::new(&mut store, id);
+        match probe_format(&mut view) {
+            Ok(ImageFormat::Raw) => lines.push(format!("volume {name}: raw disk, {size} bytes")),
+            Ok(ImageFormat::Qcow2) => {
+                let options = disk_formats::OpenOptions {
+                    read_only: true,
+                    depth: 0,
+                };
+                let checked =
+                    Qcow2::open(view, options, &mut NoBacking).and_then(|mut image| image.check());
+                match checked {
+                    Ok(report) => {
+                        let line = format!("volume {name}: qcow2: {report}");
+                        if report.is_consistent() {
+                            lines.push(line);
+                        } else {
+                            problem(&mut lines, line);
+                        }
+                        for detail in &report.problems {
+                            lines.push(format!("  {detail}"));
+                        }
+                    }
+                    Err(error) => problem(&mut lines, format!("volume {name}: qcow2: {error}")),
+                }
+            }
+            Err(error) => problem(&mut lines, format!("volume {name}: {error}")),
+        }
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    if errors > 0 {
+        return Err(ToolError::Inconsistent {
+            path: disk.to_path_buf(),
+            report: text,
+        });
+    }
+    text.push_str(&format!("{}: consistent\n", disk.display()));
+    Ok(text)
 }
 
 /// Copies `length` bytes from `read` into volume `id`.
@@ -677,6 +836,13 @@ pub fn run(arguments: &[String]) -> Result<String, ToolError> {
                 "an option",
             )?;
             remove(Path::new(disk), name)
+        }
+        ["check", disk] => {
+            unused(
+                size.is_some() || kind.is_some() || convert.is_some() || force,
+                "an option",
+            )?;
+            check(Path::new(disk))
         }
         ["new-qcow2", disk, name] => {
             unused(

@@ -239,3 +239,85 @@ fn a_corrupt_qcow2_is_not_imported() {
     assert!(matches!(error, ToolError::Image { .. }), "{error}");
     assert!(volumes(&disk).unwrap().is_empty());
 }
+
+#[test]
+fn check_passes_a_good_disk_and_names_what_is_wrong_with_a_bad_one() {
+    let scratch = Scratch::new();
+    let disk = scratch.path("disk.img");
+    let disk_name = disk.to_str().unwrap();
+    create(&disk, 32 << 20, false).unwrap();
+    let kernel_file = scratch.path("vmlinuz");
+    std::fs::write(&kernel_file, [3u8; 5000]).unwrap();
+    import(&disk, "vmlinuz", &kernel_file, VolumeKind::Kernel, false).unwrap();
+    new_qcow2(&disk, "data", 64 << 20).unwrap();
+    let mut store = open_store(&disk).unwrap();
+    let id = store.lookup("data").unwrap().id;
+    {
+        let volume = media::VolumeStorage::new(&mut store, id);
+        let options = disk_formats::OpenOptions {
+            read_only: false,
+            depth: 0,
+        };
+        let mut image = Qcow2::open(volume, options, &mut NoBacking).unwrap();
+        image.write(DiskOffset(5 << 20), &[9u8; 200_000]).unwrap();
+        image.flush().unwrap();
+    }
+    drop(store);
+
+    let report = run(&arguments(&format!("check {disk_name}"))).unwrap();
+    assert!(report.contains("GPT: primary and backup valid"), "{report}");
+    assert!(
+        report.contains("volume vmlinuz: kernel, 5000 bytes"),
+        "{report}"
+    );
+    assert!(
+        report.contains("volume data: qcow2:") && report.contains(" 0 corruptions, 0 leaked"),
+        "{report}"
+    );
+    assert!(report.ends_with("consistent\n"), "{report}");
+
+    // The older metadata copy torn: what a crash mid-update leaves.
+    let store = open_store(&disk).unwrap();
+    let first = store.device().first_sector().0;
+    let older_slot = (store.generation() + 1) % 2;
+    drop(store);
+    let pristine = std::fs::read(&disk).unwrap();
+    let mut bytes = pristine.clone();
+    bytes[((first + older_slot * 1024) * 512 + 100) as usize] ^= 0xFF;
+    std::fs::write(&disk, &bytes).unwrap();
+    let report = check(&disk).unwrap();
+    assert!(
+        report.contains("warning: store: the other metadata copy"),
+        "{report}"
+    );
+
+    // The backup GPT header damaged: reported, and nothing written.
+    let mut bytes = pristine.clone();
+    let last = bytes.len() - 512;
+    bytes[last + 30] ^= 0xFF;
+    std::fs::write(&disk, &bytes).unwrap();
+    let error = run(&arguments(&format!("check {disk_name}"))).unwrap_err();
+    assert_eq!(error.exit_code(), 5, "{error}");
+    assert!(error.to_string().contains("ERROR GPT"), "{error}");
+    assert_eq!(std::fs::read(&disk).unwrap(), bytes);
+
+    // The qcow2 header cluster's refcount zeroed: corruption.
+    std::fs::write(&disk, &pristine).unwrap();
+    let mut store = open_store(&disk).unwrap();
+    let mut header = [0u8; 64];
+    store.read_at(id, 0, &mut header).unwrap();
+    let table = u64::from_be_bytes(header[48..56].try_into().unwrap());
+    let mut entry = [0u8; 8];
+    store.read_at(id, table, &mut entry).unwrap();
+    let block = u64::from_be_bytes(entry);
+    store.write_at(id, block, &[0, 0]).unwrap();
+    drop(store);
+    let error = check(&disk).unwrap_err();
+    assert_eq!(error.exit_code(), 5);
+    let text = error.to_string();
+    assert!(
+        text.contains("ERROR volume data: qcow2")
+            && text.contains("cluster 0: refcount 0 but 1 references"),
+        "{text}"
+    );
+}

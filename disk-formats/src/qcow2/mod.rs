@@ -11,6 +11,7 @@
 //! but never leaves a reference to a cluster whose refcount is zero.
 
 mod cache;
+mod check;
 mod create;
 mod entries;
 pub mod header;
@@ -30,6 +31,7 @@ use crate::{
 };
 
 use cache::ClusterCache;
+pub use check::CheckReport;
 pub use create::CreateOptions;
 use entries::{COPIED, L1Entry, L2Entry, ZERO};
 pub use header::{Header, HeaderView, MAGIC, Version};

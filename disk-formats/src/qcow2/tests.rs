@@ -163,6 +163,33 @@ fn check(bytes: &[u8]) -> Check {
 
 fn assert_clean(bytes: &[u8]) {
     assert_eq!(check(bytes), Check::default());
+    let report = library_check(bytes);
+    assert_eq!((report.corruptions, report.leaks), (0, 0), "{report:?}");
+}
+
+/// [`Qcow2::check`] on an image's bytes, opened read-only.
+fn library_check(bytes: &[u8]) -> CheckReport {
+    let options = OpenOptions {
+        read_only: true,
+        depth: 0,
+    };
+    let storage = MemoryStorage::from_bytes(bytes.to_vec(), 1 << 40);
+    let mut image = Qcow2::open(storage, options, &mut NoBacking).unwrap();
+    image.check().unwrap()
+}
+
+/// The library's check and the test's own agree on a state.
+fn assert_checks_agree(bytes: &[u8], context: &str) {
+    let expected = check(bytes);
+    let report = library_check(bytes);
+    assert_eq!(
+        (report.corruptions, report.leaks),
+        (
+            (expected.corruptions.len() + expected.copied_mismatches.len()) as u64,
+            expected.leaks.len() as u64
+        ),
+        "{context}: library {report:?}, test {expected:?}"
+    );
 }
 
 /// Random writes of random lengths, mirrored, then read back whole.
@@ -524,6 +551,7 @@ fn check_crash_states(
             result.corruptions.is_empty(),
             "after operation {index}: {result:?}"
         );
+        assert_checks_agree(&prefix, &format!("after operation {index}"));
         if let Operation::Write { .. } = operation {
             let mut reordered = before.to_vec();
             replay(&mut reordered, &log[..last_flush]);
@@ -540,6 +568,7 @@ fn check_crash_states(
                 result.corruptions.is_empty(),
                 "operation {index} ahead: {result:?}"
             );
+            assert_checks_agree(&reordered, &format!("operation {index} ahead"));
         }
         states += 1;
     }
@@ -934,4 +963,62 @@ fn mutated_images_never_panic() {
             let _ = image.discard(DiskOffset(offset), length as u64);
         }
     }
+}
+
+#[test]
+fn the_check_finds_leaks_corruptions_and_references_past_the_file() {
+    let mut image = open(created(2 * MIB, 16, 4));
+    image.write(DiskOffset(0), &[7u8; 4096]).unwrap();
+    image.write(DiskOffset(MIB), &[9u8; 4096]).unwrap();
+    let data = match image.lookup(0).unwrap() {
+        L2Entry::Data { offset, .. } => offset,
+        other => panic!("not data: {other:?}"),
+    };
+    let bytes = image.into_storage().into_bytes();
+    assert_eq!(
+        library_check(&bytes),
+        CheckReport {
+            referenced_clusters: library_check(&bytes).referenced_clusters,
+            ..CheckReport::default()
+        }
+    );
+
+    // A refcount of two on a cluster referenced once: a leak.
+    let mut image = open(MemoryStorage::from_bytes(bytes.clone(), 1 << 30));
+    image.set_refcount(data / (1 << 16), 2).unwrap();
+    let leaked = image.into_storage().into_bytes();
+    let report = library_check(&leaked);
+    // The copied flag no longer matches a refcount of one either.
+    assert_eq!((report.leaks, report.corruptions), (1, 1), "{report:?}");
+    assert!(!report.is_consistent());
+    assert_checks_agree(&leaked, "refcount two");
+
+    // A refcount of zero on a referenced cluster: corruption.
+    let mut image = open(MemoryStorage::from_bytes(bytes.clone(), 1 << 30));
+    image.set_refcount(data / (1 << 16), 0).unwrap();
+    let corrupt = image.into_storage().into_bytes();
+    let report = library_check(&corrupt);
+    assert!(report.corruptions >= 1 && report.leaks == 0, "{report:?}");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|line| line.contains("refcount 0 but 1 references"))
+    );
+    assert_checks_agree(&corrupt, "refcount zero");
+
+    // An L2 entry pointing past the end of the file.
+    let mut image = open(MemoryStorage::from_bytes(bytes, 1 << 30));
+    let l2 = image.l2_table(0).unwrap().unwrap().0;
+    let past = (image.file_length() + (4 << 16)) & !0xffff;
+    image.set_l2_raw(l2, 3, COPIED | past).unwrap();
+    let report = library_check(&image.into_storage().into_bytes());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|line| line.contains("past the end of the file")),
+        "{report:?}"
+    );
+    assert!(!report.is_consistent());
 }
