@@ -105,6 +105,9 @@ pub enum ClientError {
     Connect(io::Error),
     /// The connection failed mid-request.
     Io(io::Error),
+    /// Connected, but no answer came within this long (the socket's read
+    /// or write timeout).
+    TimedOut(Duration),
     /// The answer was not HTTP the client understands.
     BadResponse(String),
 }
@@ -114,6 +117,11 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Connect(error) => write!(formatter, "cannot connect: {error}"),
             ClientError::Io(error) => write!(formatter, "connection failed: {error}"),
+            ClientError::TimedOut(limit) => write!(
+                formatter,
+                "connected, but no answer within {} s (is the API up? Dom0 may still be booting)",
+                limit.as_secs()
+            ),
             ClientError::BadResponse(message) => write!(formatter, "bad response: {message}"),
         }
     }
@@ -124,12 +132,24 @@ impl fmt::Display for ClientError {
 pub struct Client {
     endpoint: Endpoint,
     token: Option<String>,
+    read_timeout: Duration,
 }
 
 impl Client {
     /// A client for `endpoint`, sending `token` if there is one.
     pub fn new(endpoint: Endpoint, token: Option<String>) -> Client {
-        Client { endpoint, token }
+        Client {
+            endpoint,
+            token,
+            read_timeout: READ_TIMEOUT,
+        }
+    }
+
+    /// The same client waiting at most `limit` (at least 1 ms) for each
+    /// answer.
+    pub fn with_read_timeout(mut self, limit: Duration) -> Client {
+        self.read_timeout = limit.max(Duration::from_millis(1));
+        self
     }
 
     /// Sends one request and reads its response.
@@ -158,8 +178,18 @@ impl Client {
         head.push_str("\r\n");
         let mut request = head.into_bytes();
         request.extend_from_slice(body.1);
-        stream.write_all(&request).map_err(ClientError::Io)?;
-        read_response(&mut stream)
+        let timed_out = |error: io::Error| match error.kind() {
+            // What a socket timeout reads as (EAGAIN on Linux).
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                ClientError::TimedOut(self.read_timeout)
+            }
+            _ => ClientError::Io(error),
+        };
+        stream.write_all(&request).map_err(timed_out)?;
+        read_response(&mut stream).map_err(|error| match error {
+            ClientError::Io(error) => timed_out(error),
+            other => other,
+        })
     }
 
     fn connect(&self) -> Result<TcpStream, ClientError> {
@@ -171,10 +201,10 @@ impl Client {
             match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
                 Ok(stream) => {
                     stream
-                        .set_read_timeout(Some(READ_TIMEOUT))
+                        .set_read_timeout(Some(self.read_timeout))
                         .map_err(ClientError::Io)?;
                     stream
-                        .set_write_timeout(Some(READ_TIMEOUT))
+                        .set_write_timeout(Some(self.read_timeout))
                         .map_err(ClientError::Io)?;
                     return Ok(stream);
                 }
@@ -300,6 +330,25 @@ mod tests {
         assert!(Endpoint::parse("http://x:port").is_err());
         assert!(Endpoint::parse("http://x:1/v1").is_err());
         assert!(Endpoint::parse("http://").is_err());
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_a_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let client = Client::new(endpoint, None).with_read_timeout(Duration::from_millis(200));
+        // Accepted by the kernel's backlog, never read or answered.
+        let error = client.request("GET", "/v1/domains", None).unwrap_err();
+        assert!(
+            matches!(error, ClientError::TimedOut(limit) if limit == Duration::from_millis(200)),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("no answer within"), "{error}");
+        drop(listener);
     }
 
     #[test]
