@@ -187,6 +187,10 @@ API_SEEDS = {
     "list": api_records([(2, b""), (0, API_LIST)]),
     "create-then-poll": api_records([(2, b""), (0, API_CREATE), (1, b"\x05"), (0, API_LIST)]),
     "two-connections": api_records([(2, b""), (2, b""), (4, API_LIST), (0, b"GET / HTTP/9\r\n\r\n"), (7, b"")]),
+    # Another protocol on one connection (answered at once), HTTP on the other.
+    "tls-then-http": api_records(
+        [(2, b""), (2, b""), (0, bytes.fromhex("160301020001000001fc0303")), (4, API_LIST)]
+    ),
 }
 folder = HERE / "corpus" / "mgmt_api"
 folder.mkdir(parents=True, exist_ok=True)

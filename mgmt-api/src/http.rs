@@ -202,6 +202,19 @@ pub fn parse_request(buffer: &[u8], limits: &Limits) -> Result<Parsed, RequestEr
         if line_end.unwrap_or(buffer.len()) > limits.max_request_line_bytes {
             return Err(RequestError::RequestLineTooLong);
         }
+        // A request line that is already wrong is answered now, not after
+        // the header timeout: a TLS handshake or other protocol sent to
+        // the API never completes an HTTP head.
+        match line_end {
+            Some(line_end) => {
+                let line = buffer.get(..line_end).unwrap_or_default();
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let text =
+                    core::str::from_utf8(line).map_err(|_| RequestError::MalformedRequestLine)?;
+                parse_request_line(text)?;
+            }
+            None => check_request_line_start(buffer)?,
+        }
         if buffer.len() >= limits.max_head_bytes {
             return Err(RequestError::HeadTooLarge);
         }
@@ -220,6 +233,27 @@ pub fn parse_request(buffer: &[u8], limits: &Limits) -> Result<Parsed, RequestEr
         request,
         consumed: skipped + body_end,
     })
+}
+
+/// Fails on the start of a request line that no more bytes can make valid:
+/// a method byte outside `tchar`, or a target not starting with `/`.
+fn check_request_line_start(start: &[u8]) -> Result<(), RequestError> {
+    if start == b"\r" {
+        // Half of a blank line between pipelined requests.
+        return Ok(());
+    }
+    let method_end = start
+        .iter()
+        .position(|&byte| byte == b' ')
+        .unwrap_or(start.len());
+    let (method, rest) = start.split_at(method_end);
+    if !method.iter().all(|&byte| is_token_byte(byte)) || method_end == 0 && !rest.is_empty() {
+        return Err(RequestError::MalformedRequestLine);
+    }
+    match rest.get(1) {
+        Some(b'/') | None => Ok(()),
+        Some(_) => Err(RequestError::MalformedTarget),
+    }
 }
 
 /// Checks a head (request line, headers, blank line) and works out the
@@ -487,6 +521,46 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(bytes)
             );
+        }
+    }
+
+    #[test]
+    fn a_bad_request_line_is_refused_before_the_head_is_complete() {
+        let cases: &[(&[u8], RequestError)] = &[
+            // The start of a TLS ClientHello.
+            (
+                b"\x16\x03\x01\x02\x00\x01",
+                RequestError::MalformedRequestLine,
+            ),
+            (
+                b"SSH-2.0-OpenSSH_9.2\r\n",
+                RequestError::MalformedRequestLine,
+            ),
+            (b"BLAH\r\n", RequestError::MalformedRequestLine),
+            (
+                b"GET /v1/domains HTTP/1.1 extra\r\nHost: x\r\n",
+                RequestError::MalformedRequestLine,
+            ),
+            (b"GET v1", RequestError::MalformedTarget),
+            (b" /", RequestError::MalformedRequestLine),
+            (b"GET / HTTP/2.0\r\n", RequestError::UnsupportedVersion),
+        ];
+        for (bytes, error) in cases {
+            assert_eq!(
+                parse(bytes),
+                Err(*error),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        // Still incomplete, and possibly valid: keep reading.
+        for bytes in [
+            &b"GE"[..],
+            b"GET ",
+            b"GET /v1/dom",
+            b"GET / HTTP/1.1\r\nHost",
+        ] {
+            assert_eq!(parse(bytes), Ok(Parsed::Incomplete), "{bytes:?}");
         }
     }
 

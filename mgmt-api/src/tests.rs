@@ -353,6 +353,28 @@ fn malformed_request_gets_400_closes_and_others_are_served() {
 }
 
 #[test]
+fn another_protocol_gets_400_at_once_not_after_the_header_timeout() {
+    let (mut server, mut backend) = new_server();
+    // A TLS ClientHello's first bytes: no line end, ever.
+    let id = server.accept(at(0)).unwrap();
+    let outputs = server.receive(
+        id,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        at(0),
+        &mut backend,
+    );
+    let (replies, closed) = parse_replies(&outputs);
+    assert_eq!(replies[0].status, 400);
+    assert!(closed);
+    // A line that is not a request line, before any blank line.
+    let id = server.accept(at(0)).unwrap();
+    let (replies, closed) = send(&mut server, &mut backend, id, "HELLO THERE\r\n", 0);
+    assert_eq!(replies[0].status, 400);
+    assert!(closed);
+    assert_eq!(server.connection_count(), 0);
+}
+
+#[test]
 fn framing_errors() {
     let cases = [
         (
