@@ -21,7 +21,8 @@ use dom0::domain_nodes::{self, VirtualNic};
 use log::{info, warn};
 use netback::{
     BackendFeatures, EventChannels, FrontendConfig, FrontendKeys, GrantCopyError, GrantSegment,
-    GrantStatus, Handshake, HandshakeAction, Packet, QueueResources, Vif, VifConfig, XenbusState,
+    GrantStatus, Handshake, HandshakeAction, Packet, QueueResources, Vif, VifConfig, VifCounters,
+    XenbusState,
 };
 use xen_guest::event_channel;
 use xenolith_abi::domain::DomainId;
@@ -157,6 +158,8 @@ struct GuestVif {
     vif: Option<Vif<GrantedRing>>,
     /// Local ports bound for the connected rings.
     bound: Vec<Port>,
+    /// The counters of the last connection, kept when it ends.
+    last_counters: Option<VifCounters>,
 }
 
 impl GuestVif {
@@ -171,7 +174,9 @@ impl GuestVif {
         for port in self.bound.drain(..) {
             let _ = event_channel::close(port);
         }
-        self.vif = None;
+        if let Some(vif) = self.vif.take() {
+            self.last_counters = Some(*vif.counters());
+        }
     }
 }
 
@@ -301,6 +306,7 @@ impl NetService {
             }),
             vif: None,
             bound: Vec::new(),
+            last_counters: None,
         };
         let actions = vif.handshake.probe();
         let mut keys = Keys {
@@ -331,7 +337,11 @@ impl NetService {
             let Some(mut vif) = self.vifs.remove(&serial) else {
                 continue;
             };
-            let counters = vif.vif.as_ref().map(|connected| *connected.counters());
+            let counters = vif
+                .vif
+                .as_ref()
+                .map(|connected| *connected.counters())
+                .or(vif.last_counters);
             vif.unbind();
             let _ = self.bridge.remove_port(vif.port);
             if let Some(connection) = self.connection {
@@ -347,13 +357,7 @@ impl NetService {
                 let _ = domain_nodes::remove_vif(store, connection, &nodes);
             }
             let counters = counters.unwrap_or_default();
-            info!(
-                "dom0: {} detached ({} packets out, {} in, {} dropped)",
-                vif.name(),
-                counters.tx_packets,
-                counters.rx_packets,
-                counters.tx_dropped() + counters.rx_dropped()
-            );
+            info!("dom0: {} detached ({counters})", vif.name());
         }
     }
 
@@ -441,7 +445,11 @@ impl NetService {
                     let _ = event_channel::send(*port);
                 }
                 if let Some(reason) = actions.disconnect {
-                    warn!("dom0: {}: disconnected: {reason:?}", guest.name());
+                    let counters = *vif.counters();
+                    warn!(
+                        "dom0: {}: disconnected: {reason:?}; {counters}",
+                        guest.name()
+                    );
                     let steps = guest.handshake.fail(&format!("{reason:?}"));
                     if let Some(connection) = self.connection {
                         let (store, _) = xenstore.store();

@@ -1051,3 +1051,41 @@ fn multi_queue_keys_are_read_per_queue() {
     assert_eq!(XenbusState::parse("x"), XenbusState::Unknown);
     assert_eq!(XenbusState::Closed.as_str(), "6");
 }
+
+#[test]
+fn the_counters_log_line_names_each_drop_reason_that_happened() {
+    let mut config = VifConfig::new(GUEST);
+    config.abuse.bad_packets = 1000;
+    let mut s = setup_with(config, all_features(), 0);
+    s.front
+        .queue_packet(&mut s.grants, &frame(60), 4096, 0, &[]);
+    // Two bad grant references and a runt.
+    s.front.push_tx(request(9999, 0, 0, 100));
+    s.front.push_tx(request(9999, 0, 0, 100));
+    s.front.queue_packet(&mut s.grants, &frame(8), 4096, 0, &[]);
+    s.front.publish_tx();
+    s.vif.poll(&mut s.grants, NOW);
+    let line = format!("{}", s.vif.counters());
+    assert_eq!(
+        line,
+        "tx 1 packets 60 bytes, rx 0 packets 0 bytes, tx dropped 3 (bad grant ref 2, runt 1), \
+         rx dropped 0"
+    );
+    let receiving = VifCounters {
+        rx_packets: 2,
+        rx_bytes: 120,
+        rx_queue_full: 4,
+        rx_bad_grant_ref: 1,
+        ..VifCounters::default()
+    };
+    assert_eq!(
+        format!("{receiving}"),
+        "tx 0 packets 0 bytes, rx 2 packets 120 bytes, tx dropped 0, \
+         rx dropped 5 (queue full 4, bad grant ref 1)"
+    );
+    let quiet = format!("{}", VifCounters::default());
+    assert_eq!(
+        quiet,
+        "tx 0 packets 0 bytes, rx 0 packets 0 bytes, tx dropped 0, rx dropped 0"
+    );
+}

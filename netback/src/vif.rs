@@ -209,6 +209,59 @@ impl VifCounters {
     }
 }
 
+/// One log line's worth: traffic, then drops by reason (only the reasons
+/// that happened), e.g. `tx 3 packets 180 bytes, rx 0 packets 0 bytes,
+/// tx dropped 203 (bad grant ref 201, runt 2), rx dropped 0`.
+impl core::fmt::Display for VifCounters {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            formatter,
+            "tx {} packets {} bytes, rx {} packets {} bytes, tx dropped {}",
+            self.tx_packets,
+            self.tx_bytes,
+            self.rx_packets,
+            self.rx_bytes,
+            self.tx_dropped()
+        )?;
+        let tx = [
+            ("bad grant ref", self.tx_bad_grant_ref),
+            ("too many slots", self.tx_too_many_slots),
+            ("size mismatch", self.tx_size_mismatch),
+            ("runt", self.tx_runt),
+            ("slot crosses page", self.tx_slot_crosses_page),
+            ("malformed extra info", self.tx_malformed_extra_info),
+            ("checksum headers", self.tx_checksum_headers),
+        ];
+        write_reasons(formatter, &tx)?;
+        write!(formatter, ", rx dropped {}", self.rx_dropped())?;
+        let rx = [
+            ("queue full", self.rx_queue_full),
+            ("disconnected", self.rx_disconnected),
+            ("unsendable", self.rx_unsendable),
+            ("checksum headers", self.rx_checksum_headers),
+            ("bad grant ref", self.rx_bad_grant_ref),
+        ];
+        write_reasons(formatter, &rx)
+    }
+}
+
+/// ` (reason count, ...)` for the non-zero counts, or nothing.
+fn write_reasons(
+    formatter: &mut core::fmt::Formatter<'_>,
+    reasons: &[(&str, u64)],
+) -> core::fmt::Result {
+    let mut first = true;
+    for (reason, count) in reasons.iter().filter(|(_, count)| *count > 0) {
+        formatter.write_str(if first { " (" } else { ", " })?;
+        write!(formatter, "{reason} {count}")?;
+        first = false;
+    }
+    if !first {
+        formatter.write_str(")")?;
+    }
+    Ok(())
+}
+
 /// What a [`Vif::poll`] asks of Dom0.
 #[derive(Debug, Default)]
 pub struct VifActions {

@@ -72,6 +72,11 @@ static COPY_SOURCE: Page = Page::new();
 static COPY_DEST: Page = Page::new();
 static SELF_GRANT: Page = Page::new();
 static OFFER: Page = Page::new();
+/// Rings and buffers of the hostile front ends (see `checks::frontend`).
+static DEVICE: [Page; DEVICE_PAGES] = [const { Page::new() }; DEVICE_PAGES];
+
+/// How many pages the hostile front ends get.
+pub const DEVICE_PAGES: usize = 6;
 
 /// The pages of the image the checks hand to the hypervisor.
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +95,8 @@ pub struct Pages {
     pub self_grant: FrameSlot,
     /// Granted to the peer in two-guest mode.
     pub offer: FrameSlot,
+    /// Rings and buffers the hostile front ends grant to Dom0.
+    pub device: [FrameSlot; DEVICE_PAGES],
 }
 
 /// The static pages as slots; `None` only if the linker misaligned them.
@@ -103,6 +110,14 @@ pub fn pages() -> Option<Pages> {
         copy_dest: COPY_DEST.slot()?,
         self_grant: SELF_GRANT.slot()?,
         offer: OFFER.slot()?,
+        device: [
+            DEVICE[0].slot()?,
+            DEVICE[1].slot()?,
+            DEVICE[2].slot()?,
+            DEVICE[3].slot()?,
+            DEVICE[4].slot()?,
+            DEVICE[5].slot()?,
+        ],
     })
 }
 

@@ -7,6 +7,9 @@
 //! before the verdict, `shutdown=crash|reboot` ends it that way
 //! instead of powering off, and `touch-xapic` reads the xAPIC MMIO page
 //! after the verdict (which the hypervisor refuses by crashing it).
+//! `hostile-vbd` and `hostile-vif` connect to the guest's first vbd or vif
+//! as a front end and abuse it (see `checks::hostile_blk` and
+//! `checks::hostile_net`).
 
 use arrayvec::ArrayString;
 use xen_guest::sched::ShutdownReason;
@@ -44,6 +47,10 @@ pub struct Options {
     pub await_input: bool,
     /// Read the xAPIC page after the verdict.
     pub touch_xapic: bool,
+    /// Abuse the first vbd as a front end.
+    pub hostile_vbd: bool,
+    /// Abuse the first vif as a front end.
+    pub hostile_vif: bool,
     /// How the guest ends (power off unless the command line says).
     pub shutdown: Option<ShutdownReason>,
     /// The first word that could not be understood.
@@ -64,6 +71,14 @@ pub fn parse(cmdline: &str) -> Options {
         }
         if word == "await-input" {
             options.await_input = true;
+            continue;
+        }
+        if word == "hostile-vbd" {
+            options.hostile_vbd = true;
+            continue;
+        }
+        if word == "hostile-vif" {
+            options.hostile_vif = true;
             continue;
         }
         let understood = match word.split_once('=') {

@@ -5,8 +5,11 @@
 
 mod cpu;
 mod events;
+mod frontend;
 mod grants;
 mod hostile;
+mod hostile_blk;
+mod hostile_net;
 mod hvm;
 mod peer;
 mod physmap;
@@ -58,6 +61,10 @@ pub enum When {
     RingAbuse(RingAbuse),
     /// With `await-input`.
     AwaitInput,
+    /// With `hostile-vbd`.
+    HostileVbd,
+    /// With `hostile-vif`.
+    HostileVif,
 }
 
 /// A named check.
@@ -152,6 +159,61 @@ pub const CHECKS: &[Check] = &[
     always("hostile-sched-command", hostile::sched_command),
     always("hostile-shutdown-reason", hostile::shutdown_reason),
     Check {
+        name: "hostile-vbd-connect",
+        run: hostile_blk::connect,
+        when: When::HostileVbd,
+    },
+    Check {
+        name: "hostile-vbd-valid-before",
+        run: hostile_blk::valid_before,
+        when: When::HostileVbd,
+    },
+    Check {
+        name: "hostile-vbd-malformed",
+        run: hostile_blk::malformed,
+        when: When::HostileVbd,
+    },
+    Check {
+        name: "hostile-vbd-malformed-indirect",
+        run: hostile_blk::malformed_indirect,
+        when: When::HostileVbd,
+    },
+    Check {
+        name: "hostile-vbd-valid-after",
+        run: hostile_blk::valid_after,
+        when: When::HostileVbd,
+    },
+    Check {
+        name: "hostile-vbd-ring-cut-off",
+        run: hostile_blk::ring_cut_off,
+        when: When::HostileVbd,
+    },
+    Check {
+        name: "hostile-vif-connect",
+        run: hostile_net::connect,
+        when: When::HostileVif,
+    },
+    Check {
+        name: "hostile-vif-valid-before",
+        run: hostile_net::valid_before,
+        when: When::HostileVif,
+    },
+    Check {
+        name: "hostile-vif-malformed",
+        run: hostile_net::malformed,
+        when: When::HostileVif,
+    },
+    Check {
+        name: "hostile-vif-valid-after",
+        run: hostile_net::valid_after,
+        when: When::HostileVif,
+    },
+    Check {
+        name: "hostile-vif-flood-cut-off",
+        run: hostile_net::flood_cut_off,
+        when: When::HostileVif,
+    },
+    Check {
         name: "rings-store-read",
         run: rings::store_read,
         when: When::AnyRingAbuse,
@@ -202,6 +264,8 @@ impl Check {
             When::AnyRingAbuse => options.rings.is_some(),
             When::RingAbuse(abuse) => options.rings == Some(abuse),
             When::AwaitInput => options.await_input,
+            When::HostileVbd => options.hostile_vbd,
+            When::HostileVif => options.hostile_vif,
         }
     }
 }
@@ -222,6 +286,10 @@ pub struct Context {
     pub grants: Option<GrantTableFrame>,
     pub timer_port: Option<Port>,
     pub ipi_port: Option<Port>,
+    /// The vbd `hostile-vbd` connected.
+    pub block: Option<hostile_blk::BlockFront>,
+    /// The vif `hostile-vif` connected.
+    pub net: Option<hostile_net::NetFront>,
 }
 
 impl Context {
@@ -242,6 +310,8 @@ impl Context {
             grants: None,
             timer_port: None,
             ipi_port: None,
+            block: None,
+            net: None,
         }
     }
 

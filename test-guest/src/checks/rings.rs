@@ -21,20 +21,20 @@ use crate::report::{self, Detail, Outcome, detail, ensure, fail, ok};
 
 /// One byte queue of a ring page, with free-running u32 indices.
 #[derive(Clone, Copy)]
-struct Queue {
+pub(super) struct Queue {
     data: usize,
     size: u32,
     consumer: usize,
     producer: usize,
 }
 
-const REQUESTS: Queue = Queue {
+pub(super) const REQUESTS: Queue = Queue {
     data: 0,
     size: 1024,
     consumer: 2048,
     producer: 2052,
 };
-const RESPONSES: Queue = Queue {
+pub(super) const RESPONSES: Queue = Queue {
     data: 1024,
     size: 1024,
     consumer: 2056,
@@ -58,10 +58,10 @@ const STORE_ERROR: usize = 2072;
 const STORE_ERROR_RING_INDEX: u32 = 2;
 const STORE_ERROR_PROTOCOL: u32 = 3;
 
-const XS_READ: u32 = 2;
-const XS_WRITE: u32 = 11;
-const XS_ERROR: u32 = 16;
-const HEADER_SIZE: usize = 16;
+pub(super) const XS_READ: u32 = 2;
+pub(super) const XS_WRITE: u32 = 11;
+pub(super) const XS_ERROR: u32 = 16;
+pub(super) const HEADER_SIZE: usize = 16;
 /// Most payload bytes a xenstore message may carry.
 const PAYLOAD_MAX: u32 = 4096;
 
@@ -92,7 +92,7 @@ impl Queue {
     }
 
     /// Appends as much of `bytes` as fits, as the producer; how many went.
-    fn produce(&self, page: &FrameSlot, bytes: &[u8]) -> usize {
+    pub(super) fn produce(&self, page: &FrameSlot, bytes: &[u8]) -> usize {
         let (consumer, producer) = self.indices(page);
         let free = self.size.saturating_sub(producer.wrapping_sub(consumer)) as usize;
         let count = bytes.len().min(free);
@@ -107,7 +107,7 @@ impl Queue {
     }
 
     /// Takes up to `buffer.len()` bytes, as the consumer; how many came.
-    fn consume(&self, page: &FrameSlot, buffer: &mut [u8]) -> usize {
+    pub(super) fn consume(&self, page: &FrameSlot, buffer: &mut [u8]) -> usize {
         let (consumer, producer) = self.indices(page);
         let waiting = producer.wrapping_sub(consumer).min(self.size) as usize;
         let count = waiting.min(buffer.len());
@@ -144,7 +144,7 @@ fn rings(context: &Context) -> Result<Rings, Detail> {
 }
 
 /// The ring page at `frame`, which the memory map must reserve.
-fn ring_page(context: &Context, frame: u64, what: &str) -> Result<FrameSlot, Detail> {
+pub(super) fn ring_page(context: &Context, frame: u64, what: &str) -> Result<FrameSlot, Detail> {
     ensure!(frame != 0, "no {what} ring: its HVM param is 0");
     let start = frame.saturating_mul(4096);
     let end = start.saturating_add(4096);
@@ -159,7 +159,7 @@ fn ring_page(context: &Context, frame: u64, what: &str) -> Result<FrameSlot, Det
     })
 }
 
-fn ring_port(value: u64, what: &str) -> Result<Port, Detail> {
+pub(super) fn ring_port(value: u64, what: &str) -> Result<Port, Detail> {
     match u32::try_from(value) {
         Ok(port) if port != 0 => Ok(Port(port)),
         _ => fail!("no {what} event channel: its HVM param is {value}"),
@@ -194,7 +194,7 @@ fn wait(
 }
 
 /// A xenstore message: header and payload.
-fn message<const N: usize>(
+pub(super) fn message<const N: usize>(
     kind: u32,
     request: u32,
     transaction: u32,
