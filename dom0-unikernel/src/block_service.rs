@@ -213,6 +213,11 @@ impl BlockService {
         }
     }
 
+    /// The volume store on the appliance disk, if it has one.
+    pub fn store(&self) -> Option<SharedStore> {
+        self.store.clone()
+    }
+
     /// The local ports of every connected ring.
     pub fn ports(&self) -> impl Iterator<Item = Port> + '_ {
         self.disks.values().flat_map(|disk| disk.backend.ports())

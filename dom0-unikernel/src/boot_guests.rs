@@ -1,9 +1,11 @@
 //! Guests from boot modules: `guest-config NAME` modules carry xl.cfg
 //! files, each followed by `guest-file VALUE` modules for the `kernel` and
 //! `ramdisk` values it names; `linux [memory=MiB] ARGS` (with an optional
-//! `linux-initrd` after it) is a shorthand for a Linux guest; an
-//! `appliance-config` module's `guests` list says which to start at boot
-//! (without one, every guest defined starts).
+//! `linux-initrd` after it) is a shorthand for a Linux guest. The config
+//! volumes of the appliance disk's store define more (`store_guests`). An
+//! `appliance-config` module's `guests` list (else the store's appliance
+//! config's) says which to start at boot; without one, every guest
+//! defined starts.
 
 use alloc::format;
 use alloc::string::String;
@@ -81,7 +83,9 @@ pub fn define(info: &StartInfo, toolstack: &mut Toolstack) -> Vec<usize> {
             _ => {}
         }
     }
-    let Some(appliance) = appliance else {
+    let from_store = crate::store_guests::define(toolstack);
+    defined.extend(from_store.defined);
+    let Some(appliance) = appliance.or(from_store.appliance) else {
         return defined;
     };
     appliance
@@ -90,7 +94,7 @@ pub fn define(info: &StartInfo, toolstack: &mut Toolstack) -> Vec<usize> {
         .filter_map(|name| {
             let found = toolstack.find_definition(name);
             if found.is_none() {
-                error!("dom0: the appliance config starts {name:?}, which no guest-config module defines");
+                error!("dom0: the appliance config starts {name:?}, which no guest config defines");
             }
             found
         })
@@ -98,7 +102,7 @@ pub fn define(info: &StartInfo, toolstack: &mut Toolstack) -> Vec<usize> {
 }
 
 /// `FILE:LINE:COLUMN: message`, or `FILE: message` without a position.
-fn error_in(file: &str, error: &config::Error) -> String {
+pub(crate) fn error_in(file: &str, error: &config::Error) -> String {
     match error.position {
         Some(_) => format!("{file}:{error}"),
         None => format!("{file}: {error}"),
@@ -106,7 +110,7 @@ fn error_in(file: &str, error: &config::Error) -> String {
 }
 
 /// As [`error_in`], for a warning.
-fn warning_in(file: &str, warning: &Warning) -> String {
+pub(crate) fn warning_in(file: &str, warning: &Warning) -> String {
     match warning.position {
         Some(_) => format!("{file}:{warning}"),
         None => format!("{file}: {warning}"),

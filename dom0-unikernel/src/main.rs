@@ -22,6 +22,7 @@ mod hypercall;
 mod interrupt_check;
 mod management;
 mod net_service;
+mod store_guests;
 mod toolstack;
 mod volumes;
 mod xenstore_service;
