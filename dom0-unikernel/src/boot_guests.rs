@@ -15,6 +15,7 @@ use config::{ApplianceConfig, DomainConfig, ShutdownAction, Warning};
 use dom0::start_info::{Module, StartInfo};
 use log::{error, warn};
 
+use crate::api_backend::GuestFile;
 use crate::guests::module_bytes;
 use crate::toolstack::{GuestDefinition, Toolstack};
 
@@ -30,9 +31,47 @@ fn split(module: &Module) -> (&str, &str) {
     }
 }
 
+/// What the boot modules say beyond the guests they define.
+pub struct BootPlan {
+    /// The definitions to start now, in order.
+    pub start: Vec<usize>,
+    /// The `appliance-config` module's settings, if one parsed.
+    pub appliance: Option<ApplianceConfig>,
+    /// Every `guest-file` module by name (the first of equal names), for
+    /// configs that arrive later (the API's creates).
+    pub files: Vec<GuestFile>,
+}
+
 /// Defines every guest the boot modules describe; returns the
-/// definitions to start now, in order.
-pub fn define(info: &StartInfo, toolstack: &mut Toolstack) -> Vec<usize> {
+/// definitions to start now and the appliance's settings.
+pub fn define(info: &StartInfo, toolstack: &mut Toolstack) -> BootPlan {
+    let files = guest_files(info);
+    let start = define_guests(info, toolstack);
+    BootPlan {
+        start: start.0,
+        appliance: start.1,
+        files,
+    }
+}
+
+/// Every `guest-file` module by name; the first of equal names wins (two
+/// configs naming the same file each carry a copy of it).
+fn guest_files(info: &StartInfo) -> Vec<GuestFile> {
+    let mut files: Vec<GuestFile> = Vec::new();
+    for module in &info.modules {
+        if let ("guest-file", name) = split(module)
+            && !files.iter().any(|(known, _)| known == name)
+        {
+            files.push((String::from(name), module_bytes(module)));
+        }
+    }
+    files
+}
+
+fn define_guests(
+    info: &StartInfo,
+    toolstack: &mut Toolstack,
+) -> (Vec<usize>, Option<ApplianceConfig>) {
     let mut defined = Vec::new();
     let mut appliance: Option<ApplianceConfig> = None;
     for (index, module) in info.modules.iter().enumerate() {
@@ -86,9 +125,9 @@ pub fn define(info: &StartInfo, toolstack: &mut Toolstack) -> Vec<usize> {
     let from_store = crate::store_guests::define(toolstack);
     defined.extend(from_store.defined);
     let Some(appliance) = appliance.or(from_store.appliance) else {
-        return defined;
+        return (defined, None);
     };
-    appliance
+    let start = appliance
         .boot_guests
         .iter()
         .filter_map(|name| {
@@ -98,7 +137,8 @@ pub fn define(info: &StartInfo, toolstack: &mut Toolstack) -> Vec<usize> {
             }
             found
         })
-        .collect()
+        .collect();
+    (start, Some(appliance))
 }
 
 /// `FILE:LINE:COLUMN: message`, or `FILE: message` without a position.

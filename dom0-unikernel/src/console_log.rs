@@ -76,6 +76,23 @@ impl ConsoleLog {
         self.dropped
     }
 
+    /// Bytes written since the guest started: the offset just after the
+    /// newest byte of history.
+    pub fn written(&self) -> u64 {
+        self.dropped.saturating_add(self.history.len() as u64)
+    }
+
+    /// Up to `max_bytes` of output from offset `since` (bytes since the
+    /// guest started) on: the offset of the first byte returned and the
+    /// bytes. Output older than the history starts at its oldest byte;
+    /// an offset past the end gives nothing, at the end.
+    pub fn read_from(&self, since: u64, max_bytes: usize) -> (u64, Vec<u8>) {
+        let start = since.clamp(self.dropped, self.written());
+        let skip = usize::try_from(start - self.dropped).unwrap_or(usize::MAX);
+        let bytes = self.history.iter().skip(skip).take(max_bytes).copied();
+        (start, bytes.collect())
+    }
+
     fn end_line(&mut self, emit: &mut impl FnMut(&str)) {
         emit(&sanitise(&self.line));
         self.line.clear();
@@ -130,6 +147,22 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|line| line.len() == LINE_BYTES));
         assert_eq!(log.partial_line().len(), 3);
+    }
+
+    #[test]
+    fn reads_by_offset_follow_the_output_past_the_history_bound() {
+        let mut log = ConsoleLog::new();
+        log.push(b"hello world", |_| {});
+        assert_eq!(log.read_from(0, 5), (0, b"hello".to_vec()));
+        assert_eq!(log.read_from(6, 100), (6, b"world".to_vec()));
+        assert_eq!(log.read_from(11, 100), (11, Vec::new()));
+        // Past the end: nothing, at the end (not a hole).
+        assert_eq!(log.read_from(500, 100), (11, Vec::new()));
+        log.push(&vec![b'x'; HISTORY_BYTES], |_| {});
+        assert_eq!(log.written(), 11 + HISTORY_BYTES as u64);
+        // "hello world" fell out: a read from 0 starts at the oldest kept.
+        let (start, bytes) = log.read_from(0, 4);
+        assert_eq!((start, bytes), (11, b"xxxx".to_vec()));
     }
 
     #[test]

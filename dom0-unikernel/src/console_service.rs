@@ -131,6 +131,19 @@ impl ConsoleService {
         let _ = event_channel::send(guest.port);
     }
 
+    /// Up to `max_bytes` of `domain`'s console output from offset `since`
+    /// (see [`ConsoleLog::read_from`]); `None` if it has no console.
+    pub fn read(
+        &mut self,
+        domain: DomainId,
+        since: u64,
+        max_bytes: usize,
+    ) -> Option<(u64, alloc::vec::Vec<u8>)> {
+        self.service_one(domain);
+        let guest = self.consoles.get(&domain)?;
+        Some(guest.log.read_from(since, max_bytes))
+    }
+
     /// Sends typed bytes to `domain`'s console; returns how many fit.
     pub fn input(&mut self, domain: DomainId, bytes: &[u8]) -> usize {
         let Some(guest) = self.consoles.get_mut(&domain) else {

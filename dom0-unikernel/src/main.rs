@@ -1,19 +1,24 @@
 //! Dom0, the privileged unikernel: entered by the hypervisor at its PVH
 //! entry, it takes its memory, reports ready, runs the self-checking test
 //! guests, then serves: the toolstack starts the guests the boot modules
-//! define, xenstored and the console back end serve their rings, and the
-//! management shell takes the operator's commands on the serial line.
+//! define, xenstored and the console back end serve their rings, Dom0 takes
+//! its own address on the bridge and serves the management API there, and
+//! the management shell takes the operator's commands on the serial line.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod api_backend;
+mod api_service;
 mod block_service;
 mod boot_guests;
 mod console;
 mod console_service;
 mod control;
 mod devices;
+mod dom0_ip;
+mod dom0_network;
 mod events;
 mod grants;
 mod guest_page;
@@ -143,7 +148,11 @@ fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::E
     let mut toolstack = toolstack::Toolstack::new();
     toolstack.blocks.set_disk(devices::first_disk(info));
     toolstack.nets.set_nic(devices::first_nic(info));
-    for index in boot_guests::define(info, &mut toolstack) {
+    let plan = boot_guests::define(info, &mut toolstack);
+    // On the network before the guests start, so Dom0 asks DHCP first.
+    let mut network =
+        dom0_network::Dom0Network::start(plan.appliance.as_ref(), plan.files, &mut toolstack);
+    for index in plan.start {
         if let Err(why) = toolstack.create(index) {
             log::error!("dom0: starting a boot guest failed: {why}");
         }
@@ -167,6 +176,9 @@ fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::E
             toolstack.on_domain_exception();
         }
         toolstack.service();
+        if let Some(network) = &mut network {
+            network.service(&mut toolstack);
+        }
         management.service(&mut toolstack);
         had_guests |= toolstack.guests().next().is_some();
         if !interactive && toolstack.idle() {
@@ -179,16 +191,26 @@ fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::E
             hypercall::yield_now();
             continue;
         }
+        // Device interrupts (the NIC's frames) end a wait too.
+        let network_wait = network
+            .as_mut()
+            .and_then(dom0_network::Dom0Network::wait_ns);
         match events {
             // The prompt comes back once output has paused, not after
             // every burst of guest console lines.
             Some(events) if interactive && !console::prompt_shown() => {
-                if !events.wait(&toolstack.ports(), Some(PROMPT_AFTER_QUIET_NS)) {
+                let prompt_due = network_wait.is_none_or(|wait| wait >= PROMPT_AFTER_QUIET_NS);
+                let timeout = if prompt_due {
+                    PROMPT_AFTER_QUIET_NS
+                } else {
+                    network_wait.unwrap_or(PROMPT_AFTER_QUIET_NS)
+                };
+                if !events.wait(&toolstack.ports(), Some(timeout)) && prompt_due {
                     management.prompt();
                 }
             }
             Some(events) => {
-                events.wait(&toolstack.ports(), None);
+                events.wait(&toolstack.ports(), network_wait);
             }
             None => {
                 if interactive {

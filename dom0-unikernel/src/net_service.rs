@@ -4,9 +4,10 @@
 //! page is ever mapped), inter-domain event channels and xenstore through
 //! Dom0's own local connection. Each pass takes the NIC's frames, the
 //! front ends' state changes and every vif's rings, and forwards what the
-//! bridge decides.
+//! bridge decides. Dom0's own IP stack (`dom0_ip`) is one more port, like
+//! a Linux bridge's own interface: frames for it wait in a bounded inbox.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -42,6 +43,9 @@ const TX_ROUNDS: usize = 4;
 /// Forwarding rounds per pass (a vif's packets for another vif are
 /// delivered by polling that one again).
 const FORWARD_ROUNDS: usize = 4;
+/// Frames waiting for Dom0's own stack; more are dropped (and counted on
+/// its port) until it catches up.
+const LOCAL_INBOX_FRAMES: usize = 128;
 
 /// Checks a config's `vif` entry: what this step can serve.
 pub fn check_vif(vif: &VifEntry) -> Result<(), String> {
@@ -200,6 +204,14 @@ pub struct NetService {
     made: u32,
     /// Frames the NIC could not take.
     nic_drops: u64,
+    /// Dom0's own port and the frames the bridge sent it.
+    local: Option<LocalPort>,
+}
+
+/// Dom0's own port on the bridge.
+struct LocalPort {
+    port: PortId,
+    inbox: VecDeque<Vec<u8>>,
 }
 
 impl Default for NetService {
@@ -213,12 +225,13 @@ impl Default for NetService {
             next_serial: 0,
             made: 0,
             nic_drops: 0,
+            local: None,
         }
     }
 }
 
 /// Dom0's monotonic time from the TSC.
-fn now() -> Duration {
+pub fn now() -> Duration {
     let khz =
         u128::from(baremetal::cpu::cpuid(xenolith_abi::cpuid::XEN_CPUID_BASE + 3, 0)[2].max(1));
     let nanoseconds = u128::from(baremetal::cpu::rdtsc()) * 1_000_000 / khz;
@@ -241,6 +254,54 @@ impl NetService {
             }
         }
         self.nic = nic;
+    }
+
+    /// The NIC's MAC address.
+    pub fn nic_mac(&self) -> Option<[u8; 6]> {
+        self.nic.as_ref().map(NetDevice::mac)
+    }
+
+    /// Puts Dom0's own interface on the bridge with MAC `mac` (which it
+    /// alone may send from).
+    pub fn attach_local(&mut self, mac: [u8; 6]) -> Result<(), String> {
+        if self.local.is_some() {
+            return Err(String::from("Dom0 already has a port"));
+        }
+        let port = self
+            .bridge
+            .add_port(
+                PortConfig::guarded(MacAddress(mac)),
+                Instant::from_duration(now()),
+            )
+            .map_err(|error| format!("the bridge refused Dom0's port: {error:?}"))?;
+        self.local = Some(LocalPort {
+            port,
+            inbox: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    /// Takes the frames the bridge sent Dom0's own port, oldest first.
+    pub fn take_local_frames(&mut self) -> VecDeque<Vec<u8>> {
+        self.local
+            .as_mut()
+            .map(|local| core::mem::take(&mut local.inbox))
+            .unwrap_or_default()
+    }
+
+    /// Sends a frame from Dom0's own port into the bridge.
+    pub fn send_local(&mut self, frame: Vec<u8>) {
+        if let Some(port) = self.local.as_ref().map(|local| local.port) {
+            self.forward(port, Packet::plain(frame), now());
+        }
+    }
+
+    /// Hands the vifs what was forwarded to them since their last poll
+    /// (Dom0's own frames), and takes what they sent meanwhile.
+    pub fn deliver_pending(&mut self, xenstore: &mut XenstoreService) {
+        if !self.vifs.is_empty() {
+            self.poll_vifs(xenstore, now());
+        }
     }
 
     /// The local ports of every connected ring.
@@ -365,7 +426,7 @@ impl NetService {
     /// vif's rings with forwarding. True if anything was done (the caller
     /// flushes xenstore output then).
     pub fn service(&mut self, xenstore: &mut XenstoreService) -> bool {
-        if self.vifs.is_empty() {
+        if self.vifs.is_empty() && self.local.is_none() {
             // Nobody to hand frames to: drain the NIC so it keeps room.
             if let Some(nic) = &mut self.nic {
                 nic.reclaim();
@@ -492,6 +553,23 @@ impl NetService {
                 Err(_) => return,
             };
         for &port in decision.ports() {
+            if let Some(local) = self.local.as_mut().filter(|local| local.port == port) {
+                // Dom0's stack checks every checksum: a guest's offloads
+                // are done here, as for the NIC.
+                let (frames, complete) = finished_frames(&packet);
+                let mut dropped = !complete;
+                for frame in frames {
+                    if local.inbox.len() < LOCAL_INBOX_FRAMES {
+                        local.inbox.push_back(frame);
+                    } else {
+                        dropped = true;
+                    }
+                }
+                if dropped {
+                    let _ = self.bridge.note_egress_drop(port);
+                }
+                continue;
+            }
             if Some(port) == self.nic_port {
                 if !self.send_to_nic(&packet) {
                     let _ = self.bridge.note_egress_drop(port);
@@ -517,25 +595,12 @@ impl NetService {
         let Some(nic) = &mut self.nic else {
             return false;
         };
-        let frames = match packet.offload.gso {
-            Some(gso) => match netback::gso::segment(&packet.frame, gso) {
-                Ok(segments) => segments,
-                Err(_) => return false,
-            },
-            None => vec![packet.clone()],
-        };
-        let mut sent = true;
-        for mut frame in frames {
-            if frame.offload.checksum == netback::ChecksumState::Partial
-                && netback::checksum::complete(&mut frame.frame).is_err()
-            {
-                sent = false;
-                continue;
-            }
-            let mut result = nic.send(&frame.frame);
+        let (frames, mut sent) = finished_frames(packet);
+        for frame in frames {
+            let mut result = nic.send(&frame);
             if result == Err(NetError::QueueFull) {
                 nic.reclaim();
-                result = nic.send(&frame.frame);
+                result = nic.send(&frame);
             }
             if result.is_err() {
                 self.nic_drops += 1;
@@ -544,6 +609,31 @@ impl NetService {
         }
         sent
     }
+}
+
+/// A packet as plain frames: segmented and with checksums filled in (a
+/// guest may leave both to the back end). False with them if some could
+/// not be finished (those are left out).
+fn finished_frames(packet: &Packet) -> (Vec<Vec<u8>>, bool) {
+    let packets = match packet.offload.gso {
+        Some(gso) => match netback::gso::segment(&packet.frame, gso) {
+            Ok(segments) => segments,
+            Err(_) => return (Vec::new(), false),
+        },
+        None => vec![packet.clone()],
+    };
+    let mut complete = true;
+    let mut frames = Vec::with_capacity(packets.len());
+    for mut packet in packets {
+        if packet.offload.checksum == netback::ChecksumState::Partial
+            && netback::checksum::complete(&mut packet.frame).is_err()
+        {
+            complete = false;
+            continue;
+        }
+        frames.push(packet.frame);
+    }
+    (frames, complete)
 }
 
 /// Carries out a vif's handshake actions in xenstore and on its rings.

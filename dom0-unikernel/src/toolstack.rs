@@ -35,6 +35,9 @@ const MEMORY_MAX_MIB: u64 = 3072;
 /// Most vCPUs a guest gets: the hypervisor's limit (every one of them has
 /// a vcpu_info slot in shared_info).
 const GUEST_MAX_VCPUS: u32 = 32;
+/// Most guest definitions kept: run-time definitions (the API's creates)
+/// reuse slots beyond it.
+const MAX_DEFINITIONS: usize = 256;
 /// Most bytes the kernel cache keeps (about three Debian kernels).
 const KERNEL_CACHE_BYTES: usize = 64 << 20;
 
@@ -184,6 +187,36 @@ impl Toolstack {
     pub fn define(&mut self, definition: GuestDefinition) -> usize {
         self.definitions.push(definition);
         self.definitions.len() - 1
+    }
+
+    /// Adds a definition made at run time (the API's create): it takes the
+    /// place of the definition with the same guest name, or, when
+    /// [`MAX_DEFINITIONS`] are kept, of one no guest uses. Indices of
+    /// other definitions never change.
+    pub fn define_or_replace(&mut self, definition: GuestDefinition) -> Result<usize, String> {
+        let in_use = |index: usize| self.guests.values().any(|guest| guest.definition == index);
+        let slot = self
+            .definitions
+            .iter()
+            .position(|known| known.name == definition.name)
+            .filter(|&index| !in_use(index))
+            .or_else(|| {
+                (self.definitions.len() >= MAX_DEFINITIONS)
+                    .then(|| (0..self.definitions.len()).find(|&index| !in_use(index)))
+                    .flatten()
+            });
+        match slot {
+            Some(index) => {
+                if let Some(known) = self.definitions.get_mut(index) {
+                    *known = definition;
+                }
+                Ok(index)
+            }
+            None if self.definitions.len() < MAX_DEFINITIONS => Ok(self.define(definition)),
+            None => Err(format!(
+                "{MAX_DEFINITIONS} guest definitions are in use; destroy a guest first"
+            )),
+        }
     }
 
     /// The definition named `name` (its guest name or its source).

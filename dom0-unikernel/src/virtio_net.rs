@@ -1,6 +1,7 @@
 //! Frames the NIC check sends and recognises: an ARP request for an IPv4
 //! address and the reply to it, parsed in two steps (length-checked, then
-//! field by field) so a hostile frame cannot make it panic.
+//! field by field) so a hostile frame cannot make it panic; and the MAC
+//! address Dom0's own interface takes beside the NIC's.
 
 /// A MAC address.
 pub type Mac = [u8; 6];
@@ -14,6 +15,18 @@ const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
 const ARP_IPV4_ETHERNET: [u8; 6] = [0x00, 0x01, 0x08, 0x00, 6, 4];
 const OPERATION_REQUEST: [u8; 2] = [0, 1];
 const OPERATION_REPLY: [u8; 2] = [0, 2];
+
+/// Dom0's own MAC address on the bridge: the NIC's, unicast, with the
+/// locally-administered bit set, and another first octet if that is the
+/// NIC's already (QEMU's `52:54:00:...` is), so the two never match.
+pub fn dom0_mac_for(nic: Mac) -> Mac {
+    let mut mac = nic;
+    mac[0] = (nic[0] | 0x02) & !0x01;
+    if mac == nic {
+        mac[0] ^= 0x04;
+    }
+    mac
+}
 
 /// A broadcast ARP request: who has `target`? tell `sender` at `mac`.
 pub fn arp_request(mac: Mac, sender: Ipv4, target: Ipv4) -> [u8; ARP_FRAME_LEN] {
@@ -78,6 +91,26 @@ impl core::fmt::Display for Ipv4Display {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dom0_mac_is_local_unicast_and_never_the_nics() {
+        for nic in [
+            [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+            [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01],
+            [0x02, 0, 0, 0, 0, 1],
+            [0xff; 6],
+            [0x01, 0, 0, 0, 0, 0],
+        ] {
+            let mac = dom0_mac_for(nic);
+            assert_ne!(mac, nic, "{nic:02x?}");
+            assert_eq!(mac[0] & 0x03, 0x02, "{mac:02x?}: local, unicast");
+            assert_eq!(mac[1..], nic[1..]);
+        }
+        assert_eq!(
+            dom0_mac_for([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
+            [0x56, 0x54, 0x00, 0x12, 0x34, 0x56]
+        );
+    }
 
     const MAC: Mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     const GATEWAY_MAC: Mac = [0x52, 0x55, 10, 0, 2, 2];

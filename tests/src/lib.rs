@@ -6,6 +6,7 @@
 //! takes seconds, not minutes), and a running QEMU is killed when its
 //! [`Running`] handle is dropped, so a failing test never leaves one behind.
 
+pub mod api;
 pub mod debian;
 
 use std::fmt;
