@@ -86,6 +86,9 @@ pub struct Statistics {
     pub unknown_completions: u64,
     /// Guest faults not reported because of the rate limit.
     pub suppressed_reports: u64,
+    /// Times a ring still held requests after a ring's worth was taken in
+    /// one call: the front end refilled it while being served.
+    pub budget_exhausted: u64,
 }
 
 struct Queue<R> {
@@ -444,18 +447,38 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
     }
 
     /// Takes requests from one ring until it is empty (and `req_event` is
-    /// armed) or `queue_depth` requests are in flight.
+    /// armed), `queue_depth` requests are in flight, or a ring's worth has
+    /// been taken in this call.
+    ///
+    /// Responses are published once per [`Blkback::process`] call, so a
+    /// front end that waits for them (as the ring rules say) cannot publish
+    /// more than a ring's worth of requests during one call. One that does
+    /// is refilling the ring behind our back — refused requests free their
+    /// slot at once — and would keep Dom0 here for ever; the rest of its
+    /// requests wait for its next event.
     fn service(&mut self, queue: usize, now: Time) -> Result<(), ConnectError> {
         if !self.accepting() {
             return Ok(());
         }
+        let budget = self
+            .queues
+            .get(queue)
+            .map_or(0, |queue| queue.ring.layout().slots());
+        let mut taken = 0u32;
         loop {
             while self.in_flight < self.config.queue_depth {
+                if taken >= budget {
+                    self.statistics.budget_exhausted += 1;
+                    return Ok(());
+                }
                 let Some(ring) = self.queues.get_mut(queue).map(|queue| &mut queue.ring) else {
                     return Ok(());
                 };
                 match ring.next_request() {
-                    Ok(Some(slot)) => self.handle(queue, slot.bytes(), now),
+                    Ok(Some(slot)) => {
+                        taken += 1;
+                        self.handle(queue, slot.bytes(), now);
+                    }
                     Ok(None) => break,
                     Err(error) => return Err(ConnectError::RingFault(error)),
                 }

@@ -1087,3 +1087,116 @@ fn random_request_sequences_are_each_answered_once() {
         assert_eq!(answered, (0..sent).collect::<Vec<_>>(), "seed {seed}");
     }
 }
+
+/// Grants through which the front end races the back end: every copy
+/// (here, of an indirect descriptor page) publishes one more request
+/// behind the back end's back, as a guest on another CPU, or running while
+/// Dom0 is preempted, can.
+struct RacingGrants {
+    inner: FakeGrants,
+    ring: Option<xen_ring::fake::FakeRingMemory>,
+    request: RequestBuilder,
+    /// Requests slipped in; capped so that a back end without a budget
+    /// ends the test instead of spinning for ever.
+    injected: usize,
+}
+
+const RACING_CAP: usize = 10_000;
+
+impl crate::Grants for RacingGrants {
+    type RingMemory = xen_ring::fake::FakeRingMemory;
+
+    fn map_ring(
+        &mut self,
+        domain: DomainId,
+        grants: &[GrantRef],
+    ) -> Result<Self::RingMemory, crate::GrantError> {
+        let memory = self.inner.map_ring(domain, grants)?;
+        self.ring = Some(memory.clone());
+        Ok(memory)
+    }
+
+    fn unmap_ring(&mut self, memory: Self::RingMemory) {
+        self.inner.unmap_ring(memory);
+    }
+
+    fn copy_from_guest(
+        &mut self,
+        domain: DomainId,
+        pieces: &[crate::GuestPiece],
+        buffer: &mut [u8],
+    ) -> Result<(), crate::GrantError> {
+        use xen_ring::RingMemory;
+        if let Some(ring) = &mut self.ring
+            && self.injected < RACING_CAP
+        {
+            let mut word = [0; 4];
+            ring.read(0, &mut word);
+            let producer = u32::from_le_bytes(word);
+            let slot = 64 + (producer % 32) as usize * crate::wire::REQUEST_SIZE;
+            ring.write(slot, self.request.bytes());
+            ring.write(0, &producer.wrapping_add(1).to_le_bytes());
+            self.injected += 1;
+        }
+        self.inner.copy_from_guest(domain, pieces, buffer)
+    }
+
+    fn copy_to_guest(
+        &mut self,
+        domain: DomainId,
+        pieces: &[crate::GuestPiece],
+        data: &[u8],
+    ) -> Result<(), crate::GrantError> {
+        self.inner.copy_to_guest(domain, pieces, data)
+    }
+}
+
+#[test]
+fn a_front_end_refilling_its_ring_while_served_cannot_keep_dom0_busy() {
+    let mut store = FakeXenstore::default();
+    let mut grants = FakeGrants::default();
+    let mut front = FakeBlkfront::new(&mut store, &mut grants, FRONTEND, 0, 1, 0);
+    // A descriptor page whose only segment has first_sect > last_sect:
+    // refused at once, after the page is copied.
+    let descriptors = front.allocate_grant();
+    grants.grant_page(descriptors);
+    grants.page_mut(descriptors).expect("granted")[..8].copy_from_slice(&encode_segment(
+        GrantRef(1),
+        5,
+        2,
+    ));
+    let request = RequestBuilder::indirect(operation::READ, 7, 0, 1, &[descriptors]);
+    let racing = RacingGrants {
+        inner: grants,
+        ring: None,
+        request,
+        injected: 0,
+    };
+    let mut backend = Blkback::new(
+        config(disk()),
+        racing,
+        FakeEvents::default(),
+        FakeBlockDevice::new(SECTORS),
+    )
+    .expect("valid config");
+    backend.process(Input::Start, Time(0), &mut store);
+    front.set_state(&mut store, XenbusState::Initialised);
+    backend.process(Input::FrontendChanged, Time(0), &mut store);
+    assert_eq!(backend.state(), XenbusState::Connected);
+    let port = backend.ports()[0];
+
+    assert!(front.push(0, &request));
+    front.publish(0);
+    backend.process(Input::Notified(port), Time(1), &mut store);
+    // One ring's worth per call: all a front end that waits for our
+    // responses (published once per call) could have put there.
+    let first = backend.statistics().responses;
+    assert_eq!(first, 32, "{:?}", backend.statistics());
+    assert!(backend.grants().injected < RACING_CAP);
+    // The rest waits for the next event, and is served then.
+    backend.process(Input::Notified(port), Time(2), &mut store);
+    assert_eq!(backend.statistics().responses, 64);
+    assert_eq!(backend.statistics().errors, 64);
+    assert_eq!(backend.statistics().budget_exhausted, 2);
+    assert_eq!(backend.state(), XenbusState::Connected);
+}
