@@ -1,12 +1,15 @@
 //! Dom0 on the network and the management API it serves: the appliance
 //! boots with an `appliance-config` setting an API token, Dom0 leases an
 //! address from QEMU's DHCP server through its own port on `xenbr0`, and
-//! the host reaches the API through a forwarded port with plain TCP.
+//! the host reaches the API through a forwarded port with plain TCP; a
+//! Debian guest created through the API pings Dom0 across the bridge.
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use xenolith_tests::api::{self, ApiAppliance, TOKEN};
-use xenolith_tests::{Failure, TempDir, boot_timeout};
+use xenolith_tests::api::{self, ApiAppliance, HttpResponse, TOKEN};
+use xenolith_tests::debian::{DETACH, attach, guest_files, guest_value, linux_timeout};
+use xenolith_tests::{Failure, Running, TempDir, boot_timeout};
 
 const TROUBLE: &[&str] = &["dom0 crashed", "panic", "dom0: api: cannot listen"];
 
@@ -108,6 +111,171 @@ fn dom0_leases_an_address_and_serves_the_api_with_its_token() -> Result<(), Fail
         }
     }
     std::thread::sleep(Duration::from_millis(100));
+    qemu.assert_serial_lacks(TROUBLE)?;
+    Ok(())
+}
+
+/// A Debian guest with a vif on `xenbr0`, as the API creates it.
+fn web_config(kernel: &str) -> String {
+    format!(
+        "name = \"web\"\ntype = \"pvh\"\nmemory = 192\nkernel = \"{kernel}\"\n\
+         ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
+         vif = [ \"mac=00:16:3e:00:00:2a, bridge=xenbr0\" ]\non_poweroff = \"destroy\"\n"
+    )
+}
+
+fn send(
+    qemu: &Running,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+) -> Result<HttpResponse, Failure> {
+    // A create builds the guest before it answers (seconds under TCG).
+    api::request(port, method, path, Some(TOKEN), body, linux_timeout())
+        .map_err(|error| qemu.failure(error))
+}
+
+fn expect(qemu: &Running, what: &str, response: &HttpResponse, status: u16) -> Result<(), Failure> {
+    if response.status != status {
+        return Err(qemu.failure(format!("{what}: expected {status}, got {response:?}")));
+    }
+    Ok(())
+}
+
+/// The `state` flags of domain `name` as `GET /v1/domains/{name}` gives them.
+fn state_of(qemu: &Running, port: u16, name: &str) -> Result<String, Failure> {
+    let domain = send(qemu, port, "GET", &format!("/v1/domains/{name}"), None)?;
+    expect(qemu, "GET domain", &domain, 200)?;
+    api::json_string(&domain.body, "state")
+        .ok_or_else(|| qemu.failure(format!("no state in {}", domain.body)))
+}
+
+#[test]
+fn a_guest_created_through_the_api_pings_dom0_and_is_destroyed_through_it() -> Result<(), Failure> {
+    let dir = TempDir::new("dom0-api-guest")?;
+    let (kernel, initramfs) = guest_files()?;
+    // Only files: the guest's config arrives through the API.
+    let modules: [(&Path, &str); 2] = [
+        (&kernel, "guest-file vmlinuz"),
+        (&initramfs, "guest-file initramfs.cpio.gz"),
+    ];
+    let mut appliance = api::boot_with_api(&dir, &api::appliance_config(""), &modules)?;
+    let port = appliance.port;
+    let dom0_address = appliance
+        .address
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let qemu = &mut appliance.qemu;
+    api::wait_for_api(port, boot_timeout()).map_err(|error| qemu.failure(error))?;
+
+    // A kernel no boot module carries: refused, nothing created.
+    let unknown = send(
+        qemu,
+        port,
+        "POST",
+        "/v1/domains",
+        Some(("text/plain", &web_config("bzImage-nowhere"))),
+    )?;
+    expect(qemu, "create with an unknown kernel", &unknown, 422)?;
+    if !unknown.body.contains("bzImage-nowhere") {
+        return Err(qemu.failure(format!(
+            "the refusal does not name the file: {}",
+            unknown.body
+        )));
+    }
+
+    let started = Instant::now();
+    let created = send(
+        qemu,
+        port,
+        "POST",
+        "/v1/domains",
+        Some(("text/plain", &web_config("vmlinuz"))),
+    )?;
+    expect(qemu, "create", &created, 201)?;
+    eprintln!(
+        "POST /v1/domains answered in {} ms",
+        started.elapsed().as_millis()
+    );
+    if api::json_number(&created.body, "id") != Some(1)
+        || created.header("location") != Some("/v1/domains/1")
+    {
+        return Err(qemu.failure(format!("create: {created:?}")));
+    }
+    qemu.wait_for("dom0: created domain 1 (web)", boot_timeout())?;
+    let again = send(
+        qemu,
+        port,
+        "POST",
+        "/v1/domains",
+        Some(("text/plain", &web_config("vmlinuz"))),
+    )?;
+    expect(qemu, "a second guest named web", &again, 409)?;
+
+    qemu.wait_for("dom0: domain 1: vif1.0 connected", linux_timeout())?;
+    qemu.wait_for("[web] XENOLITH-GUEST: shell", linux_timeout())?;
+
+    // Its console through the API: the same output the serial line mirrors.
+    let console = send(qemu, port, "GET", "/v1/domains/web/console?since=0", None)?;
+    expect(qemu, "console", &console, 200)?;
+    if !console.body.contains("XENOLITH-GUEST: shell") {
+        return Err(qemu.failure(format!("console: {}", console.body)));
+    }
+
+    // The guest leases the next address and pings Dom0's.
+    attach(qemu, "web", 1)?;
+    qemu.send("ip link set eth0 up && udhcpc -i eth0 -n -q -t 10 -T 3\r")?;
+    qemu.wait_for("udhcpc: lease of 10.0.2.", linux_timeout())?;
+    let status = guest_value(
+        qemu,
+        &format!("ping -c 3 -W 10 {dom0_address}; echo \"PI\"\"NG=$?\""),
+        "PING",
+    )?;
+    if status != "0" {
+        return Err(qemu.failure(format!(
+            "the guest could not ping Dom0 at {dom0_address}: {status}"
+        )));
+    }
+    qemu.send(DETACH)?;
+
+    // Pause and unpause show in its state.
+    let paused = send(qemu, port, "POST", "/v1/domains/web/pause", None)?;
+    expect(qemu, "pause", &paused, 200)?;
+    let state = state_of(qemu, port, "web")?;
+    if state.as_bytes().get(2) != Some(&b'p') {
+        return Err(qemu.failure(format!("paused, yet state {state:?}")));
+    }
+    let twice = send(qemu, port, "POST", "/v1/domains/web/pause", None)?;
+    expect(qemu, "pause twice", &twice, 409)?;
+    let unpaused = send(qemu, port, "POST", "/v1/domains/1/unpause", None)?;
+    expect(qemu, "unpause", &unpaused, 200)?;
+    let state = state_of(qemu, port, "web")?;
+    if state.as_bytes().get(2) != Some(&b'-') {
+        return Err(qemu.failure(format!("unpaused, yet state {state:?}")));
+    }
+
+    let metrics = send(qemu, port, "GET", "/metrics", None)?;
+    expect(qemu, "metrics", &metrics, 200)?;
+    if !metrics
+        .body
+        .contains("xenolith_domain_memory_bytes{domain=\"web\",id=\"1\"} 201326592")
+    {
+        return Err(qemu.failure(format!("metrics: {}", metrics.body)));
+    }
+
+    let destroyed = send(qemu, port, "DELETE", "/v1/domains/web", None)?;
+    expect(qemu, "destroy", &destroyed, 200)?;
+    qemu.wait_for("dom0: destroyed domain 1 (web)", boot_timeout())?;
+    let domains = send(qemu, port, "GET", "/v1/domains", None)?;
+    expect(qemu, "list after destroy", &domains, 200)?;
+    if domains.body.contains("\"web\"") || !domains.body.contains("Domain-0") {
+        return Err(qemu.failure(format!("list after destroy: {}", domains.body)));
+    }
+    let gone = send(qemu, port, "GET", "/v1/domains/web", None)?;
+    expect(qemu, "the destroyed guest", &gone, 404)?;
     qemu.assert_serial_lacks(TROUBLE)?;
     Ok(())
 }
