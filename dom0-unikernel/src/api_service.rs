@@ -137,12 +137,8 @@ impl ApiService {
         let state = sockets.get::<tcp::Socket>(slot.handle).state();
         match state {
             tcp::State::Closed | tcp::State::TimeWait => {
-                // TIME-WAIT would keep the socket from listening for ten
-                // seconds: a fresh socket takes its place instead.
-                if state == tcp::State::TimeWait {
-                    sockets.remove(slot.handle);
-                    slot.handle = sockets.add(new_socket());
-                }
+                // Listening again ends TIME-WAIT at once: with a few
+                // sockets, ten seconds of it would turn clients away.
                 if let Some(id) = slot.connection.take() {
                     self.server.peer_closed(id);
                 }
@@ -200,6 +196,12 @@ impl ApiService {
         moved | flush(slot, socket)
     }
 
+    /// Answer bytes waiting for room in the sockets, over all connections.
+    #[cfg(test)]
+    fn pending_bytes(&self) -> usize {
+        self.slots.iter().map(|slot| slot.pending.len()).sum()
+    }
+
     /// When the server next needs [`ApiService::service`] without new
     /// bytes (milliseconds on Dom0's clock).
     pub fn next_deadline(&self) -> Option<u64> {
@@ -245,4 +247,208 @@ fn flush(slot: &mut Slot, socket: &mut tcp::Socket<'static>) -> bool {
         }
     }
     moved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dom0_ip::Dom0Ip;
+    use config::ApplianceConfig;
+    use core::net::Ipv4Addr;
+    use mgmt_api::fake::FakeBackend;
+    use smoltcp::time::Instant;
+
+    const TOKEN: &str = "host-test-token-0123456789abcdef0123";
+    const DOM0: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    /// Dom0's interface with the API, and a client interface, joined by a
+    /// perfect wire; time advances a millisecond a step.
+    struct Network {
+        dom0: Dom0Ip,
+        api: ApiService,
+        client: Dom0Ip,
+        backend: FakeBackend,
+        now: u64,
+        next_port: u16,
+    }
+
+    impl Network {
+        fn new() -> Network {
+            let dom0_config = ApplianceConfig::parse(&format!(
+                "network = \"static\"\naddress = \"{DOM0}/24\"\napi_token = \"{TOKEN}\"\n"
+            ))
+            .unwrap();
+            let client_config =
+                ApplianceConfig::parse("network = \"static\"\naddress = \"10.0.0.2/24\"\n")
+                    .unwrap();
+            let start = Instant::from_millis(0);
+            let mut dom0 = Dom0Ip::new(&dom0_config.network, [2, 0, 0, 0, 0, 1], 1, start);
+            let api = ApiService::new(dom0_config.api.as_ref().unwrap(), &mut dom0.sockets);
+            let client = Dom0Ip::new(&client_config.network, [2, 0, 0, 0, 0, 2], 2, start);
+            Network {
+                dom0,
+                api,
+                client,
+                backend: FakeBackend::new(),
+                now: 0,
+                next_port: 40000,
+            }
+        }
+
+        fn run(&mut self, milliseconds: u64) {
+            for _ in 0..milliseconds {
+                self.now += 1;
+                let now = Instant::from_millis(self.now as i64);
+                self.dom0.poll(now);
+                self.api
+                    .service(&mut self.dom0.sockets, self.now, &mut self.backend);
+                self.dom0.poll(now);
+                let to_client = self.dom0.take_outbound();
+                self.client.push_inbound(to_client);
+                self.client.poll(now);
+                let to_dom0 = self.client.take_outbound();
+                self.dom0.push_inbound(to_dom0);
+            }
+        }
+
+        /// A client socket connecting to the API, with `receive` bytes of
+        /// receive buffer.
+        fn connect(&mut self, receive: usize) -> SocketHandle {
+            let socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; receive]),
+                tcp::SocketBuffer::new(vec![0; 128 * 1024]),
+            );
+            let handle = self.client.sockets.add(socket);
+            self.next_port += 1;
+            self.client
+                .connect(handle, (DOM0, 8080), self.next_port)
+                .unwrap();
+            handle
+        }
+
+        fn socket(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
+            self.client.sockets.get_mut::<tcp::Socket>(handle)
+        }
+
+        fn send(&mut self, handle: SocketHandle, bytes: &[u8]) {
+            let sent = self.socket(handle).send_slice(bytes).unwrap();
+            assert_eq!(sent, bytes.len());
+        }
+
+        fn read(&mut self, handle: SocketHandle) -> String {
+            let mut text = Vec::new();
+            let socket = self.socket(handle);
+            while socket.can_recv() {
+                let mut buffer = [0u8; 4096];
+                let count = socket.recv_slice(&mut buffer).unwrap();
+                text.extend_from_slice(&buffer[..count]);
+            }
+            String::from_utf8(text).unwrap()
+        }
+    }
+
+    fn host_request(close: bool) -> String {
+        format!(
+            "GET /v1/host HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n{}\r\n",
+            if close { "Connection: close\r\n" } else { "" }
+        )
+    }
+
+    #[test]
+    fn every_socket_serves_a_client_at_once() {
+        let mut network = Network::new();
+        network.run(5);
+        let clients: Vec<SocketHandle> = (0..SOCKETS).map(|_| network.connect(8192)).collect();
+        network.run(20);
+        for &client in &clients {
+            assert_eq!(network.socket(client).state(), tcp::State::Established);
+            network.send(client, host_request(true).as_bytes());
+        }
+        network.run(50);
+        for &client in &clients {
+            let answer = network.read(client);
+            assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+            assert!(answer.contains("\"total_memory_mib\":4096"), "{answer}");
+            // Dom0 closed after answering (Connection: close).
+            assert!(!network.socket(client).may_recv());
+        }
+    }
+
+    #[test]
+    fn connections_in_a_row_outnumber_the_sockets() {
+        // Dom0 closes first, so each of its sockets ends in TIME-WAIT and
+        // must listen again at once.
+        let mut network = Network::new();
+        network.run(5);
+        for round in 0..SOCKETS * 4 {
+            let client = network.connect(8192);
+            network.run(10);
+            network.send(client, host_request(true).as_bytes());
+            network.run(20);
+            let answer = network.read(client);
+            assert!(
+                answer.starts_with("HTTP/1.1 200 OK\r\n"),
+                "round {round}: {answer:?}"
+            );
+            network.socket(client).close();
+            network.run(10);
+            // Dom0 closed first: the client's side is done, Dom0's waits.
+            assert_eq!(network.socket(client).state(), tcp::State::Closed);
+            network.client.sockets.remove(client);
+        }
+        assert_eq!(network.api.server.connection_count(), 0);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_holds_bounded_output_and_gets_all_later() {
+        const REQUESTS: usize = 500;
+        let mut network = Network::new();
+        network.run(5);
+        // A small receive window that the client does not empty.
+        let client = network.connect(1024);
+        network.run(10);
+        let request = host_request(false);
+        network.send(client, request.repeat(REQUESTS).as_bytes());
+        let mut most_pending = 0;
+        for _ in 0..200 {
+            network.run(1);
+            most_pending = most_pending.max(network.api.pending_bytes());
+        }
+        // Reading stops at the high-water mark: at most one read's answers
+        // beyond it.
+        assert!(most_pending >= PENDING_HIGH_WATER / 2, "{most_pending}");
+        assert!(
+            most_pending <= PENDING_HIGH_WATER + READS_PER_PASS * READ_CHUNK * 4,
+            "{most_pending}"
+        );
+        let mut answers = String::new();
+        for _ in 0..5000 {
+            network.run(1);
+            answers.push_str(&network.read(client));
+            if answers.matches("HTTP/1.1 200 OK").count() == REQUESTS {
+                break;
+            }
+        }
+        assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), REQUESTS);
+    }
+
+    #[test]
+    fn a_wrong_token_is_refused_and_the_connection_stays_usable() {
+        let mut network = Network::new();
+        network.run(5);
+        let client = network.connect(8192);
+        network.run(10);
+        network.send(
+            client,
+            b"GET /v1/host HTTP/1.1\r\nAuthorization: Bearer wrong-token-wrong-token-wrong-token\r\n\r\n",
+        );
+        network.run(20);
+        let refused = network.read(client);
+        assert!(refused.starts_with("HTTP/1.1 401 "), "{refused}");
+        assert!(!refused.contains("total_memory_mib"));
+        network.send(client, host_request(true).as_bytes());
+        network.run(20);
+        let answer = network.read(client);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    }
 }

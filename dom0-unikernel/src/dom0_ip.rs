@@ -6,7 +6,8 @@
 //! Frames cross between the bridge and smoltcp through two bounded queues
 //! ([`FrameQueue`]): the bridge fills the inbound one, smoltcp's
 //! transmissions wait in the outbound one until Dom0's loop hands them to
-//! the bridge. Time is Dom0's TSC clock, passed in on every poll.
+//! the bridge. Time comes in on every call (Dom0's TSC clock; a test's
+//! own), so the whole stack runs on the host in tests.
 
 use alloc::collections::VecDeque;
 use alloc::vec;
@@ -27,12 +28,6 @@ const OUTBOUND_FRAMES: usize = 64;
 const INBOUND_FRAMES: usize = 128;
 /// An Ethernet frame without FCS, as the NIC and the vifs carry them.
 const MAX_FRAME_BYTES: usize = 1514;
-
-/// Dom0's clock as smoltcp counts it.
-pub fn now() -> Instant {
-    let millis = crate::net_service::now().as_millis();
-    Instant::from_millis(i64::try_from(millis).unwrap_or(i64::MAX))
-}
 
 /// smoltcp's device: frames queued between the bridge and the interface.
 #[derive(Default)]
@@ -110,13 +105,13 @@ pub struct Dom0Ip {
 
 impl Dom0Ip {
     /// An interface with MAC `mac`: a static address at once, or a DHCP
-    /// client asking for one.
-    pub fn new(network: &NetworkConfig, mac: [u8; 6]) -> Self {
+    /// client asking for one. `random_seed` seeds TCP's initial sequence
+    /// numbers and DHCP's transaction ids.
+    pub fn new(network: &NetworkConfig, mac: [u8; 6], random_seed: u64, now: Instant) -> Self {
         let mut device = FrameQueue::default();
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-        // Seeds TCP's initial sequence numbers and DHCP's transaction ids.
-        config.random_seed = baremetal::cpu::rdtsc();
-        let interface = Interface::new(config, &mut device, now());
+        config.random_seed = random_seed;
+        let interface = Interface::new(config, &mut device, now);
         let mut dom0_ip = Self {
             interface,
             device,
@@ -171,6 +166,21 @@ impl Dom0Ip {
             .update_ip_addrs(|addresses| addresses.clear());
         let _ = self.interface.routes_mut().remove_default_ipv4_route();
         self.address = None;
+    }
+
+    /// Connects TCP socket `handle` to `remote` from `local_port` (Dom0
+    /// only listens; the host tests' clients connect).
+    #[cfg(test)]
+    pub fn connect(
+        &mut self,
+        handle: SocketHandle,
+        remote: (Ipv4Address, u16),
+        local_port: u16,
+    ) -> Result<(), smoltcp::socket::tcp::ConnectError> {
+        let context = self.interface.context();
+        self.sockets
+            .get_mut::<smoltcp::socket::tcp::Socket>(handle)
+            .connect(context, remote, local_port)
     }
 
     /// Takes frames the bridge sent Dom0's port.

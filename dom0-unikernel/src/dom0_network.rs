@@ -8,14 +8,22 @@ use alloc::vec::Vec;
 use config::{ApplianceConfig, NetworkConfig};
 use log::{info, warn};
 
+use dom0::api_service::{self, ApiService};
+use dom0::dom0_ip::Dom0Ip;
+use smoltcp::time::Instant;
+
 use crate::api_backend::{GuestFile, ToolstackBackend};
-use crate::api_service::ApiService;
-use crate::dom0_ip::{self, Dom0Ip};
 use crate::toolstack::Toolstack;
 
 /// Rounds of frames in, API, frames out per pass: a reply that leads to
 /// another (ARP before TCP) goes out in the same pass, within a bound.
 const ROUNDS: usize = 8;
+
+/// Dom0's clock as smoltcp counts it.
+fn now() -> Instant {
+    let millis = crate::net_service::now().as_millis();
+    Instant::from_millis(i64::try_from(millis).unwrap_or(i64::MAX))
+}
 
 /// Dom0's address and the API on it.
 pub struct Dom0Network {
@@ -46,14 +54,14 @@ impl Dom0Network {
             return None;
         }
         let network = appliance.map_or(NetworkConfig::Dhcp, |config| config.network);
-        let mut ip = Dom0Ip::new(&network, mac);
+        let mut ip = Dom0Ip::new(&network, mac, baremetal::cpu::rdtsc(), now());
         let api = match api_config {
             Some(config) => {
                 let api = ApiService::new(config, &mut ip.sockets);
                 info!(
                     "dom0: management API on TCP port {} ({} connections at once)",
                     api.port(),
-                    crate::api_service::SOCKETS
+                    api_service::SOCKETS
                 );
                 Some(api)
             }
@@ -72,7 +80,7 @@ impl Dom0Network {
             let inbound = toolstack.nets.take_local_frames();
             let mut moved = !inbound.is_empty();
             self.ip.push_inbound(inbound);
-            let now = dom0_ip::now();
+            let now = now();
             moved |= self.ip.poll(now);
             if let Some(api) = &mut self.api {
                 let mut backend = ToolstackBackend {
@@ -105,7 +113,7 @@ impl Dom0Network {
     /// Nanoseconds until smoltcp or the API has something to do without
     /// new input (`None`: nothing until input comes).
     pub fn wait_ns(&mut self) -> Option<u64> {
-        let now = dom0_ip::now();
+        let now = now();
         let smoltcp = self
             .ip
             .poll_delay(now)

@@ -10,14 +10,12 @@
 extern crate alloc;
 
 mod api_backend;
-mod api_service;
 mod block_service;
 mod boot_guests;
 mod console;
 mod console_service;
 mod control;
 mod devices;
-mod dom0_ip;
 mod dom0_network;
 mod events;
 mod grants;
