@@ -46,35 +46,62 @@ pub fn boot_with_api(
     config: &str,
     modules: &[(&Path, &str)],
 ) -> Result<ApiAppliance, Failure> {
-    let config = dir.write("appliance.cfg", config.as_bytes())?;
-    let mut all: Vec<(&Path, &str)> = vec![(&config, "appliance-config appliance.cfg")];
-    all.extend_from_slice(modules);
-    let iso = make_iso_with_modules(dir, "--", &all)?;
-    let port = free_port()?;
-    let mut qemu = Qemu::iso(iso)
-        .arg("-netdev")
-        .arg(format!(
-            "user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{API_PORT}"
-        ))
-        // No option ROM: the BIOS boots the CD and need not load iPXE.
-        .arg("-device")
-        .arg("virtio-net-pci,netdev=net0,romfile=")
-        .spawn()?;
-    qemu.wait_for(
-        &format!("dom0: management API on TCP port {API_PORT}"),
+    boot_with_api_on(dir, config, API_PORT, modules)
+}
+
+/// As [`boot_with_api`], with the API on Dom0's port `api_port` (the
+/// config's `api_port`).
+pub fn boot_with_api_on(
+    dir: &TempDir,
+    config: &str,
+    api_port: u16,
+    modules: &[(&Path, &str)],
+) -> Result<ApiAppliance, Failure> {
+    let mut appliance = boot_forwarding(dir, config, api_port, modules)?;
+    appliance.qemu.wait_for(
+        &format!("dom0: management API on TCP port {api_port}"),
         boot_timeout(),
     )?;
-    let line = qemu.wait_for("dom0: address ", boot_timeout())?;
-    let address = line
+    // A static address is logged before the API's line, a lease after.
+    let line = match appliance.qemu.serial_line_with(&["dom0: address "]) {
+        Some(line) => line,
+        None => appliance.qemu.wait_for("dom0: address ", boot_timeout())?,
+    };
+    appliance.address = line
         .split("dom0: address ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_default()
         .to_string();
+    Ok(appliance)
+}
+
+/// Boots as [`boot_with_api_on`] does without waiting for anything
+/// (`address` is left empty).
+pub fn boot_forwarding(
+    dir: &TempDir,
+    config: &str,
+    api_port: u16,
+    modules: &[(&Path, &str)],
+) -> Result<ApiAppliance, Failure> {
+    let config = dir.write("appliance.cfg", config.as_bytes())?;
+    let mut all: Vec<(&Path, &str)> = vec![(&config, "appliance-config appliance.cfg")];
+    all.extend_from_slice(modules);
+    let iso = make_iso_with_modules(dir, "--", &all)?;
+    let port = free_port()?;
+    let qemu = Qemu::iso(iso)
+        .arg("-netdev")
+        .arg(format!(
+            "user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{api_port}"
+        ))
+        // No option ROM: the BIOS boots the CD and need not load iPXE.
+        .arg("-device")
+        .arg("virtio-net-pci,netdev=net0,romfile=")
+        .spawn()?;
     Ok(ApiAppliance {
         qemu,
         port,
-        address,
+        address: String::new(),
     })
 }
 

@@ -115,6 +115,51 @@ fn dom0_leases_an_address_and_serves_the_api_with_its_token() -> Result<(), Fail
     Ok(())
 }
 
+#[test]
+fn a_static_address_and_another_port_serve_the_api_and_no_token_means_no_api() -> Result<(), Failure>
+{
+    let dir = TempDir::new("dom0-api-static")?;
+    let config = format!(
+        "network = \"static\"\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n\
+         api_port = 9090\napi_token = \"{TOKEN}\"\n"
+    );
+    let mut appliance = api::boot_with_api_on(&dir, &config, 9090, &[])?;
+    let qemu = &mut appliance.qemu;
+    if appliance.address != "10.0.2.15/24" {
+        return Err(qemu.failure(format!("odd address {:?}", appliance.address)));
+    }
+    qemu.assert_serial_contains(&["dom0: address 10.0.2.15/24 static, gateway 10.0.2.2"])?;
+    qemu.assert_serial_lacks(&["asking DHCP"])?;
+    api::wait_for_api(appliance.port, boot_timeout()).map_err(|error| qemu.failure(error))?;
+    drop(appliance);
+
+    // No token: Dom0 still takes its address, but nothing listens.
+    let dir = TempDir::new("dom0-api-off")?;
+    let mut appliance = api::boot_forwarding(&dir, "network = \"dhcp\"\n", api::API_PORT, &[])?;
+    let qemu = &mut appliance.qemu;
+    qemu.wait_for(
+        "dom0: management API off: the appliance config sets no api_token",
+        boot_timeout(),
+    )?;
+    qemu.wait_for("dom0: address 10.0.2.15/24 via dhcp", boot_timeout())?;
+    // QEMU accepts on the host and gets reset by Dom0: no answer comes.
+    let answer = api::exchange(
+        appliance.port,
+        format!("GET /v1/host HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").as_bytes(),
+        Duration::from_secs(5),
+    );
+    if let Ok(bytes) = &answer
+        && !bytes.is_empty()
+    {
+        return Err(qemu.failure(format!(
+            "an API without a token answered: {:?}",
+            String::from_utf8_lossy(bytes)
+        )));
+    }
+    qemu.assert_serial_lacks(TROUBLE)?;
+    Ok(())
+}
+
 /// A Debian guest with a vif on `xenbr0`, as the API creates it.
 fn web_config(kernel: &str) -> String {
     format!(
