@@ -2,7 +2,8 @@
 //! boots with an `appliance-config` setting an API token, Dom0 leases an
 //! address from QEMU's DHCP server through its own port on `xenbr0`, and
 //! the host reaches the API through a forwarded port with plain TCP; a
-//! Debian guest created through the API pings Dom0 across the bridge.
+//! Debian guest created through the API pings Dom0 across the bridge and
+//! reads its own entry from the API.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -283,6 +284,20 @@ fn a_guest_created_through_the_api_pings_dom0_and_is_destroyed_through_it() -> R
         return Err(qemu.failure(format!(
             "the guest could not ping Dom0 at {dom0_address}: {status}"
         )));
+    }
+    // And reaches Dom0's API over TCP across the bridge (its TCP
+    // checksums left to the back end, which finishes them for Dom0).
+    let fetched = guest_value(
+        qemu,
+        &format!(
+            "echo \"WG\"\"ET=$(wget -q -O - --header 'Authorization: Bearer {TOKEN}' \
+             http://{dom0_address}:{}/v1/domains/web)\"",
+            api::API_PORT
+        ),
+        "WGET",
+    )?;
+    if !fetched.contains("\"name\":\"web\"") || !fetched.contains("\"id\":1") {
+        return Err(qemu.failure(format!("the guest fetched {fetched:?} from Dom0's API")));
     }
     qemu.send(DETACH)?;
 
