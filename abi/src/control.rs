@@ -51,8 +51,9 @@ pub fn put_u64(request: &mut Request, offset: usize, value: u64) {
 /// Offset of the payload.
 pub const PAYLOAD: usize = 16;
 
-/// Create a paused PVH domain. In: `max_vcpus` u32 @16, `flags` u32 @20
-/// (bit 0 HVM: not yet supported), `memory_kib` u64 @24. Out: `domain`.
+/// Create a paused domain. In: `max_vcpus` u32 @16, `flags` u32 @20
+/// (0 PVH, [`CREATE_HVM`] HVM, other bits -EINVAL), `memory_kib` u64 @24.
+/// Out: `domain`.
 pub const CREATE: u32 = 1;
 /// Destroy a domain and return its memory.
 pub const DESTROY: u32 = 2;
@@ -70,9 +71,10 @@ pub const GET_INFO: u32 = 5;
 /// `guest_address` u64 @16, `length` u32 @24 (at most [`WRITE_MAX`]),
 /// `buffer` u64 @32 (Dom0 virtual address).
 pub const WRITE_MEMORY: u32 = 6;
-/// Set where a vCPU starts (PVH entry: 32-bit protected mode, paging off).
-/// In: `vcpu` u32 @16, `entry` u64 @24 (must fit 32 bits), `start_info`
-/// u64 @32 (guest-physical, put in EBX).
+/// Set where a vCPU starts (32-bit protected mode, paging off). In:
+/// `vcpu` u32 @16, `entry` u64 @24 (must fit 32 bits), `start_info` u64
+/// @32 (guest-physical: in EBX for a PVH domain, the PVH start info; in
+/// ESI for an HVM domain, the Linux boot protocol's zero page).
 pub const SET_VCPU_ENTRY: u32 = 7;
 /// Set one of a domain's HVM parameters. In: `index` u32 @16, `value`
 /// u64 @24.

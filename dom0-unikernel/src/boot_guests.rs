@@ -190,6 +190,7 @@ fn linux(
     Ok(GuestDefinition {
         source: name.clone(),
         name,
+        hvm: false,
         memory_mib,
         vcpus: 1,
         kernel,

@@ -31,8 +31,18 @@ fn simple(cmd: u32, domain: DomainId) -> Result<(), Errno> {
 /// Creates a paused domain with `vcpus` vCPUs and `memory_kib` of zeroed
 /// RAM at guest-physical 0.
 pub fn create(vcpus: u32, memory_kib: u64) -> Result<DomainId, Errno> {
+    create_with_flags(vcpus, memory_kib, 0)
+}
+
+/// Creates a paused HVM domain (vCPU 0 entered by the Linux boot protocol).
+pub fn create_hvm(vcpus: u32, memory_kib: u64) -> Result<DomainId, Errno> {
+    create_with_flags(vcpus, memory_kib, abi::CREATE_HVM)
+}
+
+fn create_with_flags(vcpus: u32, memory_kib: u64, flags: u32) -> Result<DomainId, Errno> {
     let mut create = request(abi::CREATE, DomainId(0));
     put_u32(&mut create, 16, vcpus);
+    put_u32(&mut create, 20, flags);
     put_u64(&mut create, 24, memory_kib);
     hypercall::control(&mut create)?;
     Ok(domain_at(&create))

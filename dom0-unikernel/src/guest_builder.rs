@@ -1,7 +1,9 @@
-//! Building a PVH guest from a kernel image: the plan of control requests
+//! Building a guest from a kernel image: the plan of control requests
 //! (create, copy each segment and the start info in, set the entry point,
 //! unpause) worked out on the host-testable side, carried out by the
-//! binary through the control hypercall.
+//! binary through the control hypercall. A PVH guest gets its ELF
+//! segments and an `hvm_start_info`; an HVM guest the bzImage itself at
+//! 1 MiB and a Linux boot protocol zero page (direct kernel boot).
 
 use alloc::vec::Vec;
 
@@ -21,6 +23,9 @@ pub enum KernelImage<'a> {
     Elf(&'a [u8]),
     /// A kernel kept from an earlier build.
     Cached(&'a CachedKernel),
+    /// A bzImage booted by the Linux boot protocol (HVM guests): loaded
+    /// as it is, it decompresses itself.
+    BzImage(&'a [u8]),
 }
 
 /// A guest to build.
@@ -59,6 +64,13 @@ pub enum Source {
     Acpi,
 }
 
+/// Where an HVM guest's zero page and command line go: low RAM, clear of
+/// the kernel (from 1 MiB), of the decompressor's trampoline (just below
+/// 640 KiB) and of the initrd (at the top).
+pub const ZERO_PAGE_ADDRESS: u64 = 0x1_0000;
+
+const _: () = assert!(pvh::linux_boot::BLOCK_SIZE <= BLOCK_SIZE);
+
 /// Where the ACPI tables go: the legacy BIOS area, which the memory map
 /// marks reserved (Linux also finds an RSDP there by scanning).
 pub const ACPI_ADDRESS: u64 = 0xe_0000;
@@ -85,6 +97,8 @@ pub struct BuildPlan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BuildError {
     Image(ImageError),
+    /// An HVM guest's kernel cannot be booted by the Linux boot protocol.
+    BootImage(pvh::linux_boot::BootImageError),
     /// The image does not fit below the start info in the guest's RAM.
     TooSmall {
         image_end: u64,
@@ -101,6 +115,7 @@ impl core::fmt::Display for BuildError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Image(error) => write!(f, "guest image is {error}"),
+            Self::BootImage(error) => write!(f, "guest kernel: {error}"),
             Self::TooSmall { image_end, memory } => {
                 write!(
                     f,
@@ -116,6 +131,7 @@ impl core::fmt::Display for BuildError {
 /// sit at its top, the start info just below them.
 pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
     let mut copies = Vec::new();
+    let mut boot_image = None;
     let (entry, image_end) = match spec.kernel {
         KernelImage::Elf(bytes) => {
             let image = pvh::image::parse(bytes).map_err(BuildError::Image)?;
@@ -144,14 +160,42 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
             }
             (kernel.entry, kernel.end)
         }
+        KernelImage::BzImage(bytes) => {
+            let boot = pvh::linux_boot::parse(bytes).map_err(BuildError::BootImage)?;
+            let mut done = 0;
+            let length = boot.protected_mode.len();
+            while done < length {
+                let piece = (length - done).min(COPY_CHUNK);
+                copies.push(Copy {
+                    address: pvh::linux_boot::CODE32_START + done as u64,
+                    source: Source::Image {
+                        offset: boot.protected_mode.start + done,
+                        length: piece,
+                    },
+                });
+                done += piece;
+            }
+            // The initrd and the special pages stay above what the kernel
+            // uses while it decompresses and boots.
+            let end = boot
+                .boot_memory_end()
+                .max(pvh::linux_boot::CODE32_START + length as u64);
+            boot_image = Some(boot);
+            (pvh::linux_boot::CODE32_START as u32, end)
+        }
     };
     let memory = (spec.memory_kib * 1024) & !0xfff;
     let special = memory.saturating_sub(SPECIAL_PAGES * 4096);
     let start_info_address = special.saturating_sub(BLOCK_SIZE as u64) & !0xfff;
-    // The initrd goes just below the start info, page-aligned.
+    // The initrd goes just below the start info, page-aligned (and for
+    // the Linux boot protocol, below the highest address it may end at).
     let initrd_size = spec.initrd.map_or(0, |initrd| initrd.len() as u64);
-    let initrd_address = start_info_address.saturating_sub(initrd_size) & !0xfff;
-    if image_end > initrd_address || initrd_size > start_info_address || special < 0x20_0000 {
+    let initrd_top = match &boot_image {
+        Some(boot) => start_info_address.min(u64::from(boot.initrd_addr_max) + 1),
+        None => start_info_address,
+    };
+    let initrd_address = initrd_top.saturating_sub(initrd_size) & !0xfff;
+    if image_end > initrd_address || initrd_size > initrd_top || special < 0x20_0000 {
         return Err(BuildError::TooSmall { image_end, memory });
     }
     let mut done = 0u64;
@@ -177,7 +221,7 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
     if copies.len() > MAX_COPIES {
         return Err(BuildError::TooManyPieces);
     }
-    let (acpi, rsdp) = pvh::acpi::build(ACPI_ADDRESS, spec.vcpus);
+    let (acpi, rsdp) = pvh::acpi::build_for(ACPI_ADDRESS, spec.vcpus, boot_image.is_some());
     // RAM below 640 KiB (Linux puts its real-mode trampoline there), the
     // legacy VGA/BIOS hole reserved, RAM up to the special pages, which
     // are reserved.
@@ -213,14 +257,42 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
     } else {
         &[]
     };
-    let start_info = pvh::start_info::build(&StartInfoInput {
-        base: start_info_address,
-        flags: 0,
-        memory: &ram,
-        cmdline: spec.cmdline,
-        modules,
-        rsdp,
-    });
+    let (start_info, start_info_address) = match (&boot_image, spec.kernel) {
+        (Some(boot), KernelImage::BzImage(bytes)) => {
+            let mut block = [0; BLOCK_SIZE];
+            let zero_page = pvh::linux_boot::build(
+                bytes,
+                boot,
+                &pvh::linux_boot::ZeroPageInput {
+                    base: ZERO_PAGE_ADDRESS,
+                    memory: &ram,
+                    cmdline: spec.cmdline,
+                    initrd: spec.initrd.map(|_| (initrd_address, initrd_size)),
+                    rsdp,
+                },
+            );
+            block[..zero_page.len()].copy_from_slice(&zero_page);
+            (block, ZERO_PAGE_ADDRESS)
+        }
+        _ => (
+            pvh::start_info::build(&StartInfoInput {
+                base: start_info_address,
+                flags: 0,
+                memory: &ram,
+                cmdline: spec.cmdline,
+                modules,
+                rsdp,
+            }),
+            start_info_address,
+        ),
+    };
+    // The start info (or zero page) is copied in last but one.
+    if let Some(copy) = copies
+        .iter_mut()
+        .find(|copy| copy.source == Source::StartInfo)
+    {
+        copy.address = start_info_address;
+    }
     Ok(BuildPlan {
         copies,
         start_info,
@@ -284,6 +356,93 @@ mod tests {
             &0u32.to_le_bytes(),
             "an unprivileged guest"
         );
+    }
+
+    /// A minimal bzImage: protocol 2.15, 3 setup sectors, kernel
+    /// decompressing to 16 MiB with `init_size` MiB, then `tail` bytes.
+    fn bzimage(init_size_mib: u32, tail: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; 4 * 512 + tail];
+        bytes[0x1f1] = 3;
+        bytes[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        bytes[0x201] = 0x6a;
+        bytes[0x202..0x206].copy_from_slice(b"HdrS");
+        bytes[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        bytes[0x211] = 1;
+        bytes[0x22c..0x230].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        bytes[0x238..0x23c].copy_from_slice(&2047u32.to_le_bytes());
+        bytes[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes());
+        bytes[0x260..0x264].copy_from_slice(&(init_size_mib << 20).to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn an_hvm_guest_gets_its_bzimage_at_1_mib_and_a_zero_page() {
+        let image = bzimage(40, 3 * COPY_CHUNK / 2);
+        let initrd = vec![7u8; 4096];
+        let plan = plan(&GuestSpec {
+            kernel: KernelImage::BzImage(&image),
+            memory_kib: 128 * 1024,
+            vcpus: 2,
+            cmdline: "console=hvc0",
+            initrd: Some(&initrd),
+        })
+        .expect("plan");
+        assert_eq!(plan.entry, 0x10_0000);
+        assert_eq!(plan.start_info_address, ZERO_PAGE_ADDRESS);
+        let kernel: Vec<_> = plan
+            .copies
+            .iter()
+            .filter(|copy| matches!(copy.source, Source::Image { .. }))
+            .collect();
+        assert_eq!(kernel.len(), 2);
+        assert_eq!(
+            kernel[0],
+            &Copy {
+                address: 0x10_0000,
+                source: Source::Image {
+                    offset: 2048,
+                    length: COPY_CHUNK
+                }
+            }
+        );
+        assert!(
+            plan.copies
+                .iter()
+                .any(|copy| copy.source == Source::StartInfo && copy.address == ZERO_PAGE_ADDRESS)
+        );
+        // The zero page: the image's header, the command line after it,
+        // the initrd above the kernel's boot memory (16 + 40 MiB).
+        let zero_page = &plan.start_info;
+        assert_eq!(&zero_page[0x202..0x206], b"HdrS");
+        assert_eq!(&zero_page[0x1000..0x100d], b"console=hvc0\0");
+        let initrd_at = u32::from_le_bytes(zero_page[0x218..0x21c].try_into().unwrap());
+        assert!(u64::from(initrd_at) >= 56 << 20);
+        assert_eq!(zero_page[0x1e8], 4, "four e820 entries");
+        // The HVM FADT does not say "no VGA" (Linux would take it for PVH).
+        assert_eq!(plan.acpi[128 + 109], 0x20);
+    }
+
+    #[test]
+    fn an_hvm_guest_too_small_for_its_kernels_boot_memory_is_refused() {
+        let image = bzimage(200, 4096);
+        let result = plan(&GuestSpec {
+            kernel: KernelImage::BzImage(&image),
+            memory_kib: 128 * 1024,
+            vcpus: 1,
+            cmdline: "",
+            initrd: None,
+        });
+        assert!(matches!(result, Err(BuildError::TooSmall { .. })));
+        assert!(matches!(
+            plan(&GuestSpec {
+                kernel: KernelImage::BzImage(b"not a kernel"),
+                memory_kib: 128 * 1024,
+                vcpus: 1,
+                cmdline: "",
+                initrd: None,
+            }),
+            Err(BuildError::BootImage(_))
+        ));
     }
 
     #[test]

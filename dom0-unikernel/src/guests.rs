@@ -39,7 +39,8 @@ pub fn build(domain: DomainId, spec: &GuestSpec<'_>) -> Result<BuildPlan, Errno>
     let mut scratch = alloc::vec::Vec::new();
     for copy in &plan.copies {
         let bytes = match (copy.source, spec.kernel) {
-            (Source::Image { offset, length }, KernelImage::Elf(image)) => {
+            (Source::Image { offset, length }, KernelImage::Elf(image))
+            | (Source::Image { offset, length }, KernelImage::BzImage(image)) => {
                 image.get(offset..offset + length).ok_or(-22)?
             }
             (Source::CachedRun(index), KernelImage::Cached(kernel)) => {

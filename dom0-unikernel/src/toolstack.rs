@@ -51,6 +51,9 @@ pub struct GuestDefinition {
     pub name: String,
     /// Where it came from (a config's module name), for messages.
     pub source: String,
+    /// An HVM guest (its bzImage entered by the Linux boot protocol)
+    /// rather than PVH.
+    pub hvm: bool,
     pub memory_mib: u64,
     pub vcpus: u32,
     pub kernel: &'static [u8],
@@ -74,12 +77,29 @@ impl GuestDefinition {
         config: &DomainConfig,
         file: impl Fn(&str) -> Option<&'static [u8]>,
     ) -> Result<Self, String> {
-        if config.guest_type == GuestType::Hvm {
-            return Err("type = \"hvm\" is not supported yet; use \"pvh\"".into());
+        let hvm = config.guest_type == GuestType::Hvm;
+        if hvm && config.kernel.is_none() {
+            return Err(
+                "type = \"hvm\" needs kernel = (direct kernel boot): there is no \
+                 firmware to boot a disk"
+                    .into(),
+            );
+        }
+        if hvm && !(config.disks.is_empty() && config.vifs.is_empty()) {
+            return Err(
+                "type = \"hvm\" guests get no disks or vifs yet (there is no Xen \
+                 platform PCI device for their grant tables); use type = \"pvh\""
+                    .into(),
+            );
         }
         let kernel_name = config.kernel.as_deref().ok_or("no kernel")?;
         let kernel = file(kernel_name)
             .ok_or_else(|| format!("kernel {kernel_name:?} is not among the boot modules"))?;
+        if hvm && let Err(error) = pvh::linux_boot::parse(kernel) {
+            return Err(format!(
+                "kernel {kernel_name:?}: {error} (type = \"hvm\" boots a Linux bzImage directly)"
+            ));
+        }
         let ramdisk = match config.ramdisk.as_deref() {
             Some(name) => Some(
                 file(name)
@@ -96,6 +116,7 @@ impl GuestDefinition {
         Ok(Self {
             name: config.name.clone(),
             source: source.into(),
+            hvm,
             memory_mib: config.memory.0,
             vcpus: config.vcpus,
             kernel,
@@ -303,16 +324,27 @@ impl Toolstack {
                 self.background_step();
             }
         }
-        let cached = self.kernels.iter().position(|(cached, _)| *cached == key);
+        // An HVM guest's kernel decompresses itself: nothing to cache.
+        let cached = self
+            .kernels
+            .iter()
+            .position(|(cached, _)| *cached == key)
+            .filter(|_| !definition.hvm);
         let vmlinux = match cached {
             Some(_) => Cow::Borrowed(&[][..]),
+            None if definition.hvm => Cow::Borrowed(&[][..]),
             None => pvh::bzimage::vmlinux(definition.kernel, pvh::bzimage::SUGGESTED_LIMIT)
                 .map_err(|error| format!("the kernel is unusable: {error:?}"))?,
         };
         let decompressed = guests::milliseconds_since(started);
         let memory_kib = definition.memory_mib * 1024;
-        let domain = control::create(vcpus, memory_kib)
-            .map_err(|code| format!("the hypervisor refused the domain: error {code}"))?;
+        let created = if definition.hvm {
+            control::create_hvm(vcpus, memory_kib)
+        } else {
+            control::create(vcpus, memory_kib)
+        };
+        let domain =
+            created.map_err(|code| format!("the hypervisor refused the domain: error {code}"))?;
         self.created += 1;
         let uuid = match definition.uuid {
             Some(uuid) => uuid.to_string(),
@@ -330,6 +362,7 @@ impl Toolstack {
         let cached_kernel = cached.map(|at| self.kernels.remove(at));
         let kernel = match &cached_kernel {
             Some((_, kernel)) => KernelImage::Cached(kernel),
+            None if definition.hvm => KernelImage::BzImage(definition.kernel),
             None => KernelImage::Elf(&vmlinux),
         };
         let spec = GuestSpec {
@@ -368,6 +401,7 @@ impl Toolstack {
             domain.0,
             definition.name,
             match cached {
+                _ if definition.hvm => String::from("HVM: the kernel decompresses itself"),
                 Some(_) => String::from("kernel from the cache"),
                 None => format!("{decompressed} ms decompressing the kernel"),
             },

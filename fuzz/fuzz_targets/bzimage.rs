@@ -1,6 +1,9 @@
-//! Fuzzes bzImage unpacking (`pvh::bzimage`): the input is a whole kernel
+//! Fuzzes bzImage unpacking (`pvh::bzimage`) and the Linux boot protocol
+//! reader HVM guests use (`pvh::linux_boot`): the input is a whole kernel
 //! image file, a bzImage or an ELF. Unpacking must answer without panicking,
-//! within the limit, and a payload that decodes must match its size trailer.
+//! within the limit, and a payload that decodes must match its size trailer;
+//! a header the boot protocol accepts gives ranges inside the image and a
+//! zero page that carries the header.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,6 +12,19 @@ use libfuzzer_sys::fuzz_target;
 const LIMIT: usize = 16 * 1024 * 1024;
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(boot) = pvh::linux_boot::parse(data) {
+        assert!(boot.protected_mode.end <= data.len() && !boot.protected_mode.is_empty());
+        assert!(boot.setup_header.end <= data.len());
+        let input = pvh::linux_boot::ZeroPageInput {
+            base: 0x1_0000,
+            memory: &[],
+            cmdline: "console=hvc0",
+            initrd: Some((0x100_0000, 0x1000)),
+            rsdp: 0xe_0000,
+        };
+        let zero_page = pvh::linux_boot::build(data, &boot, &input);
+        assert_eq!(&zero_page[0x202..0x206], b"HdrS");
+    }
     match pvh::bzimage::payload(data) {
         Ok(payload) => {
             if let Ok(vmlinux) = payload.decompress(LIMIT) {

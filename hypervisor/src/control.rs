@@ -7,7 +7,7 @@ use xenolith_abi::control as abi;
 use xenolith_abi::domain::DomainId;
 use xenolith_abi::errno::Errno;
 
-use crate::domain::MAX_VCPUS;
+use crate::domain::{GuestKind, MAX_VCPUS};
 use crate::memory::{GuestPhysAddr, GuestVirtAddr, PAGE_SIZE};
 
 /// One decoded control request.
@@ -16,6 +16,7 @@ pub enum Command {
     Create {
         vcpus: u32,
         memory_pages: u64,
+        kind: GuestKind,
     },
     Destroy(DomainId),
     Pause(DomainId),
@@ -84,15 +85,18 @@ pub fn decode(request: &Request) -> Result<Command, Errno> {
             let vcpus = u32_at(request, payload);
             let flags = u32_at(request, payload + 4);
             let memory_kib = u64_at(request, payload + 8);
-            if flags & abi::CREATE_HVM != 0 {
-                return Err(Errno::EOPNOTSUPP);
-            }
+            let kind = match flags {
+                0 => GuestKind::Pvh,
+                abi::CREATE_HVM => GuestKind::Hvm,
+                _ => return Err(Errno::EINVAL),
+            };
             if vcpus == 0 || vcpus > MAX_VCPUS || memory_kib == 0 || memory_kib > MAX_MEMORY_KIB {
                 return Err(Errno::EINVAL);
             }
             Command::Create {
                 vcpus,
                 memory_pages: memory_kib.div_ceil(PAGE_SIZE / 1024),
+                kind,
             }
         }
         abi::DESTROY => Command::Destroy(real_domain()?),
@@ -222,9 +226,21 @@ mod tests {
             decode(&create),
             Ok(Command::Create {
                 vcpus: 2,
-                memory_pages: 16 * 1024 + 1
+                memory_pages: 16 * 1024 + 1,
+                kind: GuestKind::Pvh,
             })
         );
+        // Flag bit 0 asks for HVM; other bits are refused.
+        create[20..24].copy_from_slice(&abi::CREATE_HVM.to_le_bytes());
+        assert!(matches!(
+            decode(&create),
+            Ok(Command::Create {
+                kind: GuestKind::Hvm,
+                ..
+            })
+        ));
+        create[20..24].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(decode(&create), Err(Errno::EINVAL));
     }
 
     #[test]

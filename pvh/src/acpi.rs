@@ -24,6 +24,10 @@ const FADT_HW_REDUCED: u32 = 1 << 20;
 /// 5); no legacy devices and no 8042 (bits 0 and 1 clear). Without "no
 /// CMOS RTC", Linux probes ports 0x70/0x71 for seconds before giving up.
 const FADT_BOOT_ARCH: u16 = (1 << 2) | (1 << 5);
+/// The same for an HVM guest: "no VGA" is not claimed, as on Xen's HVM
+/// guests (hvmloader's FADT). Linux takes a guest whose FADT says neither
+/// a VGA nor a CMOS RTC is there for PVH (`xen_hvm_guest_late_init`).
+const FADT_BOOT_ARCH_HVM: u16 = 1 << 5;
 /// The local APIC's address, in the MADT header.
 const LOCAL_APIC_ADDRESS: u32 = 0xfee0_0000;
 
@@ -31,6 +35,17 @@ const LOCAL_APIC_ADDRESS: u32 = 0xfee0_0000;
 /// `base`. Returns the block and the RSDP's address (for
 /// `hvm_start_info.rsdp_paddr`). `vcpus` is clamped to 1..=[`MAX_VCPUS`].
 pub fn build(base: u64, vcpus: u32) -> ([u8; BLOCK_SIZE], u64) {
+    build_for(base, vcpus, false)
+}
+
+/// [`build`] for an HVM guest (`hvm`) or a PVH one: they differ only in
+/// the FADT's boot architecture flags.
+pub fn build_for(base: u64, vcpus: u32, hvm: bool) -> ([u8; BLOCK_SIZE], u64) {
+    let boot_arch = if hvm {
+        FADT_BOOT_ARCH_HVM
+    } else {
+        FADT_BOOT_ARCH
+    };
     let vcpus = vcpus.clamp(1, MAX_VCPUS);
     let mut block = [0u8; BLOCK_SIZE];
 
@@ -64,7 +79,7 @@ pub fn build(base: u64, vcpus: u32) -> ([u8; BLOCK_SIZE], u64) {
         FADT_OFFSET + 40,
         &((base + DSDT_OFFSET as u64) as u32).to_le_bytes(),
     );
-    put(&mut block, FADT_OFFSET + 109, &FADT_BOOT_ARCH.to_le_bytes());
+    put(&mut block, FADT_OFFSET + 109, &boot_arch.to_le_bytes());
     put(
         &mut block,
         FADT_OFFSET + 112,
@@ -192,6 +207,12 @@ mod tests {
         assert_eq!(
             u16::from_le_bytes([block[FADT_OFFSET + 109], block[FADT_OFFSET + 110]]),
             0x24
+        );
+        // An HVM guest's FADT does not claim "no VGA".
+        let hvm = build_for(base, 1, true).0;
+        assert_eq!(
+            u16::from_le_bytes([hvm[FADT_OFFSET + 109], hvm[FADT_OFFSET + 110]]),
+            0x20
         );
         let dsdt = (u64_at(&block, FADT_OFFSET + 140) - base) as usize;
         assert_eq!(&block[dsdt..dsdt + 4], b"DSDT");

@@ -222,7 +222,8 @@ fn bad_guest_configs_are_refused_clearly_and_the_good_guests_run() -> Result<(),
         boot_timeout(),
     )?;
     qemu.wait_for(
-        "dom0: hvm.cfg: type = \"hvm\" is not supported yet; use \"pvh\"",
+        "dom0: hvm.cfg: kernel \"test-guest.elf\": not a Linux bzImage (no setup header) \
+         (type = \"hvm\" boots a Linux bzImage directly)",
         boot_timeout(),
     )?;
     qemu.wait_for("dom0: created domain 1 (twin)", boot_timeout())?;

@@ -55,6 +55,10 @@ impl DomainState {
 pub enum GuestKind {
     /// PVH: hardware virtualization, Xen ABI, LAPIC only.
     Pvh,
+    /// HVM: vCPU 0 starts as a PC's would after firmware, by the Linux
+    /// boot protocol (ESI = zero page); Xen's platform I/O ports answer.
+    /// No other emulated devices.
+    Hvm,
 }
 
 /// One domain's bookkeeping.

@@ -867,8 +867,9 @@ impl<'a> Machine<'a> {
             Command::Create {
                 vcpus,
                 memory_pages,
+                kind,
             } => {
-                let domain = self.create_domain(vcpus, memory_pages)?;
+                let domain = self.create_domain(kind, vcpus, memory_pages)?;
                 control::encode_created(&mut request, domain);
             }
             Command::Destroy(domain) => self.destroy_domain(domain)?,
@@ -930,7 +931,8 @@ impl<'a> Machine<'a> {
                 entry,
                 start_info,
             } => {
-                let state = self.domains.get(domain).map_err(|_| Errno::ESRCH)?.state;
+                let found = self.domains.get(domain).map_err(|_| Errno::ESRCH)?;
+                let (state, kind) = (found.state, found.kind);
                 if state != DomainState::Paused {
                     return Err(Errno::EBUSY);
                 }
@@ -940,7 +942,10 @@ impl<'a> Machine<'a> {
                         index: vcpu as usize,
                     })
                     .ok_or(Errno::EINVAL)?;
-                target.reset_to_pvh_entry(entry, start_info.0);
+                match kind {
+                    GuestKind::Pvh => target.reset_to_pvh_entry(entry, start_info.0),
+                    GuestKind::Hvm => target.reset_to_linux_boot_entry(entry, start_info.0),
+                }
             }
             Command::SetHvmParam {
                 domain,
@@ -1016,10 +1021,15 @@ impl<'a> Machine<'a> {
         Some(f(&mut view))
     }
 
-    /// Creates a paused PVH domain with RAM at guest-physical 0. The RAM
-    /// is taken now but zeroed and mapped on first touch (`first_touch`,
-    /// and every hypervisor access through the RAM map).
-    fn create_domain(&mut self, vcpus: u32, memory_pages: u64) -> Result<DomainId, Errno> {
+    /// Creates a paused PVH or HVM domain with RAM at guest-physical 0.
+    /// The RAM is taken now but zeroed and mapped on first touch
+    /// (`first_touch`, and every hypervisor access through the RAM map).
+    fn create_domain(
+        &mut self,
+        kind: GuestKind,
+        vcpus: u32,
+        memory_pages: u64,
+    ) -> Result<DomainId, Errno> {
         let started = baremetal::cpu::rdtsc();
         let bytes = memory_pages * PAGE_SIZE;
         if bytes > self.frames.free_bytes() {
@@ -1042,7 +1052,7 @@ impl<'a> Machine<'a> {
         };
         let id = match self
             .domains
-            .create(GuestKind::Pvh, vcpus, memory_pages + PAGE_SLACK, frames)
+            .create(kind, vcpus, memory_pages + PAGE_SLACK, frames)
         {
             Ok(id) => id,
             Err(_) => {

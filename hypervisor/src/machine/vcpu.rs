@@ -206,6 +206,24 @@ impl Vcpu {
         self.state = RunState::Runnable;
     }
 
+    /// The Linux boot protocol's 32-bit entry (`boot.rst`, "32-bit boot
+    /// protocol"), as a PC's firmware or QEMU's `-kernel` leave it: the
+    /// PVH entry state, but with selectors __BOOT_CS (0x10) and __BOOT_DS
+    /// (0x18), ESI = the zero page, EBX, EBP and EDI zero; runnable.
+    pub fn reset_to_linux_boot_entry(&mut self, entry: u32, zero_page: u64) {
+        self.reset_to_pvh_entry(entry, 0);
+        let vmcb = &mut *self.vmcb;
+        let mut code = vmcb.segment(save::CS);
+        code.selector = 0x10;
+        vmcb.set_segment(save::CS, code);
+        for data in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+            let mut segment = vmcb.segment(data);
+            segment.selector = 0x18;
+            vmcb.set_segment(data, segment);
+        }
+        self.registers.rsi = zero_page;
+    }
+
     /// INIT: the vCPU stops and waits for a start-up IPI.
     pub fn wait_for_startup(&mut self) {
         self.state = RunState::NotStarted;
