@@ -8,7 +8,8 @@
 //! `list --json`, pauses and unpauses it, and destroys it. A wrong token
 //! gets the 401 message and exit code 4; a second create of the same name
 //! 409 and exit code 1; malformed HTTP a 400 while a connection opened
-//! before it is still served afterwards.
+//! before it is still served afterwards. And `scripts/run --api-port`, as
+//! a user starts it, serves the CLI with the token from `XENOLITH_TOKEN`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -317,4 +318,106 @@ fn listed_ids_are_read_from_list_json() {
     assert_eq!(listed_id(json, "web"), Some(12));
     assert_eq!(listed_id(json, "Domain-0"), Some(0));
     assert_eq!(listed_id(json, "db"), None);
+}
+
+/// `scripts/run` started headless in the background; on drop it gets
+/// SIGTERM (its trap stops QEMU) and is waited for.
+struct ScriptsRun {
+    child: std::process::Child,
+    serial: PathBuf,
+    messages: PathBuf,
+}
+
+impl ScriptsRun {
+    fn read(path: &Path) -> String {
+        std::fs::read(path)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn failure(&self, what: impl std::fmt::Display) -> Failure {
+        Failure::new(format!(
+            "{what}\n--- scripts/run's messages ---\n{}\n--- serial ---\n{}",
+            Self::read(&self.messages),
+            Self::read(&self.serial)
+        ))
+    }
+
+    /// Waits until the serial console (scripts/run's stdout) shows `needle`.
+    fn wait_for(&mut self, needle: &str) -> Result<(), Failure> {
+        let deadline = std::time::Instant::now() + boot_timeout();
+        while !Self::read(&self.serial).contains(needle) {
+            let exited = self.child.try_wait()?;
+            if exited.is_some() || std::time::Instant::now() >= deadline {
+                return Err(self.failure(format!(
+                    "waiting for {needle:?}: scripts/run {}",
+                    exited.map_or("still runs".into(), |status| format!("exited ({status})"))
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ScriptsRun {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while let Ok(None) = self.child.try_wait() {
+                if std::time::Instant::now() >= deadline {
+                    let _ = self.child.kill();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn scripts_run_api_port_serves_the_cli_with_the_token_from_the_environment() -> Result<(), Failure>
+{
+    let binary = xenolith_binary()?;
+    images()?;
+    let dir = TempDir::new("cli-scripts-run")?;
+    let port = api::free_port()?;
+    let serial = dir.path().join("serial.log");
+    let messages = dir.path().join("messages.log");
+    let child = Command::new(repo_root().join("scripts").join("run"))
+        .args(["--no-build", "--headless", "--no-guest", "--api-port"])
+        .arg(port.to_string())
+        .env("XENOLITH_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&serial)?)
+        .stderr(std::fs::File::create(&messages)?)
+        .spawn()
+        .map_err(|error| Failure::new(format!("cannot start scripts/run: {error}")))?;
+    let mut run = ScriptsRun {
+        child,
+        serial,
+        messages,
+    };
+    run.wait_for("dom0: address ")?;
+    let url = format!("http://127.0.0.1:{port}");
+    let told = ScriptsRun::read(&run.messages);
+    if !told.contains(&format!("export XENOLITH_URL={url}")) {
+        return Err(run.failure("scripts/run did not say which XENOLITH_URL to export"));
+    }
+    api::wait_for_api(port, boot_timeout()).map_err(|error| run.failure(error))?;
+    let cli = Cli { binary, url };
+    let outcome = cli.run(TOKEN, &["list"])?;
+    let dom0_listed = outcome
+        .stdout
+        .lines()
+        .any(|line| line.starts_with("Domain-0 "));
+    if outcome.code != Some(0) || !dom0_listed {
+        return Err(run.failure(format!("xenolith list: {outcome:?}")));
+    }
+    Ok(())
 }
