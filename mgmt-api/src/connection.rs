@@ -38,6 +38,9 @@ pub struct Connection {
     request_started: Option<Instant>,
     last_activity: Instant,
     waiting: Option<Waiting>,
+    /// Whether the current request's complete head was checked for
+    /// `Expect: 100-continue` (and the interim answer sent if asked).
+    continue_checked: bool,
     closed: bool,
 }
 
@@ -49,6 +52,7 @@ impl Connection {
             request_started: None,
             last_activity: now,
             waiting: None,
+            continue_checked: false,
             closed: false,
         }
     }
@@ -172,7 +176,18 @@ impl Connection {
                 self.request_started = Some(now);
             }
             match http::parse_request(&self.buffer, &service.config.limits) {
-                Ok(Parsed::Incomplete) => return,
+                Ok(Parsed::Incomplete) => {
+                    if !self.continue_checked
+                        && let Some(expected) =
+                            http::continue_expected(&self.buffer, &service.config.limits)
+                    {
+                        self.continue_checked = true;
+                        if expected {
+                            outputs.push(Output::Send(Vec::from(http::CONTINUE)));
+                        }
+                    }
+                    return;
+                }
                 Err(error) => {
                     self.fail(error.status(), error.message(), service, outputs);
                     return;
@@ -180,6 +195,7 @@ impl Connection {
                 Ok(Parsed::Complete { request, consumed }) => {
                     self.buffer.drain(..consumed.min(self.buffer.len()));
                     self.request_started = None;
+                    self.continue_checked = false;
                     let keep_alive = request.keep_alive();
                     match service.handle(&request, backend) {
                         Handled::Respond(response) => {

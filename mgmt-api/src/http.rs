@@ -235,6 +235,25 @@ pub fn parse_request(buffer: &[u8], limits: &Limits) -> Result<Parsed, RequestEr
     })
 }
 
+/// The interim response to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// For a request at the front of `buffer` whose head is complete: whether
+/// it asks `Expect: 100-continue` (HTTP/1.1 only) while its body is still
+/// to come, so the server should send [`CONTINUE`] (clients such as curl
+/// otherwise wait a second before sending a body). `None` while the head
+/// is incomplete or does not parse ([`parse_request`] reports that).
+pub fn continue_expected(buffer: &[u8], limits: &Limits) -> Option<bool> {
+    let buffer = buffer.get(leading_blank_lines(buffer)..)?;
+    let end = head_end(buffer, limits)?;
+    let (request, body_length) = parse_head(buffer.get(..end)?, limits).ok()?;
+    let body_missing = buffer.len().saturating_sub(end) < body_length;
+    let asks = request
+        .header("expect")
+        .is_some_and(|value| value.eq_ignore_ascii_case("100-continue"));
+    Some(request.version == Version::Http11 && body_missing && asks)
+}
+
 /// Fails on the start of a request line that no more bytes can make valid:
 /// a method byte outside `tchar`, or a target not starting with `/`.
 fn check_request_line_start(start: &[u8]) -> Result<(), RequestError> {
@@ -562,6 +581,34 @@ mod tests {
         ] {
             assert_eq!(parse(bytes), Ok(Parsed::Incomplete), "{bytes:?}");
         }
+    }
+
+    #[test]
+    fn continue_is_expected_only_while_an_http_1_1_body_is_missing() {
+        let limits = Limits::DEFAULT;
+        let head =
+            b"POST /v1/domains HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(
+            continue_expected(&head[..20], &limits),
+            None,
+            "head incomplete"
+        );
+        assert_eq!(continue_expected(head, &limits), Some(true));
+        let mut partial = head.to_vec();
+        partial.extend_from_slice(b"ab");
+        assert_eq!(continue_expected(&partial, &limits), Some(true));
+        partial.push(b'c');
+        assert_eq!(
+            continue_expected(&partial, &limits),
+            Some(false),
+            "body here"
+        );
+        let old = b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(continue_expected(old, &limits), Some(false), "HTTP/1.0");
+        let plain = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(continue_expected(plain, &limits), Some(false));
+        let other = b"POST / HTTP/1.1\r\nExpect: something\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(continue_expected(other, &limits), Some(false));
     }
 
     #[test]

@@ -353,6 +353,51 @@ fn malformed_request_gets_400_closes_and_others_are_served() {
 }
 
 #[test]
+fn expect_100_continue_gets_the_interim_answer_once_then_the_response() {
+    let (mut server, mut backend) = new_server();
+    let id = server.accept(at(0)).unwrap();
+    let request = post("/v1/domains", "text/plain", GUEST).replacen(
+        "\r\n\r\n",
+        "\r\nExpect: 100-continue\r\n\r\n",
+        1,
+    );
+    let head_end = request.find("\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        server.receive(id, &request.as_bytes()[..head_end], at(0), &mut backend),
+        [Output::Send(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())]
+    );
+    // Part of the body: no second interim answer.
+    let middle = head_end + 10;
+    assert!(
+        server
+            .receive(
+                id,
+                &request.as_bytes()[head_end..middle],
+                at(1),
+                &mut backend
+            )
+            .is_empty()
+    );
+    let (replies, closed) = send(&mut server, &mut backend, id, &request[middle..], 2);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].status, 201);
+    assert!(!closed);
+    // The next request on the connection asks again and is answered again.
+    let again = request.replace("'web'", "'db'");
+    let head_end = again.find("\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        server.receive(id, &again.as_bytes()[..head_end], at(3), &mut backend),
+        [Output::Send(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())]
+    );
+    // The whole request at once needs no interim answer.
+    let id = server.accept(at(4)).unwrap();
+    let whole = request.replace("'web'", "'mail'");
+    let (replies, _) = send(&mut server, &mut backend, id, &whole, 4);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].status, 201);
+}
+
+#[test]
 fn another_protocol_gets_400_at_once_not_after_the_header_timeout() {
     let (mut server, mut backend) = new_server();
     // A TLS ClientHello's first bytes: no line end, ever.
