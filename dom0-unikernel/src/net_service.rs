@@ -10,7 +10,6 @@
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::time::Duration;
@@ -359,12 +358,10 @@ impl NetService {
             backend: nodes.backend_path(),
             watch: (watch_path, token),
             port,
-            handshake: Handshake::new(BackendFeatures {
-                // The NIC takes frames of one buffer; a guest sends
-                // MTU-sized frames and its TCP segments itself.
-                gso: false,
-                ..BackendFeatures::default()
-            }),
+            // GSO offered: a guest's TSO packets are cut into segments
+            // (checksums filled) before the NIC and Dom0's stack
+            // (`Packet::wire_frames`), and go whole to vifs that take GSO.
+            handshake: Handshake::new(BackendFeatures::default()),
             vif: None,
             bound: Vec::new(),
             last_counters: None,
@@ -556,7 +553,7 @@ impl NetService {
             if let Some(local) = self.local.as_mut().filter(|local| local.port == port) {
                 // Dom0's stack checks every checksum: a guest's offloads
                 // are done here, as for the NIC.
-                let (frames, complete) = finished_frames(&packet);
+                let (frames, complete) = packet.wire_frames();
                 let mut dropped = !complete;
                 for frame in frames {
                     if local.inbox.len() < LOCAL_INBOX_FRAMES {
@@ -595,7 +592,7 @@ impl NetService {
         let Some(nic) = &mut self.nic else {
             return false;
         };
-        let (frames, mut sent) = finished_frames(packet);
+        let (frames, mut sent) = packet.wire_frames();
         for frame in frames {
             let mut result = nic.send(&frame);
             if result == Err(NetError::QueueFull) {
@@ -609,31 +606,6 @@ impl NetService {
         }
         sent
     }
-}
-
-/// A packet as plain frames: segmented and with checksums filled in (a
-/// guest may leave both to the back end). False with them if some could
-/// not be finished (those are left out).
-fn finished_frames(packet: &Packet) -> (Vec<Vec<u8>>, bool) {
-    let packets = match packet.offload.gso {
-        Some(gso) => match netback::gso::segment(&packet.frame, gso) {
-            Ok(segments) => segments,
-            Err(_) => return (Vec::new(), false),
-        },
-        None => vec![packet.clone()],
-    };
-    let mut complete = true;
-    let mut frames = Vec::with_capacity(packets.len());
-    for mut packet in packets {
-        if packet.offload.checksum == netback::ChecksumState::Partial
-            && netback::checksum::complete(&mut packet.frame).is_err()
-        {
-            complete = false;
-            continue;
-        }
-        frames.push(packet.frame);
-    }
-    (frames, complete)
 }
 
 /// Carries out a vif's handshake actions in xenstore and on its rings.

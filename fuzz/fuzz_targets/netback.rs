@@ -1,7 +1,9 @@
 //! Fuzzes netback with a hostile front end: random TX slots (valid, stale
 //! and bogus grants, random flags, sizes and extra info), RX pages, packets
 //! from the bridge with random offload state, ring indices poked at random,
-//! grants revoked, time passing; and the front end's xenbus keys.
+//! grants revoked, time passing; and the front end's xenbus keys. Every
+//! TX packet is also finished for the wire as Dom0 does for its NIC
+//! (segmented, checksums filled) and each frame's checksum verified.
 //!
 //! Input: records of `[operation][argument][length][length bytes]`.
 //! Operation % 10: 0 queues a raw TX slot (the first 12 bytes; `argument`
@@ -145,6 +147,17 @@ fuzz_target!(|data: &[u8]| {
                     assert!(packet.frame.len() >= 14);
                     if packet.offload.checksum == ChecksumState::Partial {
                         assert!(checksum::locate(&packet.frame).is_ok());
+                    }
+                    // What Dom0 does before the NIC: every frame that
+                    // comes out of a guest's offloads is finished.
+                    let (frames, _) = packet.wire_frames();
+                    assert!(frames.len() <= netback::gso::MAX_SEGMENTS);
+                    if packet.offload.gso.is_some()
+                        || packet.offload.checksum == ChecksumState::Partial
+                    {
+                        for frame in &frames {
+                            assert_eq!(checksum::verify(frame), Ok(true));
+                        }
                     }
                 }
                 assert!(actions.notify.len() <= 2);

@@ -1071,16 +1071,22 @@ fn the_counters_log_line_names_each_drop_reason_that_happened() {
         "tx 1 packets 60 bytes, rx 0 packets 0 bytes, tx dropped 3 (bad grant ref 2, runt 1), \
          rx dropped 0"
     );
-    let receiving = VifCounters {
+    let busy = VifCounters {
+        tx_packets: 9,
+        tx_bytes: 90_000,
+        tx_gso_packets: 3,
+        tx_checksums_completed: 5,
         rx_packets: 2,
         rx_bytes: 120,
+        rx_gso_segmented: 1,
         rx_queue_full: 4,
         rx_bad_grant_ref: 1,
         ..VifCounters::default()
     };
     assert_eq!(
-        format!("{receiving}"),
-        "tx 0 packets 0 bytes, rx 2 packets 120 bytes, tx dropped 0, \
+        format!("{busy}"),
+        "tx 9 packets 90000 bytes (gso 3, checksums filled 5), \
+         rx 2 packets 120 bytes (segmented 1), tx dropped 0, \
          rx dropped 5 (queue full 4, bad grant ref 1)"
     );
     let quiet = format!("{}", VifCounters::default());

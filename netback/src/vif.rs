@@ -209,20 +209,33 @@ impl VifCounters {
     }
 }
 
-/// One log line's worth: traffic, then drops by reason (only the reasons
-/// that happened), e.g. `tx 3 packets 180 bytes, rx 0 packets 0 bytes,
-/// tx dropped 203 (bad grant ref 201, runt 2), rx dropped 0`.
+/// One log line's worth: traffic with the offloads done for it, then
+/// drops by reason (only the counts that are not zero), e.g. `tx 3 packets
+/// 9180 bytes (gso 1), rx 0 packets 0 bytes, tx dropped 203 (bad grant ref
+/// 201, runt 2), rx dropped 0`.
 impl core::fmt::Display for VifCounters {
     fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             formatter,
-            "tx {} packets {} bytes, rx {} packets {} bytes, tx dropped {}",
-            self.tx_packets,
-            self.tx_bytes,
-            self.rx_packets,
-            self.rx_bytes,
-            self.tx_dropped()
+            "tx {} packets {} bytes",
+            self.tx_packets, self.tx_bytes
         )?;
+        let offloads = [
+            ("gso", self.tx_gso_packets),
+            ("checksums filled", self.tx_checksums_completed),
+        ];
+        write_reasons(formatter, &offloads)?;
+        write!(
+            formatter,
+            ", rx {} packets {} bytes",
+            self.rx_packets, self.rx_bytes
+        )?;
+        let offloads = [
+            ("segmented", self.rx_gso_segmented),
+            ("checksums filled", self.rx_checksums_completed),
+        ];
+        write_reasons(formatter, &offloads)?;
+        write!(formatter, ", tx dropped {}", self.tx_dropped())?;
         let tx = [
             ("bad grant ref", self.tx_bad_grant_ref),
             ("too many slots", self.tx_too_many_slots),
