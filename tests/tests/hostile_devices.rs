@@ -1,12 +1,13 @@
 //! Guests are hostile: a Debian guest with a qcow2 disk and a vif does
 //! disk and network I/O while the test guest, started beside it with
 //! `hostile-vbd hostile-vif`, connects to its own vbd and vif as a front
-//! end and abuses them — malformed block requests (each answered with an
-//! error), malformed TX packets (each dropped and counted), then a ring
-//! index no ring can have and a flood of bad packets, for which Dom0 cuts
-//! its devices off. The Debian guest's files read back with the checksums
+//! end and abuses them — bad handshakes (each refused, then started
+//! over), malformed block requests (each answered with an error),
+//! malformed TX packets (each dropped and counted), then a ring index no
+//! ring can have and a flood of bad packets, for which Dom0 cuts its
+//! devices off. The Debian guest's files read back with the checksums
 //! they were written with, its pings to the gateway come back, and Dom0
-//! lives on and says what it cut off and why.
+//! lives on and says what it refused and cut off, and why.
 
 use std::path::Path;
 use std::process::Command;
@@ -206,6 +207,8 @@ fn a_hostile_guest_is_refused_and_cut_off_while_another_guests_io_goes_on() -> R
         std::thread::sleep(Duration::from_millis(200));
     };
     for check in [
+        "hostile-vbd-handshake",
+        "hostile-vif-handshake",
         "hostile-vbd-malformed",
         "hostile-vbd-malformed-indirect",
         "hostile-vbd-valid-after",
@@ -226,6 +229,10 @@ fn a_hostile_guest_is_refused_and_cut_off_while_another_guests_io_goes_on() -> R
     wait_for_all(
         &mut qemu,
         &[
+            "dom0: domain 2: xvda: mapping ring grant 1000000",
+            "dom0: domain 2: xvda: unsupported protocol",
+            "dom0: domain 2: vif2.0: connecting failed: queue 0: TX ring grant 1000000",
+            "dom0: domain 2: vif2.0: reading front-end keys: RxCopyNotRequested",
             "dom0: domain 2: xvda queue 0: refused a request",
             "dom0: domain 2: xvda: producer index out of range",
             "dom0: domain 2: xvda detached",

@@ -18,6 +18,8 @@ use crate::report::{Detail, Outcome, detail, ensure, fail, ok};
 
 /// `XS_DIRECTORY`.
 const XS_DIRECTORY: u32 = 1;
+/// `XS_RM`.
+const XS_RM: u32 = 13;
 /// How long one xenstore request may take.
 const STORE_TIMEOUT: u64 = 10_000 * MILLISECOND;
 /// How long the back end gets to reach a state.
@@ -176,6 +178,18 @@ impl Store {
         Ok(())
     }
 
+    /// Removes `path` (and what is under it); absent is fine.
+    pub fn remove(&mut self, context: &Context, path: &str) -> Outcome {
+        let (kind, payload) = self.request(context, XS_RM, &[path.as_bytes(), b"\0"])?;
+        let absent = kind == XS_ERROR && payload.starts_with(b"ENOENT");
+        ensure!(
+            kind == XS_RM || absent,
+            "RM {path} refused: {:?}",
+            core::str::from_utf8(&payload).unwrap_or("?")
+        );
+        Ok(())
+    }
+
     /// The first entry of directory `path`, if it has any.
     pub fn first_entry(&mut self, context: &Context, path: &str) -> Result<Option<Text>, Detail> {
         let (kind, payload) = self.request(context, XS_DIRECTORY, &[path.as_bytes(), b"\0"])?;
@@ -275,6 +289,60 @@ pub fn write_key(
 ) -> Outcome {
     let path = text(format_args!("{}/{key}", device.frontend));
     store.write(context, &path, &text(value))
+}
+
+/// Offers the back end `keys` (one bad handshake), switches to `state`
+/// (Initialised or Connected, as the front end's driver would), and
+/// checks the back end refuses: it must go to Closing or Closed rather
+/// than connect. Then it starts over as a reloaded driver does (Closed,
+/// the keys removed, Initialising) and the back end must offer itself
+/// again (InitWait).
+pub fn refused_handshake(
+    context: &Context,
+    store: &mut Store,
+    device: &Device,
+    what: &str,
+    keys: &[(&str, &str)],
+    state: XenbusState,
+) -> Outcome {
+    for (key, value) in keys {
+        write_key(context, store, device, key, format_args!("{value}"))?;
+    }
+    write_key(
+        context,
+        store,
+        device,
+        "state",
+        format_args!("{}", state.as_raw()),
+    )?;
+    let (reached, refused) =
+        store.wait_state(context, &device.backend, STATE_TIMEOUT, |state| {
+            matches!(state, XenbusState::Closing | XenbusState::Closed)
+        })?;
+    ensure!(
+        refused,
+        "{what}: the back end is {reached:?} after 30 s, not Closing"
+    );
+    write_key(context, store, device, "state", format_args!("6"))?;
+    let (reached, closed) = store.wait_state(context, &device.backend, STATE_TIMEOUT, |state| {
+        state == XenbusState::Closed
+    })?;
+    ensure!(
+        closed,
+        "{what}: the back end is {reached:?} after 30 s, not Closed"
+    );
+    for (key, _) in keys {
+        store.remove(context, &text(format_args!("{}/{key}", device.frontend)))?;
+    }
+    write_key(context, store, device, "state", format_args!("1"))?;
+    let (reached, again) = store.wait_state(context, &device.backend, STATE_TIMEOUT, |state| {
+        state == XenbusState::InitWait
+    })?;
+    ensure!(
+        again,
+        "{what}: after starting over the back end is {reached:?} after 30 s, not InitWait"
+    );
+    Ok(())
 }
 
 /// The free-running indices at the head of a shared ring page

@@ -1,4 +1,8 @@
-//! A hostile blkfront (`hostile-vbd`): connects to its vbd as Linux's
+//! A hostile blkfront (`hostile-vbd`): first offers bad handshakes (a ring
+//! grant that does not exist, keys that are not numbers, no event
+//! channel, the 32-bit protocol, a huge ring order), each of which the
+//! back end must refuse by going to Closing and recover from when the
+//! front end starts over. Then it connects to its vbd as Linux's
 //! blkfront does (ring page granted, event channel, `x86_64-abi`,
 //! Initialised then Connected), proves a write and read back work, then
 //! sends malformed requests — bad grant references, segments outside
@@ -242,6 +246,58 @@ fn with_front(
     let result = run(&mut front, context);
     context.block = Some(front);
     result
+}
+
+/// Bad handshakes, each refused (back end to Closing) and recovered from
+/// (the front end starts over and the back end offers itself again).
+pub fn handshake(context: &mut Context) -> Outcome {
+    let mut store = Store::open(context)?;
+    let device = frontend::find_device(context, &mut store, "vbd")?;
+    let port = ok(
+        "alloc_unbound(vbd back end)",
+        event_channel::alloc_unbound(xen_guest::DomainId::SELF, device.backend_domain),
+    )?;
+    let mut port_text = frontend::Text::new();
+    let _ = core::fmt::Write::write_fmt(&mut port_text, format_args!("{}", port.0));
+    let cases: [(&str, &[(&str, &str)]); 5] = [
+        (
+            "ring-ref 1000000",
+            &[("ring-ref", "1000000"), ("event-channel", &port_text)],
+        ),
+        (
+            "ring-ref not a number",
+            &[("ring-ref", "sixteen"), ("event-channel", &port_text)],
+        ),
+        ("no event-channel", &[("ring-ref", "16")]),
+        (
+            "the 32-bit protocol",
+            &[
+                ("ring-ref", "16"),
+                ("event-channel", &port_text),
+                ("protocol", "x86_32-abi"),
+            ],
+        ),
+        (
+            "ring-page-order 30",
+            &[
+                ("ring-page-order", "30"),
+                ("ring-ref0", "16"),
+                ("event-channel", &port_text),
+            ],
+        ),
+    ];
+    for (what, keys) in cases {
+        frontend::refused_handshake(
+            context,
+            &mut store,
+            &device,
+            what,
+            keys,
+            XenbusState::Initialised,
+        )?;
+    }
+    let _ = event_channel::close(port);
+    Ok(())
 }
 
 /// Does blkfront's side of the handshake.

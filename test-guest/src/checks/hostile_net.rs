@@ -1,4 +1,7 @@
-//! A hostile netfront (`hostile-vif`): connects to its vif as Linux's
+//! A hostile netfront (`hostile-vif`): first offers bad handshakes (no
+//! `request-rx-copy`, a TX ring grant that does not exist, a bad event
+//! channel, 99 queues), each refused (back end to Closing) and recovered
+//! from. Then it connects to its vif as Linux's
 //! netfront does (TX and RX rings granted, one event channel,
 //! `request-rx-copy`, Connected), sends one good frame, then malformed TX
 //! packets — bad grant references, a slot crossing its page, a runt,
@@ -217,6 +220,67 @@ fn with_front(
     let result = run(&mut front, context);
     context.net = Some(front);
     result
+}
+
+/// Bad handshakes, each refused (back end to Closing) and recovered from.
+pub fn handshake(context: &mut Context) -> Outcome {
+    let mut store = Store::open(context)?;
+    let device = frontend::find_device(context, &mut store, "vif")?;
+    let port = ok(
+        "alloc_unbound(vif back end)",
+        event_channel::alloc_unbound(DomainId::SELF, device.backend_domain),
+    )?;
+    let mut port_text = frontend::Text::new();
+    let _ = core::fmt::Write::write_fmt(&mut port_text, format_args!("{}", port.0));
+    let port_text = port_text.as_str();
+    let cases: [(&str, &[(&str, &str)]); 4] = [
+        (
+            "no request-rx-copy",
+            &[
+                ("tx-ring-ref", "20"),
+                ("rx-ring-ref", "21"),
+                ("event-channel", port_text),
+            ],
+        ),
+        (
+            "tx-ring-ref 1000000",
+            &[
+                ("tx-ring-ref", "1000000"),
+                ("rx-ring-ref", "21"),
+                ("event-channel", port_text),
+                ("request-rx-copy", "1"),
+            ],
+        ),
+        (
+            "event-channel not a number",
+            &[
+                ("tx-ring-ref", "20"),
+                ("rx-ring-ref", "21"),
+                ("event-channel", "-1"),
+                ("request-rx-copy", "1"),
+            ],
+        ),
+        (
+            "99 queues",
+            &[
+                ("multi-queue-num-queues", "99"),
+                ("event-channel", port_text),
+                ("request-rx-copy", "1"),
+            ],
+        ),
+    ];
+    for (what, keys) in cases {
+        frontend::refused_handshake(
+            context,
+            &mut store,
+            &device,
+            what,
+            keys,
+            XenbusState::Connected,
+        )?;
+    }
+    let _ = event_channel::close(port);
+    Ok(())
 }
 
 /// Does netfront's side of the handshake.

@@ -159,6 +159,11 @@ pub const CHECKS: &[Check] = &[
     always("hostile-sched-command", hostile::sched_command),
     always("hostile-shutdown-reason", hostile::shutdown_reason),
     Check {
+        name: "hostile-vbd-handshake",
+        run: hostile_blk::handshake,
+        when: When::HostileVbd,
+    },
+    Check {
         name: "hostile-vbd-connect",
         run: hostile_blk::connect,
         when: When::HostileVbd,
@@ -187,6 +192,11 @@ pub const CHECKS: &[Check] = &[
         name: "hostile-vbd-ring-cut-off",
         run: hostile_blk::ring_cut_off,
         when: When::HostileVbd,
+    },
+    Check {
+        name: "hostile-vif-handshake",
+        run: hostile_net::handshake,
+        when: When::HostileVif,
     },
     Check {
         name: "hostile-vif-connect",
