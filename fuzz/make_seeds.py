@@ -196,3 +196,42 @@ folder = HERE / "corpus" / "mgmt_api"
 folder.mkdir(parents=True, exist_ok=True)
 for name, data in API_SEEDS.items():
     (folder / f"seed-{name}").write_bytes(data)
+
+
+def checksum(data):
+    """The Internet checksum (RFC 1071)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return (~total & 0xFFFF).to_bytes(2, "big")
+
+
+# dom0_network: Dom0 at 10.0.0.1 (56:54:00:12:34:56), the client 10.0.0.2.
+DOM0_MAC = bytes.fromhex("565400123456")
+HOST_MAC = bytes.fromhex("00163e000003")
+ARP_WHO_HAS_DOM0 = (
+    b"\xff" * 6 + HOST_MAC + b"\x08\x06" + bytes.fromhex("0001080006040001") + HOST_MAC
+    + bytes([10, 0, 0, 3]) + bytes(6) + bytes([10, 0, 0, 1])
+)
+ICMP = b"\x08\x00\x00\x00\x12\x34\x00\x01" + b"ping"
+ICMP = ICMP[:2] + checksum(ICMP) + ICMP[4:]
+IP = bytes.fromhex("4500") + (20 + len(ICMP)).to_bytes(2, "big") + bytes.fromhex("00004000400100000a0000030a000001")
+IP = IP[:10] + checksum(IP) + IP[12:]
+PING_DOM0 = DOM0_MAC + HOST_MAC + b"\x08\x00" + IP + ICMP
+NETWORK_GET = (
+    b"GET /v1/host HTTP/1.1\r\nAuthorization: Bearer fuzz-token-0123456789abcdef0123456789\r\n\r\n"
+)
+NETWORK_SEEDS = {
+    "arp-and-ping": records([(0, 5, ARP_WHO_HAS_DOM0), (0, 5, PING_DOM0)]),
+    "client-get": records([(4, 0, b""), (5, 0, NETWORK_GET), (7, 1, b""), (5, 0, b""), (6, 0, b"")]),
+    "clients-and-garbage": records(
+        [(4, 0, b""), (4, 0, b""), (5, 1, b"\x16\x03\x01garbage\r\n\r\n"), (0, 3, noise(5, 60)),
+         (5, 0, NETWORK_GET * 2), (6, 1, b""), (7, 200, b"")]
+    ),
+}
+folder = HERE / "corpus" / "dom0_network"
+folder.mkdir(parents=True, exist_ok=True)
+for name, data in NETWORK_SEEDS.items():
+    (folder / f"seed-{name}").write_bytes(data)

@@ -31,6 +31,10 @@ const READ_CHUNK: usize = 2048;
 const READS_PER_PASS: usize = 8;
 /// A peer that stops acknowledging is given up after this.
 const SOCKET_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(60);
+/// A connection the server ended is reset if it has not finished closing
+/// this long after: a client that stops reading, or never closes its own
+/// side, would otherwise hold a socket for good (Linux's `tcp_fin_timeout`).
+pub const CLOSE_GRACE_MS: u64 = 30_000;
 
 /// One listening socket and the connection on it.
 struct Slot {
@@ -41,6 +45,8 @@ struct Slot {
     pending: VecDeque<u8>,
     /// Close once `pending` is written.
     closing: bool,
+    /// When `closing` was first seen (milliseconds).
+    closing_since: Option<u64>,
 }
 
 /// The API's sockets and server.
@@ -82,6 +88,7 @@ impl ApiService {
                 connection: None,
                 pending: VecDeque::new(),
                 closing: false,
+                closing_since: None,
             });
         }
         service
@@ -118,7 +125,16 @@ impl ApiService {
             }
         }
         for slot in &mut self.slots {
-            moved |= flush(slot, sockets.get_mut::<tcp::Socket>(slot.handle));
+            let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
+            moved |= flush(slot, socket);
+            if !slot.closing {
+                continue;
+            }
+            let since = *slot.closing_since.get_or_insert(now_ms);
+            if now_ms.saturating_sub(since) >= CLOSE_GRACE_MS && socket.is_open() {
+                socket.abort();
+                moved = true;
+            }
         }
         moved
     }
@@ -144,6 +160,7 @@ impl ApiService {
                 }
                 slot.pending.clear();
                 slot.closing = false;
+                slot.closing_since = None;
                 if let Err(error) = sockets.get_mut::<tcp::Socket>(slot.handle).listen(port) {
                     warn!("dom0: api: cannot listen on port {port}: {error:?}");
                 }
@@ -205,7 +222,17 @@ impl ApiService {
     /// When the server next needs [`ApiService::service`] without new
     /// bytes (milliseconds on Dom0's clock).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.server.next_deadline().map(|instant| instant.millis)
+        let grace = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.closing_since)
+            .map(|since| since.saturating_add(CLOSE_GRACE_MS))
+            .min();
+        let server = self.server.next_deadline().map(|instant| instant.millis);
+        match (server, grace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -430,6 +457,47 @@ mod tests {
             }
         }
         assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), REQUESTS);
+    }
+
+    #[test]
+    fn clients_that_never_close_or_read_lose_their_sockets_after_the_grace() {
+        let mut network = Network::new();
+        network.run(5);
+        // Every socket taken: half by clients that read the answer but never
+        // close their side, half by clients that never read at all.
+        let holders: Vec<SocketHandle> = (0..SOCKETS)
+            .map(|index| network.connect(if index % 2 == 0 { 8192 } else { 64 }))
+            .collect();
+        network.run(20);
+        for (index, &holder) in holders.iter().enumerate() {
+            let request = if index % 2 == 0 {
+                host_request(true)
+            } else {
+                host_request(false).repeat(200)
+            };
+            network.send(holder, request.as_bytes());
+        }
+        network.run(50);
+        let first = network.read(holders[0]);
+        assert!(first.starts_with("HTTP/1.1 200 OK"), "{first}");
+        // A newcomer finds no socket listening.
+        let early = network.connect(8192);
+        network.run(50);
+        assert_ne!(network.socket(early).state(), tcp::State::Established);
+        // The server's idle timeout, then the grace, then every socket
+        // listens again.
+        network.run(100_000);
+        let late: Vec<SocketHandle> = (0..SOCKETS).map(|_| network.connect(8192)).collect();
+        network.run(20);
+        for &client in &late {
+            assert_eq!(network.socket(client).state(), tcp::State::Established);
+            network.send(client, host_request(true).as_bytes());
+        }
+        network.run(50);
+        for &client in &late {
+            let answer = network.read(client);
+            assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        }
     }
 
     #[test]

@@ -169,8 +169,7 @@ impl Dom0Ip {
     }
 
     /// Connects TCP socket `handle` to `remote` from `local_port` (Dom0
-    /// only listens; the host tests' clients connect).
-    #[cfg(test)]
+    /// itself only listens; the host tests' and fuzzer's clients connect).
     pub fn connect(
         &mut self,
         handle: SocketHandle,
