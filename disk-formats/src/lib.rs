@@ -28,6 +28,7 @@ pub use raw::Raw;
 pub use storage::{Storage, StorageError, StorageOffset};
 
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 
 /// Bytes in a sector, the unit blkif requests address.
 pub const SECTOR_SIZE: u64 = 512;
@@ -64,6 +65,24 @@ pub trait DiskImage {
 
     /// Makes every completed write durable.
     fn flush(&mut self) -> Result<(), ImageError>;
+
+    /// Where `length` bytes at `offset` live in the storage, when a read
+    /// (or, with `write`, a write) of them changes no metadata: the pieces
+    /// in order, so the caller may move the data itself, many requests at
+    /// once. `None` when the request must go through [`DiskImage::read`]
+    /// or [`DiskImage::write`] (allocation, compression, a backing image,
+    /// a read-only image, anything out of the ordinary). A placement stays
+    /// right until a discard or a write through this trait reallocates the
+    /// clusters named (which no write to a placed range does).
+    fn place(
+        &mut self,
+        offset: DiskOffset,
+        length: u64,
+        write: bool,
+    ) -> Result<Option<Vec<Placement>>, ImageError> {
+        let _ = (offset, length, write);
+        Ok(None)
+    }
 
     /// Whether [`DiskImage::discard`] may release space.
     fn supports_discard(&self) -> bool {
@@ -117,6 +136,46 @@ impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
     }
     fn discard(&mut self, offset: DiskOffset, length: u64) -> Result<(), ImageError> {
         (**self).discard(offset, length)
+    }
+    fn place(
+        &mut self,
+        offset: DiskOffset,
+        length: u64,
+        write: bool,
+    ) -> Result<Option<Vec<Placement>>, ImageError> {
+        (**self).place(offset, length, write)
+    }
+}
+
+/// A piece of a placed request (see [`DiskImage::place`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// `length` bytes at `offset` of the storage.
+    Stored {
+        /// Where in the storage.
+        offset: StorageOffset,
+        /// How many bytes.
+        length: u64,
+    },
+    /// `length` bytes that read as zeros (never given for a write).
+    Zeros {
+        /// How many bytes.
+        length: u64,
+    },
+}
+
+/// Appends a piece, merging it with the last when they are contiguous.
+pub(crate) fn push_placement(pieces: &mut Vec<Placement>, piece: Placement) {
+    match (pieces.last_mut(), piece) {
+        (
+            Some(Placement::Stored { offset, length }),
+            Placement::Stored {
+                offset: next,
+                length: more,
+            },
+        ) if offset.0 + *length == next.0 => *length += more,
+        (Some(Placement::Zeros { length }), Placement::Zeros { length: more }) => *length += more,
+        _ => pieces.push(piece),
     }
 }
 

@@ -1,6 +1,9 @@
 //! Raw images: the virtual disk is the storage, byte for byte.
 
-use crate::{DiskImage, DiskOffset, ImageError, Storage, StorageOffset, check_range};
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::{DiskImage, DiskOffset, ImageError, Placement, Storage, StorageOffset, check_range};
 
 /// A raw image. Its virtual size is the storage's length.
 pub struct Raw<S: Storage> {
@@ -44,5 +47,22 @@ impl<S: Storage> DiskImage for Raw<S> {
 
     fn flush(&mut self) -> Result<(), ImageError> {
         Ok(self.storage.flush()?)
+    }
+
+    fn place(
+        &mut self,
+        offset: DiskOffset,
+        length: u64,
+        write: bool,
+    ) -> Result<Option<Vec<Placement>>, ImageError> {
+        check_range(self.virtual_size(), offset, length)?;
+        if write && self.read_only {
+            // `write` gives the error.
+            return Ok(None);
+        }
+        Ok(Some(vec![Placement::Stored {
+            offset: StorageOffset(offset.0),
+            length,
+        }]))
     }
 }

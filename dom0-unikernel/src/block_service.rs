@@ -6,8 +6,13 @@
 //! channels, xenstore through Dom0's own local connection, and a device
 //! that queues submissions. Each pass takes the disk's completions, the
 //! front ends' state changes and ring requests, and hands new requests to
-//! the whole disk (asynchronously) or to the volume's image, which does
-//! them synchronously and completes them at once.
+//! the disk, many in flight, completed by its interrupt: the whole disk's
+//! as they are; a volume's once its image has placed them on the device
+//! (`DiskImage::place`, then the store's extents), split where the bytes
+//! are not contiguous and put together again when every piece is done.
+//! A volume request that changes image metadata (a qcow2 cluster to
+//! allocate) or cannot be placed goes through the image synchronously
+//! and completes at once.
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -35,6 +40,7 @@ use crate::devices::block::{BlockDevice as VirtioDisk, Request};
 use crate::grants::CopyGrants;
 use crate::volumes::{self, ApplianceDisk, SharedStore};
 use crate::xenstore_service::XenstoreService;
+use storage::store::VolumeId;
 
 /// The appliance's first virtio disk as a whole (when it holds no store).
 pub const DISK_TARGET: &str = "virtio0";
@@ -152,8 +158,20 @@ struct GuestDisk {
     backend: Backend,
     /// What the disk entry named: `virtio0` or a volume.
     target: String,
-    /// A volume's image, served synchronously; `None` for the whole disk.
-    image: Option<Box<dyn DiskImage>>,
+    /// A volume's image and the volume; `None` for the whole disk.
+    image: Option<(Box<dyn DiskImage>, VolumeId)>,
+}
+
+/// A volume request split into device requests ("pieces").
+struct Parent {
+    serial: u64,
+    tag: DeviceTag,
+    /// A read's bytes, filled in as pieces complete (zeros where the image
+    /// reads zeros); empty for writes and flushes.
+    buffer: Vec<u8>,
+    /// Pieces not completed yet.
+    remaining: usize,
+    failed: bool,
 }
 
 /// Guests' disks and the appliance disk behind them.
@@ -174,6 +192,12 @@ pub struct BlockService {
     next_tag: u64,
     /// Requests the disk's queue had no room for yet.
     waiting: VecDeque<Request>,
+    /// Volume requests in pieces, by id.
+    parents: BTreeMap<u64, Parent>,
+    next_parent: u64,
+    /// Disk request tag → its volume request and where its bytes go in
+    /// the parent's buffer.
+    pieces: BTreeMap<u64, (u64, usize)>,
 }
 
 /// Dom0's monotonic time from the TSC.
@@ -211,6 +235,15 @@ impl BlockService {
             Some(ApplianceDisk::Store(store)) => self.store = Some(store),
             Some(ApplianceDisk::Unusable) | None => {}
         }
+    }
+
+    /// Whether work is waiting that no interrupt will announce: queued
+    /// requests' completions the store's synchronous I/O took off the
+    /// disk. Dom0's loop must not sleep then.
+    pub fn has_pending(&self) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|store| store.borrow().device().inner().has_stashed())
     }
 
     /// The volume store on the appliance disk, if it has one.
@@ -272,7 +305,7 @@ impl BlockService {
                 _ => ImageFormat::Raw,
             };
             let read_only = entry.access == DiskAccess::ReadOnly;
-            let image = volumes::open_image(store, &entry.target, format, read_only)?;
+            let (image, volume) = volumes::open_image(store, &entry.target, format, read_only)?;
             let info = DiskInfo {
                 sectors: image.virtual_size() / 512,
                 sector_size: 512,
@@ -283,14 +316,14 @@ impl BlockService {
                 discard: None,
             };
             info!(
-                "dom0: domain {}: {} is volume {} ({}, {} MiB, synchronous I/O)",
+                "dom0: domain {}: {} is volume {} ({}, {} MiB)",
                 domain.0,
                 entry.vdev,
                 entry.target,
                 entry.format.name(),
                 image.virtual_size() >> 20
             );
-            (info, Some(image))
+            (info, Some((image, volume)))
         };
         let read_only = disk_info.read_only;
         let (store, _) = xenstore.store();
@@ -361,7 +394,7 @@ impl BlockService {
             let Some(mut disk) = self.disks.remove(&serial) else {
                 continue;
             };
-            if let Some(image) = &mut disk.image
+            if let Some((image, _)) = &mut disk.image
                 && let Err(error) = image.flush()
             {
                 warn!(
@@ -381,19 +414,29 @@ impl BlockService {
                 };
                 let _ = domain_nodes::remove_vbd(store, connection, &nodes);
             }
-            let tags = &mut self.tags;
+            let (tags, pieces, parents) = (&mut self.tags, &mut self.pieces, &self.parents);
             self.waiting.retain(|request| {
-                let mine = tags
-                    .get(&request.tag)
-                    .is_none_or(|&(owner, _)| owner == serial);
+                let owner = match (tags.get(&request.tag), pieces.get(&request.tag)) {
+                    (Some(&(owner, _)), _) => Some(owner),
+                    (None, Some(&(parent, _))) => parents.get(&parent).map(|parent| parent.serial),
+                    (None, None) => None,
+                };
+                let mine = owner.is_none_or(|owner| owner == serial);
                 if mine {
                     tags.remove(&request.tag);
+                    pieces.remove(&request.tag);
                 }
                 !mine
             });
+            // Pieces the disk already has complete into nothing.
+            self.parents.retain(|_, parent| parent.serial != serial);
             let statistics = disk.backend.statistics();
+            let most = with_disk(&mut self.disk, self.store.as_ref(), |device| {
+                device.in_flight().1
+            })
+            .unwrap_or(0);
             info!(
-                "dom0: domain {}: {} detached ({} reads, {} writes, {} flushes, {} errors)",
+                "dom0: domain {}: {} detached ({} reads, {} writes, {} flushes, {} errors; at most {most} disk requests were in flight)",
                 domain.0,
                 disk.vdev,
                 statistics.reads,
@@ -412,7 +455,7 @@ impl BlockService {
         let Some(connection) = self.connection else {
             return false;
         };
-        if self.disks.is_empty() && self.tags.is_empty() {
+        if self.disks.is_empty() && self.tags.is_empty() && self.pieces.is_empty() {
             return false;
         }
         devices::take_interrupts();
@@ -425,8 +468,26 @@ impl BlockService {
         if let Some(device) = &mut self.disk {
             device.complete(|completion| finished.push(completion));
         }
+        if let Some(store) = &self.store {
+            store
+                .borrow_mut()
+                .device_mut()
+                .inner_mut()
+                .complete(|completion| finished.push(completion));
+        }
         for completion in finished {
             busy = true;
+            if let Some((parent, at)) = self.pieces.remove(&completion.tag) {
+                self.finish_piece(
+                    parent,
+                    at,
+                    completion.result,
+                    &completion.buffer,
+                    now,
+                    &mut access,
+                );
+                continue;
+            }
             let Some((serial, tag)) = self.tags.remove(&completion.tag) else {
                 continue;
             };
@@ -524,10 +585,11 @@ impl BlockService {
             }
         }
         let submissions = core::mem::take(&mut disk.backend.device_mut().submissions);
-        if let Some(image) = &mut disk.image {
+        if disk.image.is_some() {
             for (tag, operation) in submissions {
-                let result = run_on_image(image.as_mut(), operation);
-                inputs.push_back(Input::Completed(Completion { tag, result }));
+                if let Some(result) = self.queue_on_volume(serial, tag, operation) {
+                    inputs.push_back(Input::Completed(Completion { tag, result }));
+                }
             }
             return;
         }
@@ -560,29 +622,43 @@ impl BlockService {
         // Refusals are rare (blkback checks ranges first); a few rounds
         // bound the work a stream of them can cause in one pass.
         for _ in 0..4 {
-            let Some(device) = &mut self.disk else {
+            if self.waiting.is_empty() {
                 return progress;
-            };
+            }
             let mut refused = Vec::new();
-            while let Some(request) = self.waiting.pop_front() {
-                match device.submit(request) {
-                    Ok(()) => progress = true,
-                    Err((request, dom0::virtio_blk::BlockError::QueueFull)) => {
-                        self.waiting.push_front(request);
-                        break;
-                    }
-                    Err((request, error)) => {
-                        warn!("dom0: disk {DISK_TARGET}: request refused: {error:?}");
-                        refused.push(request.tag);
+            let waiting = &mut self.waiting;
+            let submitted = with_disk(&mut self.disk, self.store.as_ref(), |device| {
+                let mut submitted = false;
+                while let Some(request) = waiting.pop_front() {
+                    match device.submit(request) {
+                        Ok(()) => submitted = true,
+                        Err((request, dom0::virtio_blk::BlockError::QueueFull)) => {
+                            waiting.push_front(request);
+                            break;
+                        }
+                        Err((request, error)) => {
+                            warn!("dom0: disk {DISK_TARGET}: request refused: {error:?}");
+                            refused.push(request.tag);
+                        }
                     }
                 }
-            }
-            device.kick();
+                device.kick();
+                submitted
+            });
+            let Some(submitted) = submitted else {
+                return progress;
+            };
+            progress |= submitted;
             if refused.is_empty() {
                 break;
             }
             progress = true;
             for disk_tag in refused {
+                if let Some((parent, at)) = self.pieces.remove(&disk_tag) {
+                    let result = Err(dom0::virtio_blk::BlockError::DeviceIo);
+                    self.finish_piece(parent, at, result, &[], now, access);
+                    continue;
+                }
                 if let Some((serial, tag)) = self.tags.remove(&disk_tag) {
                     let input = Input::Completed(Completion {
                         tag,
@@ -594,6 +670,188 @@ impl BlockService {
         }
         progress
     }
+}
+
+impl BlockService {
+    /// Queues a volume disk's request as device requests when its image
+    /// places it; otherwise does it on the image at once. Returns the
+    /// result when it is done already.
+    fn queue_on_volume(
+        &mut self,
+        serial: u64,
+        tag: DeviceTag,
+        operation: DeviceOperation,
+    ) -> Option<Result<Vec<u8>, DeviceError>> {
+        let (Some(store), Some(disk)) = (self.store.clone(), self.disks.get_mut(&serial)) else {
+            return Some(Err(DeviceError));
+        };
+        let Some((image, volume)) = disk.image.as_mut() else {
+            return Some(Err(DeviceError));
+        };
+        let volume = *volume;
+        let plan = match &operation {
+            DeviceOperation::Read { sector, length } => {
+                plan(image.as_mut(), &store, volume, sector.0, *length, false)
+            }
+            DeviceOperation::Write { sector, data } => {
+                plan(image.as_mut(), &store, volume, sector.0, data.len(), true)
+            }
+            DeviceOperation::Flush => {
+                let has_flush = store
+                    .borrow_mut()
+                    .device_mut()
+                    .inner_mut()
+                    .disk_mut()
+                    .has_flush();
+                // Without a write cache every completed write is durable.
+                Some(if has_flush {
+                    vec![(0, 0, 0)]
+                } else {
+                    Vec::new()
+                })
+            }
+            DeviceOperation::Discard { .. } => None,
+        };
+        let Some(plan) = plan else {
+            return Some(run_on_image(image.as_mut(), operation));
+        };
+        let (kind, buffer, data) = match operation {
+            DeviceOperation::Read { length, .. } => (Operation::Read, vec![0; length], Vec::new()),
+            DeviceOperation::Write { data, .. } => (Operation::Write, Vec::new(), data),
+            _ => (Operation::Flush, Vec::new(), Vec::new()),
+        };
+        if plan.is_empty() {
+            // A read of zeros only, or a flush with nothing to flush.
+            return Some(Ok(buffer));
+        }
+        let parent = self.next_parent;
+        self.next_parent += 1;
+        for &(sector, at, length) in &plan {
+            let disk_tag = self.next_tag;
+            self.next_tag += 1;
+            let piece = match kind {
+                Operation::Read => vec![0; length],
+                Operation::Write => data[at..at + length].to_vec(),
+                Operation::Flush => Vec::new(),
+            };
+            self.pieces.insert(disk_tag, (parent, at));
+            self.waiting.push_back(Request {
+                tag: disk_tag,
+                operation: kind,
+                sector,
+                buffer: piece,
+            });
+        }
+        self.parents.insert(
+            parent,
+            Parent {
+                serial,
+                tag,
+                buffer,
+                remaining: plan.len(),
+                failed: false,
+            },
+        );
+        None
+    }
+
+    /// One piece of a volume request is done; the last one completes it.
+    fn finish_piece(
+        &mut self,
+        parent: u64,
+        at: usize,
+        result: Result<(), dom0::virtio_blk::BlockError>,
+        bytes: &[u8],
+        now: Time,
+        access: &mut StoreAccess<'_>,
+    ) {
+        let Some(entry) = self.parents.get_mut(&parent) else {
+            // Its disk was detached.
+            return;
+        };
+        match result {
+            Ok(()) => {
+                if let Some(target) = entry.buffer.get_mut(at..at + bytes.len()) {
+                    target.copy_from_slice(bytes);
+                }
+            }
+            Err(error) => {
+                warn!("dom0: disk {DISK_TARGET}: volume request failed: {error:?}");
+                entry.failed = true;
+            }
+        }
+        entry.remaining = entry.remaining.saturating_sub(1);
+        if entry.remaining > 0 {
+            return;
+        }
+        let Some(done) = self.parents.remove(&parent) else {
+            return;
+        };
+        let result = if done.failed {
+            Err(DeviceError)
+        } else {
+            Ok(done.buffer)
+        };
+        let input = Input::Completed(Completion {
+            tag: done.tag,
+            result,
+        });
+        self.process(done.serial, input, now, access);
+    }
+}
+
+/// Runs `work` on the disk that takes queued requests: the whole disk, or
+/// the one under the store (unless a request of the store's timed out).
+fn with_disk<R>(
+    disk: &mut Option<VirtioDisk>,
+    store: Option<&SharedStore>,
+    work: impl FnOnce(&mut VirtioDisk) -> R,
+) -> Option<R> {
+    if let Some(device) = disk {
+        return Some(work(device));
+    }
+    let mut store = store?.borrow_mut();
+    let sync = store.device_mut().inner_mut();
+    if sync.wedged() {
+        return None;
+    }
+    Some(work(sync.disk_mut()))
+}
+
+/// Where a volume request's bytes are on the disk: (sector, offset in the
+/// request's buffer, length) for each device request, or `None` when the
+/// image must do it itself. Zeros the image reads need no request.
+fn plan(
+    image: &mut dyn DiskImage,
+    store: &SharedStore,
+    volume: VolumeId,
+    sector: u64,
+    length: usize,
+    write: bool,
+) -> Option<Vec<(u64, usize, usize)>> {
+    let offset = disk_formats::Sector(sector).byte_offset()?;
+    let pieces = image.place(offset, length as u64, write).ok()??;
+    let store = store.borrow();
+    let partition = store.device().first_sector().0.checked_mul(512)?;
+    let mut plan = Vec::new();
+    let mut at = 0usize;
+    for piece in pieces {
+        match piece {
+            disk_formats::Placement::Zeros { length } => at += usize::try_from(length).ok()?,
+            disk_formats::Placement::Stored { offset, length } => {
+                let length = usize::try_from(length).ok()?;
+                for range in store.device_ranges(volume, offset.0, length).ok()? {
+                    let byte = partition.checked_add(range.byte)?;
+                    if byte % 512 != 0 || range.length % 512 != 0 {
+                        return None;
+                    }
+                    plan.push((byte / 512, at, range.length));
+                    at += range.length;
+                }
+            }
+        }
+    }
+    (at == length).then_some(plan)
 }
 
 /// Does one blkback operation on a volume's image, synchronously.

@@ -634,9 +634,10 @@ impl Toolstack {
         }
     }
 
-    /// Whether background work (kernel caching) waits.
+    /// Whether background work (kernel caching) waits, or the disks have
+    /// completions no interrupt will announce.
     pub fn busy(&self) -> bool {
-        self.caching.is_some()
+        self.caching.is_some() || self.blocks.has_pending()
     }
 
     /// Does one bounded piece of background work: compresses one run (at

@@ -4,11 +4,16 @@
 //! its volumes can back `disk` entries (`target=VOLUME`, `format=raw` or
 //! `qcow2`); without one, the whole disk is served as `virtio0`.
 //!
-//! I/O here is synchronous: [`SyncDisk`] submits one virtio-blk request,
-//! rings the doorbell and polls the used ring until the device gives it
-//! back. blkback requests on a volume are therefore completed before the
-//! pass that took them ends. Simple and correct; a guest's disk waits for
-//! every request in turn (no queueing beyond the one in flight).
+//! Two ways to the disk share its queue. The store's own I/O (metadata,
+//! and the image formats' I/O when a request changes metadata: a qcow2
+//! cluster allocated, a compressed cluster read) is synchronous:
+//! [`SyncDisk`] submits one virtio-blk request, rings the doorbell and
+//! polls the used ring until the device gives it back, keeping any other
+//! completion it sees for the block service. Guest reads and writes whose
+//! bytes are already placed on the device (every raw volume request; qcow2
+//! reads, and writes to allocated clusters) are turned into device
+//! requests by the block service and queued, many in flight, completed by
+//! the disk's interrupt (see `block_service`).
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -28,18 +33,24 @@ use storage::gpt::{FindError, Gpt, GptError};
 use storage::store::{Store, StoreError, VolumeId, VolumeKind};
 use storage::{BlockDevice, BlockError, PartitionDevice, Sector};
 
-use crate::devices::block::{BlockDevice as VirtioDisk, Request};
+use crate::devices::block::{BlockDevice as VirtioDisk, Completion, Request};
 
 /// How long one request may take before it counts as failed.
 const REQUEST_TIMEOUT_NS: u64 = 30_000_000_000;
+/// The tags [`SyncDisk`] gives its own requests: apart from the block
+/// service's queued ones, which count up from zero.
+const SYNC_TAGS: u64 = 1 << 63;
 
-/// The virtio disk with one request at a time, waited for.
+/// The virtio disk with one request of its own at a time, waited for.
 pub struct SyncDisk {
     disk: VirtioDisk,
     next_tag: u64,
     /// A request that timed out is still the device's: nothing more is
     /// sent once one did.
     wedged: bool,
+    /// Completions of queued requests seen while waiting, for the block
+    /// service.
+    stash: Vec<Completion>,
 }
 
 impl SyncDisk {
@@ -47,8 +58,9 @@ impl SyncDisk {
     pub fn new(disk: VirtioDisk) -> Self {
         Self {
             disk,
-            next_tag: 0,
+            next_tag: SYNC_TAGS,
             wedged: false,
+            stash: Vec::new(),
         }
     }
 
@@ -57,29 +69,75 @@ impl SyncDisk {
         self.disk
     }
 
+    /// The disk, for queued requests (tags below [`SYNC_TAGS`]).
+    pub fn disk_mut(&mut self) -> &mut VirtioDisk {
+        &mut self.disk
+    }
+
+    /// Whether nothing more can be sent (a request timed out).
+    pub fn wedged(&self) -> bool {
+        self.wedged
+    }
+
+    /// Whether completions seen while waiting are kept for the block
+    /// service (their interrupts came and went: nothing will wake Dom0
+    /// for them).
+    pub fn has_stashed(&self) -> bool {
+        !self.stash.is_empty()
+    }
+
+    /// Hands over every finished queued request: those the disk has now
+    /// and those seen while waiting for a request of its own.
+    pub fn complete(&mut self, mut sink: impl FnMut(Completion)) {
+        for completion in self.stash.drain(..) {
+            sink(completion);
+        }
+        self.disk.complete(sink);
+    }
+
     fn run(&mut self, operation: Operation, sector: u64, buffer: Vec<u8>) -> Option<Vec<u8>> {
         if self.wedged {
             return None;
         }
         let tag = self.next_tag;
-        self.next_tag += 1;
-        let request = Request {
+        self.next_tag = self.next_tag.wrapping_add(1) | SYNC_TAGS;
+        let mut request = Request {
             tag,
             operation,
             sector,
             buffer,
         };
-        if let Err((_, error)) = self.disk.submit(request) {
-            warn!("dom0: disk virtio0: request refused: {error:?}");
-            return None;
+        let started = crate::block_service::now().0;
+        // Queued requests may fill the queue: wait for room.
+        loop {
+            match self.disk.submit(request) {
+                Ok(()) => break,
+                Err((back, dom0::virtio_blk::BlockError::QueueFull)) => {
+                    request = back;
+                    let stash = &mut self.stash;
+                    self.disk.complete(|completion| stash.push(completion));
+                    if crate::block_service::now().0.saturating_sub(started) > REQUEST_TIMEOUT_NS {
+                        warn!("dom0: disk virtio0: the queue stayed full; the store is offline");
+                        self.wedged = true;
+                        return None;
+                    }
+                    core::hint::spin_loop();
+                }
+                Err((_, error)) => {
+                    warn!("dom0: disk virtio0: request refused: {error:?}");
+                    return None;
+                }
+            }
         }
         self.disk.kick();
-        let started = crate::block_service::now().0;
         loop {
             let mut done = None;
+            let stash = &mut self.stash;
             self.disk.complete(|completion| {
                 if completion.tag == tag {
                     done = Some(completion);
+                } else {
+                    stash.push(completion);
                 }
             });
             if let Some(completion) = done {
@@ -290,13 +348,14 @@ impl Storage for VolumeStorage {
     }
 }
 
-/// Opens volume `name` as a guest's disk image in `format`.
+/// Opens volume `name` as a guest's disk image in `format`; returns it
+/// and the volume.
 pub fn open_image(
     store: &SharedStore,
     name: &str,
     format: ImageFormat,
     read_only: bool,
-) -> Result<Box<dyn DiskImage>, String> {
+) -> Result<(Box<dyn DiskImage>, VolumeId), String> {
     let (id, kind, size) = {
         let store = store.borrow();
         let volume = store
@@ -317,7 +376,7 @@ pub fn open_image(
     };
     let probed = disk_formats::probe_format(&mut probe)
         .map_err(|error| format!("volume {name:?}: {error}"))?;
-    Ok(match format {
+    let image: Box<dyn DiskImage> = match format {
         ImageFormat::Raw => {
             if probed == ImageFormat::Qcow2 {
                 warn!("dom0: volume {name:?} starts like qcow2 but is served raw (format=raw)");
@@ -341,5 +400,6 @@ pub fn open_image(
             }
             Box::new(image)
         }
-    })
+    };
+    Ok((image, id))
 }

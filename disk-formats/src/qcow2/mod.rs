@@ -27,7 +27,7 @@ use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
 
 use crate::{
     BackingFormat, BackingReference, BackingResolver, DiskImage, DiskOffset, ImageError,
-    MAX_BACKING_DEPTH, MetadataKind, Qcow2Error, Storage, StorageOffset, check_range,
+    MAX_BACKING_DEPTH, MetadataKind, Placement, Qcow2Error, Storage, StorageOffset, check_range,
 };
 
 use cache::ClusterCache;
@@ -886,6 +886,62 @@ impl<S: Storage> DiskImage for Qcow2<S> {
             self.read_in_cluster(guest, target)?;
         }
         Ok(())
+    }
+
+    fn place(
+        &mut self,
+        offset: DiskOffset,
+        length: u64,
+        write: bool,
+    ) -> Result<Option<Vec<Placement>>, ImageError> {
+        check_range(self.header.size, offset, length)?;
+        if write && self.read_only {
+            return Ok(None);
+        }
+        let Ok(length) = usize::try_from(length) else {
+            return Ok(None);
+        };
+        let mut pieces = Vec::new();
+        for (guest, _, size) in self.chunks(offset.0, length) {
+            let within = guest % self.cluster_size;
+            let piece = match self.lookup(guest)? {
+                // Written in place: the cluster is this image's alone.
+                L2Entry::Data {
+                    offset,
+                    copied: true,
+                } => {
+                    self.check_data_cluster(offset)?;
+                    let start = offset + within;
+                    // Past the file's end reads zeros through `read`.
+                    if start + size as u64 > self.file_length() {
+                        return Ok(None);
+                    }
+                    Placement::Stored {
+                        offset: StorageOffset(start),
+                        length: size as u64,
+                    }
+                }
+                L2Entry::Data { offset, .. } if !write => {
+                    let start = offset + within;
+                    if start + size as u64 > self.file_length() {
+                        return Ok(None);
+                    }
+                    Placement::Stored {
+                        offset: StorageOffset(start),
+                        length: size as u64,
+                    }
+                }
+                L2Entry::Zero { .. } if !write => Placement::Zeros {
+                    length: size as u64,
+                },
+                L2Entry::Unallocated if !write && self.backing.is_none() => Placement::Zeros {
+                    length: size as u64,
+                },
+                _ => return Ok(None),
+            };
+            crate::push_placement(&mut pieces, piece);
+        }
+        Ok(Some(pieces))
     }
 
     fn write(&mut self, offset: DiskOffset, data: &[u8]) -> Result<(), ImageError> {

@@ -1022,3 +1022,77 @@ fn the_check_finds_leaks_corruptions_and_references_past_the_file() {
     );
     assert!(!report.is_consistent());
 }
+
+/// Reads `length` bytes at `offset` through `place`'s pieces, straight
+/// from the storage; `None` when the range is not placed.
+fn read_placed(image: &mut Qcow2<MemoryStorage>, offset: u64, length: u64) -> Option<Vec<u8>> {
+    let pieces = image.place(DiskOffset(offset), length, false).unwrap()?;
+    let mut bytes = Vec::new();
+    for piece in pieces {
+        match piece {
+            crate::Placement::Stored { offset, length } => {
+                let mut part = vec![0u8; length as usize];
+                image.storage.read_at(offset, &mut part).unwrap();
+                bytes.extend_from_slice(&part);
+            }
+            crate::Placement::Zeros { length } => bytes.resize(bytes.len() + length as usize, 0),
+        }
+    }
+    Some(bytes)
+}
+
+#[test]
+fn placed_requests_match_reads_and_writes_through_the_image() {
+    let size = 2 * MIB;
+    let mut image = open(created(size, 12, 4));
+    let mut mirror = vec![0u8; size as usize];
+    let mut random = Random(0x91ace);
+    // Nothing allocated: reads place as zeros, writes do not place.
+    assert_eq!(
+        image.place(DiskOffset(4096), 8192, false).unwrap(),
+        Some(vec![crate::Placement::Zeros { length: 8192 }])
+    );
+    assert_eq!(image.place(DiskOffset(4096), 8192, true).unwrap(), None);
+    exercise(&mut image, &mut mirror, &mut random, 40);
+    let (mut placed_reads, mut placed_writes) = (0, 0);
+    for _ in 0..300 {
+        let offset = random.below(size / 512) * 512;
+        let length = (random.below(24) + 1) * 512;
+        let length = length.min(size - offset);
+        if let Some(bytes) = read_placed(&mut image, offset, length) {
+            placed_reads += 1;
+            assert!(bytes == mirror[offset as usize..(offset + length) as usize]);
+        }
+        if let Some(pieces) = image.place(DiskOffset(offset), length, true).unwrap() {
+            placed_writes += 1;
+            let mut data = vec![0u8; length as usize];
+            random.fill(&mut data);
+            let mut done = 0usize;
+            for piece in pieces {
+                let crate::Placement::Stored { offset, length } = piece else {
+                    panic!("a write placed as zeros");
+                };
+                image
+                    .storage
+                    .write_at(offset, &data[done..done + length as usize])
+                    .unwrap();
+                done += length as usize;
+            }
+            assert_eq!(done, data.len());
+            mirror[offset as usize..(offset + length) as usize].copy_from_slice(&data);
+        }
+    }
+    assert!(
+        placed_reads > 100 && placed_writes > 10,
+        "{placed_reads} {placed_writes}"
+    );
+    let mut read = vec![0u8; size as usize];
+    image.read(DiskOffset(0), &mut read).unwrap();
+    assert!(read == mirror, "writes through placements differ");
+    assert_clean(image.into_storage().bytes());
+    // Read-only images place no writes; out-of-range requests are errors.
+    let mut raw = Raw::new(MemoryStorage::from_bytes(vec![0; 4096], 0), true);
+    assert_eq!(raw.place(DiskOffset(0), 512, true).unwrap(), None);
+    assert!(raw.place(DiskOffset(0), 4096, false).unwrap().is_some());
+    assert!(raw.place(DiskOffset(512), 4096, false).is_err());
+}

@@ -514,6 +514,26 @@ impl<D: BlockDevice> Store<D> {
         Ok(self.device.flush()?)
     }
 
+    /// Where `length` bytes of volume `id` at byte `offset` are on the
+    /// device: byte ranges in order (one per extent crossed), for a caller
+    /// that moves the data itself. Valid until the volume shrinks or is
+    /// deleted (growing only appends extents).
+    pub fn device_ranges(
+        &self,
+        id: VolumeId,
+        offset: u64,
+        length: usize,
+    ) -> Result<Vec<DeviceRange>, StoreError> {
+        Ok(self
+            .segments(id, offset, length)?
+            .into_iter()
+            .map(|segment| DeviceRange {
+                byte: segment.device_byte,
+                length: segment.length,
+            })
+            .collect())
+    }
+
     /// Volume `id` as a sector-addressed block device (its size rounded
     /// down to whole sectors), for blkback and the image formats.
     pub fn volume_device(&mut self, id: VolumeId) -> Result<VolumeDevice<'_, D>, StoreError> {
@@ -649,6 +669,15 @@ fn read_slot<D: BlockDevice>(
         .map_err(SlotFault::Device)?;
     let metadata = parse_slot(&header, &bytes)?;
     Ok((header, metadata))
+}
+
+/// Bytes of the store's device (see [`Store::device_ranges`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceRange {
+    /// The first byte, from the start of the store's device.
+    pub byte: u64,
+    /// How many bytes.
+    pub length: usize,
 }
 
 /// A piece of a byte range that lies in one extent.

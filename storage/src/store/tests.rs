@@ -972,3 +972,44 @@ fn random_operations_with_random_crashes_stay_consistent() {
         }
     }
 }
+
+#[test]
+fn device_ranges_name_the_bytes_read_and_write_at_move() {
+    let mut store = store_with_blocks(16);
+    // Fragment: a, b, grow a, so a's extents are not contiguous.
+    let a = store
+        .create(&name("a"), VolumeKind::DiskImage, 2 * BLOCK_BYTES)
+        .unwrap();
+    let b = store
+        .create(&name("b"), VolumeKind::DiskImage, BLOCK_BYTES)
+        .unwrap();
+    store.resize(a, 4 * BLOCK_BYTES).unwrap();
+    let data = pattern(7, 3 * BLOCK_BYTES as usize);
+    let offset = BLOCK_BYTES / 2;
+    store.write_at(a, offset, &data).unwrap();
+    let ranges = store.device_ranges(a, offset, data.len()).unwrap();
+    assert!(ranges.len() >= 2, "{ranges:?}");
+    let mut seen = Vec::new();
+    for range in &ranges {
+        assert_eq!(
+            range.byte % 512,
+            0,
+            "block-aligned volumes, sector-aligned offset"
+        );
+        let mut sectors = vec![0u8; range.length.next_multiple_of(512)];
+        store
+            .device_mut()
+            .read(Sector(range.byte / 512), &mut sectors)
+            .unwrap();
+        seen.extend_from_slice(&sectors[..range.length]);
+    }
+    assert_eq!(seen, data);
+    assert_eq!(
+        store.device_ranges(b, BLOCK_BYTES - 1, 2),
+        Err(StoreError::OutOfBounds {
+            offset: BLOCK_BYTES - 1,
+            length: 2,
+            size: BLOCK_BYTES
+        })
+    );
+}
