@@ -34,7 +34,7 @@ const BODY_MAX: usize = 8 << 20;
 fn serve_one_upload(
     listener: TcpListener,
     timeout: Duration,
-    report: mpsc::Sender<(usize, String)>,
+    report: mpsc::Sender<(usize, String, Duration)>,
 ) {
     let deadline = Instant::now() + timeout;
     let stream = loop {
@@ -46,8 +46,9 @@ fn serve_one_upload(
             Err(_) => return,
         }
     };
+    let started = Instant::now();
     if let Some((length, digest)) = read_upload(stream) {
-        let _ = report.send((length, digest));
+        let _ = report.send((length, digest, started.elapsed()));
     }
 }
 
@@ -158,7 +159,7 @@ fn a_guests_tso_upload_reaches_the_host_intact() -> Result<(), Failure> {
         "UPLOADED",
     )?;
     let fields: Vec<&str> = uploaded.split_whitespace().collect();
-    let (length, received) = uploads.recv_timeout(Duration::from_secs(10)).map_err(|_| {
+    let (length, received, took) = uploads.recv_timeout(Duration::from_secs(10)).map_err(|_| {
         qemu.failure(format!(
             "the host got no upload; the guest said {uploaded:?}"
         ))
@@ -174,6 +175,13 @@ fn a_guests_tso_upload_reaches_the_host_intact() -> Result<(), Failure> {
             fields[1], fields[2]
         )));
     }
+
+    // A figure for the operator (shown with --nocapture).
+    println!(
+        "upload: {length} bytes in {} ms ({:.2} MB/s)",
+        took.as_millis(),
+        length as f64 / took.as_secs_f64().max(0.001) / 1e6
+    );
 
     // The vif's counters: the guest handed Dom0 GSO packets.
     qemu.send(DETACH)?;
