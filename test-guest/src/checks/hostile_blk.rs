@@ -11,7 +11,7 @@
 //! must be answered `BLKIF_RSP_ERROR` or `BLKIF_RSP_EOPNOTSUPP` with the
 //! request's id; a valid request afterwards must still work. Last, it
 //! publishes an impossible producer index, and the back end must close
-//! the device. Layout: `io/blkif.h`, x86_64.
+//! the device and answer nothing more. Layout: `io/blkif.h`, x86_64.
 
 use core::sync::atomic::{Ordering, fence};
 
@@ -48,6 +48,8 @@ const TEST_SECTOR: u64 = 8;
 
 /// How long one request may take to be answered.
 const RESPONSE_TIMEOUT: u64 = 10_000 * MILLISECOND;
+/// How long a ring the back end gave up on must stay silent.
+const SILENCE: u64 = 2_000 * MILLISECOND;
 
 /// The connected front end the later checks use.
 pub struct BlockFront {
@@ -582,6 +584,24 @@ pub fn ring_cut_off(context: &mut Context) -> Outcome {
             "after an impossible producer index the back end is still {state:?} after 30 s"
         );
         report::line(format_args!("vbd back end cut us off: {state:?}"));
+        // Sane indices again and a good request: it must not be served.
+        front.produced = front.consumed;
+        let responses = front.ring.load::<u32>(ring::RESPONSE_PRODUCER);
+        let id = front.id();
+        let read = direct(OP_READ, id, TEST_SECTOR, 1, &[segment(DATA_GREF, 0, 7)]);
+        let place = ring::ENTRIES + (front.produced % RING_SIZE) as usize * REQUEST_SIZE;
+        front.ring.write(place, &read);
+        fence(Ordering::SeqCst);
+        front
+            .ring
+            .store(ring::REQUEST_PRODUCER, front.produced.wrapping_add(1));
+        let _ = event_channel::send(front.port);
+        context.pause(Some(front.port), SILENCE);
+        let after = front.ring.load::<u32>(ring::RESPONSE_PRODUCER);
+        ensure!(
+            after == responses,
+            "the back end answered on a ring it gave up on (rsp_prod {responses:?} -> {after:?})"
+        );
         Ok(())
     })
 }
