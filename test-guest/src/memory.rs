@@ -76,7 +76,7 @@ static OFFER: Page = Page::new();
 static DEVICE: [Page; DEVICE_PAGES] = [const { Page::new() }; DEVICE_PAGES];
 
 /// How many pages the hostile front ends get.
-pub const DEVICE_PAGES: usize = 6;
+pub const DEVICE_PAGES: usize = 7;
 
 /// The pages of the image the checks hand to the hypervisor.
 #[derive(Clone, Copy, Debug)]
@@ -117,6 +117,7 @@ pub fn pages() -> Option<Pages> {
             DEVICE[3].slot()?,
             DEVICE[4].slot()?,
             DEVICE[5].slot()?,
+            DEVICE[6].slot()?,
         ],
     })
 }

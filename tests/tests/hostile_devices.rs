@@ -215,6 +215,7 @@ fn a_hostile_guest_is_refused_and_cut_off_while_another_guests_io_goes_on() -> R
         "hostile-vbd-ring-cut-off",
         "hostile-vif-malformed",
         "hostile-vif-valid-after",
+        "hostile-vif-rx-bad-page",
         "hostile-vif-flood-cut-off",
     ] {
         let pass = format!("(d2) test-guest: PASS {check}");

@@ -8,7 +8,9 @@
 //! fragment sizes that do not add up, too many data or extra-info slots,
 //! malformed extra info — each of whose slots must be answered
 //! `XEN_NETIF_RSP_ERROR` (`NULL` for extra-info slots); a good frame
-//! afterwards must still go. Then it floods the ring with bad packets: the
+//! afterwards must still go. An RX page that is not ours gets its packet
+//! answered ERROR, and a good page afterwards receives the gateway's
+//! reply to an ARP request. Then it floods the ring with bad packets: the
 //! back end must answer them and cut the vif off (state Closing or Closed)
 //! and stop answering. Layout: `io/netif.h`.
 
@@ -36,6 +38,13 @@ const RSP_NULL: i16 = 1;
 const TX_RING_GREF: GrantRef = GrantRef(20);
 const RX_RING_GREF: GrantRef = GrantRef(21);
 const FRAME_GREF: GrantRef = GrantRef(22);
+const RECEIVE_GREF: GrantRef = GrantRef(23);
+/// Bytes of an RX ring entry (request and response alike).
+const RX_SLOT: usize = 8;
+const RX_RING_SIZE: u32 = ring::capacity(RX_SLOT);
+/// Where the ARP request sits in the frame page, and its length.
+const ARP_OFFSET: usize = 2048;
+const ARP_LENGTH: u16 = 42;
 const UNGRANTED_GREF: GrantRef = GrantRef(300);
 const HUGE_GREF: GrantRef = GrantRef(1_000_000);
 /// The good frame's length (Ethernet minimum without FCS).
@@ -59,6 +68,11 @@ type PacketCase<'a> = (&'a str, Slots, &'a [bool]);
 pub struct NetFront {
     device: Device,
     tx: FrameSlot,
+    rx: FrameSlot,
+    /// The page good RX requests offer.
+    received: FrameSlot,
+    rx_posted: u32,
+    rx_consumed: u32,
     port: Port,
     produced: u32,
     consumed: u32,
@@ -200,6 +214,53 @@ impl NetFront {
         Ok(())
     }
 
+    /// Offers one RX page (`gref`) to the back end.
+    fn post_rx(&mut self, gref: GrantRef, id: u16) -> Outcome {
+        let place = ring::ENTRIES + (self.rx_posted % RX_RING_SIZE) as usize * RX_SLOT;
+        let mut slot = [0u8; RX_SLOT];
+        slot[0..2].copy_from_slice(&id.to_le_bytes());
+        slot[4..8].copy_from_slice(&gref.0.to_le_bytes());
+        ensure!(
+            self.rx.write(place, &slot),
+            "RX slot {place} is off the page"
+        );
+        self.rx_posted = self.rx_posted.wrapping_add(1);
+        fence(Ordering::SeqCst);
+        self.rx.store(ring::REQUEST_PRODUCER, self.rx_posted);
+        fence(Ordering::SeqCst);
+        ok("EVTCHNOP_send(vif)", event_channel::send(self.port))
+    }
+
+    /// Waits for the next RX response: (id, flags, status).
+    fn next_rx(
+        &mut self,
+        context: &Context,
+        timeout: u64,
+    ) -> Result<Option<(u16, u16, i16)>, Detail> {
+        let shared = context.shared()?;
+        let start = context.clock()?;
+        for _ in 0..WAIT_ROUNDS_MAX {
+            shared.clear_pending(self.port);
+            let produced = self.rx.load::<u32>(ring::RESPONSE_PRODUCER).unwrap_or(0);
+            if produced != self.rx_consumed && self.rx_posted.wrapping_sub(self.rx_consumed) != 0 {
+                fence(Ordering::SeqCst);
+                let place = ring::ENTRIES + (self.rx_consumed % RX_RING_SIZE) as usize * RX_SLOT;
+                let id = self.rx.load::<u16>(place).unwrap_or(0);
+                let flags = self.rx.load::<u16>(place + 4).unwrap_or(0);
+                let status = self.rx.load::<u16>(place + 6).unwrap_or(0) as i16;
+                self.rx_consumed = self.rx_consumed.wrapping_add(1);
+                self.rx
+                    .store(ring::RESPONSE_EVENT, self.rx_consumed.wrapping_add(1));
+                return Ok(Some((id, flags, status)));
+            }
+            if context.clock()?.since(start) >= timeout {
+                break;
+            }
+            context.pause(Some(self.port), POLL_SLICE);
+        }
+        Ok(None)
+    }
+
     /// A good single-slot frame.
     fn good_frame(&mut self) -> [u8; TX_SLOT] {
         let id = self.id();
@@ -292,7 +353,7 @@ pub fn connect(context: &mut Context) -> Outcome {
         .ok_or_else(|| detail(format_args!("{}/mac is {mac_text:?}", device.frontend)))?;
     let pages = context.pages()?;
     let grants = context.grants()?;
-    let [.., tx, rx, frame] = pages.device;
+    let [.., tx, rx, frame, received] = pages.device;
     init_ring(&tx);
     init_ring(&rx);
     // The good frame: broadcast from our MAC, a local experimental
@@ -303,10 +364,22 @@ pub fn connect(context: &mut Context) -> Outcome {
     frame.write(12, &[0x88, 0xb5]);
     frame.write(14, b"xenolith hostile-vif");
     let peer = device.backend_domain;
+    // An ARP request for the gateway (QEMU's user network answers it),
+    // from 10.0.2.99, at offset 2048 of the frame page.
+    frame.write(ARP_OFFSET, &[0xff; 6]);
+    frame.write(ARP_OFFSET + 6, &mac);
+    frame.write(ARP_OFFSET + 12, &[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    frame.write(ARP_OFFSET + 22, &mac);
+    frame.write(
+        ARP_OFFSET + 28,
+        &[10, 0, 2, 99, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2],
+    );
+    received.fill(0);
     for (gref, page, readonly) in [
         (TX_RING_GREF, tx, false),
         (RX_RING_GREF, rx, false),
         (FRAME_GREF, frame, true),
+        (RECEIVE_GREF, received, false),
     ] {
         ensure!(
             grants.grant_access(gref, peer, page.frame(), readonly),
@@ -344,6 +417,10 @@ pub fn connect(context: &mut Context) -> Outcome {
     context.net = Some(NetFront {
         device,
         tx,
+        rx,
+        received,
+        rx_posted: 0,
+        rx_consumed: 0,
         port,
         produced: 0,
         consumed: 0,
@@ -472,6 +549,59 @@ pub fn valid_after(context: &mut Context) -> Outcome {
             &[],
             RSP_OKAY,
         )
+    })
+}
+
+/// RX pages that are not ours: the packet meant for them is dropped
+/// (answered ERROR); a good page afterwards gets the gateway's ARP reply.
+pub fn rx_bad_page(context: &mut Context) -> Outcome {
+    with_front(context, |front, context| {
+        front.post_rx(HUGE_GREF, 1)?;
+        let id = front.id();
+        let arp = request(FRAME_GREF, ARP_OFFSET as u16, 0, id, ARP_LENGTH);
+        front.expect(context, "an ARP request", &[arp], &[], RSP_OKAY)?;
+        let Some((rx_id, _, status)) = front.next_rx(context, RESPONSE_TIMEOUT)? else {
+            fail!("nothing arrived for the RX page with gref 1000000 within 10 s");
+        };
+        ensure!(
+            rx_id == 1 && status == RSP_ERROR,
+            "the RX page with gref 1000000 was answered id {rx_id} status {status}, \
+             expected id 1 status -1"
+        );
+        // Now a page of ours: whatever arrives is delivered, and the
+        // gateway's ARP reply (opcode 2 from 10.0.2.2) among it.
+        let start = context.clock()?;
+        for attempt in 0..20u16 {
+            front.received.fill(0);
+            front.post_rx(RECEIVE_GREF, 100 + attempt)?;
+            if attempt % 4 == 0 {
+                let id = front.id();
+                let arp = request(FRAME_GREF, ARP_OFFSET as u16, 0, id, ARP_LENGTH);
+                front.expect(context, "an ARP request", &[arp], &[], RSP_OKAY)?;
+            }
+            let Some((rx_id, flags, status)) = front.next_rx(context, RESPONSE_TIMEOUT)? else {
+                fail!("nothing arrived for a good RX page within 10 s");
+            };
+            ensure!(
+                rx_id == 100 + attempt && status > 0,
+                "a good RX page was answered id {rx_id} status {status} flags {flags:#x}"
+            );
+            let mut head = [0u8; 42];
+            front.received.read(0, &mut head);
+            let reply = head[12..14] == [0x08, 0x06]
+                && head[20..22] == [0, 2]
+                && head[28..32] == [10, 0, 2, 2];
+            if reply {
+                report::line(format_args!(
+                    "the gateway's ARP reply arrived in a good RX page ({status} bytes)"
+                ));
+                return Ok(());
+            }
+            if context.clock()?.since(start) >= 3 * RESPONSE_TIMEOUT {
+                break;
+            }
+        }
+        fail!("no ARP reply from the gateway in 20 received frames")
     })
 }
 

@@ -219,6 +219,11 @@ pub const CHECKS: &[Check] = &[
         when: When::HostileVif,
     },
     Check {
+        name: "hostile-vif-rx-bad-page",
+        run: hostile_net::rx_bad_page,
+        when: When::HostileVif,
+    },
+    Check {
         name: "hostile-vif-flood-cut-off",
         run: hostile_net::flood_cut_off,
         when: When::HostileVif,
