@@ -260,7 +260,48 @@ impl Backend for ToolstackBackend<'_> {
                     })
                     .collect(),
             };
+        let ports = self.toolstack.nets.port_counters();
+        let per_port =
+            |name: &str, help: &str, value: fn(&bridge::PortCounters) -> u64| MetricFamily {
+                name: name.into(),
+                help: help.into(),
+                kind: MetricKind::Counter,
+                samples: ports
+                    .iter()
+                    .map(|(port, counters)| Sample {
+                        labels: alloc::vec![("port".into(), port.clone())],
+                        value: value(counters),
+                    })
+                    .collect(),
+            };
         alloc::vec![
+            per_port(
+                "xenolith_bridge_received_frames_total",
+                "Frames that entered xenbr0 through each port.",
+                |counters| counters.received_frames,
+            ),
+            per_port(
+                "xenolith_bridge_received_bytes_total",
+                "Bytes that entered xenbr0 through each port.",
+                |counters| counters.received_bytes,
+            ),
+            per_port(
+                "xenolith_bridge_transmitted_frames_total",
+                "Frames xenbr0 handed to each port.",
+                |counters| counters.transmitted_frames,
+            ),
+            per_port(
+                "xenolith_bridge_transmitted_bytes_total",
+                "Bytes xenbr0 handed to each port.",
+                |counters| counters.transmitted_bytes,
+            ),
+            per_port(
+                "xenolith_bridge_dropped_frames_total",
+                "Frames each port's traffic lost: refused on the way in, or not taken on the way out.",
+                |counters| counters
+                    .dropped_on_receive()
+                    .saturating_add(counters.dropped_egress),
+            ),
             MetricFamily::single(
                 "xenolith_host_memory_total_bytes",
                 "Memory the hypervisor manages.",

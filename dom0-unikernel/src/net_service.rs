@@ -15,7 +15,7 @@ use core::cell::RefCell;
 use core::time::Duration;
 
 use blkback::GuestPiece;
-use bridge::{Bridge, BridgeConfig, Instant, MacAddress, PortConfig, PortId};
+use bridge::{Bridge, BridgeConfig, Instant, MacAddress, PortConfig, PortCounters, PortId};
 use config::Vif as VifEntry;
 use dom0::domain_nodes::{self, VirtualNic};
 use log::{info, warn};
@@ -293,6 +293,27 @@ impl NetService {
         if let Some(port) = self.local.as_ref().map(|local| local.port) {
             self.forward(port, Packet::plain(frame), now());
         }
+    }
+
+    /// Every bridge port's counters with its name: `nic`, `dom0`, and
+    /// `vifD.N` for guests' vifs.
+    pub fn port_counters(&self) -> Vec<(String, PortCounters)> {
+        let mut ports: Vec<(String, PortId)> = Vec::new();
+        ports.extend(self.nic_port.map(|port| (String::from("nic"), port)));
+        ports.extend(
+            self.local
+                .as_ref()
+                .map(|local| (String::from("dom0"), local.port)),
+        );
+        ports.extend(
+            self.vifs
+                .values()
+                .map(|vif| (format!("vif{}.{}", vif.domain.0, vif.device_id), vif.port)),
+        );
+        ports
+            .into_iter()
+            .filter_map(|(name, port)| Some((name, *self.bridge.port_counters(port)?)))
+            .collect()
     }
 
     /// Hands the vifs what was forwarded to them since their last poll
