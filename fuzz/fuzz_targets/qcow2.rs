@@ -2,7 +2,8 @@
 //! writable over a raw backing image and driven with reads, writes,
 //! discards and flushes: nothing may panic or allocate without bound, and
 //! the image must reopen (or be refused) afterwards, and `Qcow2::check`
-//! must give a report or an error, not a panic, on the hostile image. When the first byte's
+//! must give a report or an error, not a panic, on the hostile image (as
+//! must `DiskImage::place`, tried before every read). When the first byte's
 //! top bit is set the image bytes are ignored and the same operations run
 //! on a freshly created image against a mirror, which every read must match.
 //!
@@ -42,6 +43,12 @@ fn run(image: &mut Qcow2<MemoryStorage>, script: &[u8], mut mirror: Option<&mut 
         let range = offset as usize..offset as usize + length;
         match record[0] % 4 {
             0 => {
+                // Placement reads only metadata; it must agree with the
+                // read on a consistent image.
+                let placed = image.place(DiskOffset(offset), length as u64, record[7] & 1 == 1);
+                if mirror.is_some() {
+                    placed.expect("placement on a consistent image");
+                }
                 let result = image.read(DiskOffset(offset), &mut buffer[..length]);
                 if let Some(mirror) = mirror.as_deref_mut() {
                     result.expect("read of a consistent image");
