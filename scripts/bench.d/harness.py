@@ -8,35 +8,37 @@ harness waits for Dom0's ready line on the serial console (power-on -> Dom0
 ready), reads Dom0's memory figure from that line, lets the machine settle, then
 samples the QEMU process's CPU time over an idle window, and stops QEMU.
 
-On the Xenolith side each run adds a second boot (when --guest-iso is given): a
-GRUB ISO whose Dom0 creates and destroys a guest --cycles times, then starts the
-test guest in bench mode. The harness reads the create+destroy time and the
-guest's `test-guest: bench` figures from the console and waits for the guest's
-verdict. The reference has no toolstack to start that guest, so those rows stay
-"not yet measurable" on the Xen side.
+On the Xenolith side each run adds a guest boot (--guest-iso): Dom0 creates
+and destroys a guest --cycles times, then starts the test guest in bench mode;
+the harness reads the create+destroy time and the guest's `test-guest: bench`
+figures. Debian's Xen refuses console_io (the test guest's only output) to
+DomUs, so those rows stay "not yet measurable" on the Xen side.
 
-Two more Xenolith boots per run go through Dom0's toolstack (when --debian-iso
-and --ten-iso are given). The Debian boot defines one Debian guest from xl.cfg
-boot modules and starts none; the harness types `info` on the serial line
-(Dom0 memory, 0 guests), then `create NAME` (the create request), reads
-Dom0's created line (create -> unpause and the decompression part, in ms of
-Dom0's TSC, corrected by the hypervisor clock's rate against the host's over
-the boot), times the guest's first console line and its `init started` line
-from Dom0's echo of the request by their arrival on the serial pipe, and
-types `info` again once the guest's shell is up (Dom0 memory, 1 guest). Then
-it destroys the guest and creates it again: Dom0 has the kernel cached by
-then. The ten-guest boot starts ten small guests from
-boot modules and reads Dom0's memory from the created line of the tenth. The
-Xen column of those rows is the manual measurement recorded in
-/work/shared/docs/QEMU-TCG.md, not a figure of this run.
+Xenolith's Debian boot (--debian-iso) defines one Debian guest from xl.cfg
+boot modules and starts none; the harness types `info` (Dom0 memory, 0
+guests), then `create NAME`, reads Dom0's created line (create -> unpause and
+the decompression part, in ms of Dom0's TSC, corrected by the hypervisor
+clock's rate against the host's), times the guest's first console line and
+its `init started` line from Dom0's echo of the request by their arrival on
+the serial pipe, and types `info` again once the guest's shell is up; then it
+destroys the guest and creates it again (Dom0 has the kernel cached). The
+ten-guest boot (--ten-iso) reads Dom0's memory from the tenth created line.
 
-A fifth Xenolith boot per run (when --disk-iso is given) gives a Debian guest
-a scratch disk image (made here, removed afterwards) as the appliance's
-virtio disk, served whole through Dom0's blkback, and runs busybox dd in the
-guest's shell through `console NAME`: sequential O_DIRECT write and read
-MB/s, 4 KiB O_DIRECT read IOPS from one dd and from a shell loop of one dd
-per random read (with the same loop on /dev/zero for its start-up cost), and
-Dom0's `list` CPU time before and after over the guest's block requests.
+Xenolith's disk boot (--disk-iso) gives a Debian guest a scratch disk image
+(made here, removed afterwards) served whole through Dom0's blkback and runs
+busybox dd in its shell: sequential O_DIRECT MB/s, 4 KiB O_DIRECT read IOPS
+from one dd and from a shell loop of one dd per random read (with the same
+loop on /dev/zero for its start-up cost), and Dom0's CPU time from `list`
+before and after over the guest's block requests. Xenolith's network boot
+(--net-iso) starts two guests with vifs on Dom0's bridge and QEMU's user
+network: DHCP, ping RTT to the gateway and between them, TCP MB/s with
+busybox nc to the other guest and to a sink on the host.
+
+The Xen toolstack boot (--xen-bench-initrd) boots Xen with Debian's xl
+toolstack, blkback, netback and a bridge in Dom0's initramfs, and types `xl
+create -c` of the same Debian guest (twice), disk guest and network guests
+into Dom0's shell, running the same guest commands: the Xen column of the
+creation, memory, disk and network rows.
 """
 
 from __future__ import annotations
@@ -160,6 +162,12 @@ class Side:
     ten_command: list[str] | None = None
     # The disk boot (Xenolith with --disk-iso), without its -drive.
     disk_command: list[str] | None = None
+    # The network boot (Xenolith with --net-iso), with its NIC.
+    net_command: list[str] | None = None
+    # The toolstack boot (Xen with --xen-bench-initrd), without its disk and NIC.
+    toolstack_command: list[str] | None = None
+    # Figures of boots not made in this run -> what to print instead.
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def add(self, figure: str, value: float | None) -> None:
         if value is not None:
@@ -187,6 +195,18 @@ def xenolith_side(args: argparse.Namespace, machine: Machine) -> Side:
     return Side(XENOLITH, files, command, args.xenolith_timeout)
 
 
+def xen_command(machine: Machine, ref: Path, initrd: Path) -> list[str]:
+    """QEMU's command line booting Xen with Debian's kernel as Dom0 and
+    INITRD as its initramfs."""
+    mem = machine.dom0_mem_mib
+    return machine.qemu_base() + [
+        "-kernel", module_path(ref / "xen-4.17-amd64"),
+        "-append", f"console=com1 com1=115200,8n1 dom0_mem={mem}M,max:{mem}M",
+        "-initrd",
+        f"{module_path(ref / 'vmlinuz')} console=hvc0 earlyprintk=xen,{module_path(initrd)}",
+    ]  # fmt: skip
+
+
 def xen_side(args: argparse.Namespace, machine: Machine) -> Side:
     ref = Path(args.xen_dir)
     files = {
@@ -194,14 +214,7 @@ def xen_side(args: argparse.Namespace, machine: Machine) -> Side:
         "dom0": ref / "vmlinuz",
         "initrd": ref / "dom0-initrd.cpio.gz",
     }
-    mem = machine.dom0_mem_mib
-    command = machine.qemu_base() + [
-        "-kernel", module_path(files["hypervisor"]),
-        "-append", f"console=com1 com1=115200,8n1 dom0_mem={mem}M,max:{mem}M",
-        "-initrd",
-        f"{module_path(files['dom0'])} console=hvc0 earlyprintk=xen,{module_path(files['initrd'])}",
-    ]  # fmt: skip
-    return Side(XEN, files, command, args.xen_timeout)
+    return Side(XEN, files, xen_command(machine, ref, files["initrd"]), args.xen_timeout)
 
 
 def process_cpu_seconds(pid: int) -> dict[int, float]:
@@ -412,7 +425,11 @@ class Session:
     """One interactive boot: follows the serial console line by line (with
     the host time each line arrived) and types on it (QEMU's stdin)."""
 
-    def __init__(self, process: subprocess.Popen, out, deadline: float, timeout: float, fatal: re.Pattern, observe=None):
+    def __init__(self, process: subprocess.Popen, out, deadline: float, timeout: float, fatal: re.Pattern, observe=None,
+                 prompt: bytes = SHELL_PROMPT):
+        self.prompt = prompt  # Dom0's shell prompt
+        # (bytes, seconds): type at most that many bytes at once, then wait.
+        self.typing: tuple[int, float] | None = None
         self.fatal = fatal  # lines that end the boot as a failure at once
         self.observe = observe  # called with (arrival time, line) for every line
         self.process = process
@@ -424,11 +441,16 @@ class Session:
         self.lines = read_lines(process, out, deadline, self.pending, partial=True)
 
     def send(self, text: str) -> float:
-        """Types TEXT; returns the host time it was written."""
+        """Types TEXT; returns the host time its last byte was written."""
         if self.process.poll() is not None or self.process.stdin is None:
             raise RunFailed(f"QEMU exited (status {self.process.returncode}) before typing {text!r}")
-        self.process.stdin.write(text.encode())
-        self.process.stdin.flush()
+        data = text.encode()
+        step = self.typing[0] if self.typing else len(data) or 1
+        for start in range(0, len(data), step):
+            if start and self.typing:
+                time.sleep(self.typing[1])
+            self.process.stdin.write(data[start:start + step])
+            self.process.stdin.flush()
         return time.monotonic()
 
     def wait(self, what: str, match, prompt: bool = False):
@@ -437,7 +459,9 @@ class Session:
         the output read so far (it has no newline) also ends the wait."""
         for now, line in self.lines:
             if line is None:  # a chunk that ended mid-line
-                if prompt and self.pending.endswith(SHELL_PROMPT):
+                # busybox's line editor asks for the cursor position (ESC [6n)
+                # after its prompt.
+                if prompt and self.pending.removesuffix(b"\x1b[6n").endswith(self.prompt):
                     return now, "", None
                 continue
             if self.observe:
@@ -463,7 +487,8 @@ class Session:
         return float(memory.group(1))
 
 
-def start_session(command: list[str], log_path: Path, timeout: float, fatal: re.Pattern, observe=None):
+def start_session(command: list[str], log_path: Path, timeout: float, fatal: re.Pattern, observe=None,
+                  prompt: bytes = SHELL_PROMPT):
     out = open(log_path, "wb")
     out.write(("$ " + shlex.join(command) + "\n").encode())
     out.flush()
@@ -475,7 +500,7 @@ def start_session(command: list[str], log_path: Path, timeout: float, fatal: re.
         stderr=out,
         preexec_fn=die_with_parent,
     )
-    return out, process, Session(process, out, started + timeout, timeout, fatal, observe)
+    return out, process, Session(process, out, started + timeout, timeout, fatal, observe, prompt)
 
 
 def end_session(out, process: subprocess.Popen) -> None:
@@ -522,7 +547,8 @@ def run_debian_boot(side: Side, args: argparse.Namespace, log_path: Path) -> Non
         session.wait("Dom0 ready line", lambda line: XENOLITH_READY.search(line))
         # Dom0 defines the guest and starts none (the appliance config's
         # guests list is empty); its shell shows a prompt when it listens.
-        session.wait("Dom0 shell prompt", lambda line: False, prompt=True)
+        prompt_at, _, _ = session.wait("Dom0 shell prompt", lambda line: False, prompt=True)
+        toolstack_ready = (prompt_at - (session.deadline - session.timeout)) * 1000.0
         memory_0 = session.info(0)
         cold = create(session, name, args.debian_mib, cached=False)
         session.wait(f"{prefix}{GUEST_SHELL}", lambda line: line.startswith(prefix + GUEST_SHELL))
@@ -547,6 +573,7 @@ def run_debian_boot(side: Side, args: argparse.Namespace, log_path: Path) -> Non
         "create_cached_first_instruction": warm["create_ms"] / clock,
         "create_cached_userspace": warm["userspace_s"],
         "memory_guests_0": memory_0,
+        "toolstack_ready": toolstack_ready,
         "memory_guests_1_created": cold["memory"],
         "memory_guests_1": memory_1,
     }
@@ -729,14 +756,21 @@ def run_disk_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
             dom0_after = dom0_seconds(session)
         finally:
             end_session(out, process)
-    if len(stamps) < 2 or stamps[-1][0] - stamps[0][0] < 1.0:
-        raise RunFailed("too few hypervisor-stamped lines to check its clock against the host's")
-    (first_stamp, first_host), (last_stamp, last_host) = stamps[0], stamps[-1]
-    clock = (last_stamp - first_stamp) / (last_host - first_host)
+    clock = clock_rate(stamps)
+    figures = disk_figures(args, results, clock, dom0_before, dom0_after)
+    for key, value in figures.items():
+        side.add(key, value)
+    log_disk(side, figures, dom0_before, dom0_after, clock)
+
+
+def disk_figures(args: argparse.Namespace, results: dict[str, list[str]], clock: float,
+                 dom0_before: float, dom0_after: float) -> dict[str, float]:
+    """The block rows from the guest's step lines (its /proc/uptime, on a
+    clock running at CLOCK times the host's) and Dom0's CPU seconds from
+    `list` / `xl list` before and after."""
 
     def seconds(label: str) -> float:
-        """The step's duration on the host clock (the guest's Xen clock
-        runs at the hypervisor's, CLOCK times the host's)."""
+        """The step's duration on the host clock."""
         fields = results[label]
         if len(fields) != 3 or fields[0] != "0":
             raise RunFailed(f"the guest's {label} step failed: {' '.join(fields)!r}")
@@ -750,22 +784,25 @@ def run_disk_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
     if requests <= 0:
         raise RunFailed("the guest's block statistics counted no requests")
     dom0_cpu = (dom0_after - dom0_before) / clock
-    figures = {
+    return {
         "disk_write": megabytes / seconds("SEQWRITE"),
         "disk_read": megabytes / seconds("SEQREAD"),
         "disk_small": args.disk_small_reads / seconds("SMALLREAD"),
         "disk_random": args.disk_random_reads / seconds("RANDREAD"),
         "disk_loop": args.disk_random_reads / seconds("LOOPONLY"),
         "disk_dom0_cpu": dom0_cpu * 1e6 / requests,
+        "disk_requests": float(requests),
     }
-    for key, value in figures.items():
-        side.add(key, value)
+
+
+def log_disk(side: Side, figures: dict[str, float], dom0_before: float, dom0_after: float, clock: float) -> None:
     log(
-        f"  {SIDE_TITLES[side.name]} disk boot: write {figures['disk_write']:,.1f} MB/s, read "
+        f"  {SIDE_TITLES[side.name]} disk: write {figures['disk_write']:,.1f} MB/s, read "
         f"{figures['disk_read']:,.1f} MB/s, 4 KiB direct reads in one dd {figures['disk_small']:,.0f}/s, "
         f"random 4 KiB reads (one dd each) {figures['disk_random']:,.1f}/s, the same loop without the disk "
-        f"{figures['disk_loop']:,.1f}/s; Dom0 CPU {dom0_before:.1f} → {dom0_after:.1f} s over {requests} guest "
-        f"block requests = {figures['disk_dom0_cpu']:,.0f} µs each; hypervisor clock ÷ host clock {clock:.3f}"
+        f"{figures['disk_loop']:,.1f}/s; Dom0 CPU {dom0_before:.1f} → {dom0_after:.1f} s over "
+        f"{figures['disk_requests']:.0f} guest block requests = {figures['disk_dom0_cpu']:,.0f} µs each; "
+        f"hypervisor clock ÷ host clock {clock:.3f}"
     )
     if abs(clock - 1.0) > 0.05:
         log(f"  warning: the hypervisor's clock ran at {clock:.2f}× the host's in this boot; the disk figures are corrected for it")
@@ -815,6 +852,396 @@ def run_ten_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
         log(f"  warning: a test guest's check failed in the ten-guest boot (not a bench figure; see {log_path}): {failure}")
     side.add("memory_guests_10", memory)
     log(f"  {SIDE_TITLES[side.name]} ten-guest boot: Dom0 {memory:,.0f} KiB with {count} guests")
+
+
+# --- the network boots and the Xen toolstack boot -----------------------------
+#
+# The same guest shell commands run on both sides: in the Xenolith boots the
+# harness attaches with Dom0's `console NAME`, in the Xen boot with `xl
+# console NAME` (or `xl create -c`). Both detach with Ctrl-].
+
+XEN_TOOLSTACK_READY = re.compile(r"XEN-TOOLSTACK-READY\b(.*)")
+XEN_MEM = re.compile(r"XEN-MEM\b(.*)")
+XEN_PROMPT = b"xen-dom0# "
+# The first line of the guest's kernel on its console (Linux's printk stamp).
+GUEST_KERNEL_LINE = re.compile(r"\[\s*0\.000000\] Linux version")
+PING_SUMMARY = re.compile(r"round-trip min/avg/max = ([\d.]+)/([\d.]+)/([\d.]+) ms")
+LEASE_LINE = re.compile(r"udhcpc: lease of (10\.0\.2\.\d+) obtained")
+VIF_CONNECTED = re.compile(r"(?<!\) )\bdom0: domain (\d+): vif\d+\.0 connected")
+# The guests of the network boots: the receiver first, then the sender.
+NET_GUESTS = ("net-b", "net-a")
+NET_GATEWAY = "10.0.2.2"  # QEMU's user network: the host
+NET_PEER_PORT = 5001
+
+
+def used_kib(meminfo: dict[str, str], image_kib: int) -> float:
+    """Dom0 memory in use as `free` counts it (not free, not buffers or page
+    cache), plus the resident kernel image, which MemTotal leaves out. The
+    initramfs root is tmpfs, in Cached: left out, as a disk root's page cache
+    would be."""
+    try:
+        total, free, buffers, cached, reclaimable = (
+            int(meminfo[key]) for key in ("MemTotal", "MemFree", "Buffers", "Cached", "SReclaimable")
+        )
+    except (KeyError, ValueError):
+        raise RunFailed(f"memory figures without MemTotal/MemFree/Buffers/Cached/SReclaimable: {meminfo}") from None
+    return float(image_kib + total - free - buffers - cached - reclaimable)
+
+
+def guest_step(session: Session, label: str, command: str, timeout_what: str = "") -> list[str]:
+    """Types COMMAND (which ends by echoing LABEL=...) into the attached guest
+    shell; returns the fields after LABEL=."""
+    session.send(command + "\r")
+    pattern = re.compile(rf"\b{label}=(.*)$")
+    _, _, found = session.wait(timeout_what or f"the guest's {label}= line", lambda line: pattern.search(line))
+    return found.group(1).split()
+
+
+def labelled(label: str, body: str) -> str:
+    """A guest command that runs BODY and echoes LABEL=STATUS U0 U1 (the
+    guest's uptime before and after), the label split so that the echo of
+    the typed line does not match."""
+    return f"u0={UPTIME}; {body}; r=$?; u1={UPTIME}; echo \"{label[:3]}\"\"{label[3:]}=$r $u0 $u1\""
+
+
+def net_receiver_commands() -> list[tuple[str, str]]:
+    """The receiving guest: a DHCP lease, then a TCP sink that takes one
+    connection after the other."""
+    return [
+        ("LEASEB", "ip link set eth0 up && udhcpc -i eth0 -n -q -t 10 -T 3 >/dev/null 2>&1; "
+                   "echo \"LEA\"\"SEB=$? $(ip -4 -o addr show eth0 | sed 's/.* inet \\([0-9.]*\\).*/\\1/')\""),
+        # busybox nc closes its sending half at EOF on its stdin, and exits
+        # when the peer closes: the sink's stdin is a FIFO it holds open
+        # itself, so it reads until the sender is done and then closes, and
+        # the sender's nc ends only when every byte has arrived.
+        ("SINK", f"mkfifo /tmp/sink; (while nc -l -p {NET_PEER_PORT} 0<>/tmp/sink >/dev/null; do :; done) & "
+                 "echo \"SI\"\"NK=$?\""),
+    ]
+
+
+def net_sender_commands(args: argparse.Namespace, peer: str, host_port: int) -> list[tuple[str, str]]:
+    """The sending guest: a lease, ping the gateway and the peer, then send
+    --net-mib MiB over TCP to the peer's sink and to the host's."""
+    count, size = args.net_pings, args.net_mib
+    send = "dd if=/dev/zero bs=64k count={blocks} 2>/dev/null | nc {host} {port}"
+    return [
+        ("LEASEA", "ip link set eth0 up && udhcpc -i eth0 -n -q -t 10 -T 3 >/dev/null 2>&1; "
+                   "echo \"LEA\"\"SEA=$? $(ip -4 -o addr show eth0 | sed 's/.* inet \\([0-9.]*\\).*/\\1/')\""),
+        ("PINGGW", f"echo \"PIN\"\"GGW=$(ping -c {count} -i 0.2 {NET_GATEWAY} | tail -n 1)\""),
+        ("PINGPEER", f"echo \"PIN\"\"GPEER=$(ping -c {count} -i 0.2 {peer} | tail -n 1)\""),
+        ("TCPPEER", labelled("TCPPEER", send.format(blocks=size * 16, host=peer, port=NET_PEER_PORT))),
+        ("TCPOUT", labelled("TCPOUT", send.format(blocks=size * 16, host=NET_GATEWAY, port=host_port))),
+    ]
+
+
+class HostSink:
+    """A TCP server on the host (QEMU's user network reaches it as
+    10.0.2.2:PORT): counts the bytes of each connection and the time from
+    accepting it to its end."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(4)
+        self.server.settimeout(1.0)
+        self.port = self.server.getsockname()[1]
+        self.received: list[tuple[int, float]] = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        import socket
+
+        while not self.stopping:
+            try:
+                connection, _ = self.server.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            started = time.monotonic()
+            total = 0
+            with connection:
+                connection.settimeout(60.0)
+                try:
+                    while chunk := connection.recv(1 << 16):
+                        total += len(chunk)
+                except OSError:
+                    pass
+            self.received.append((total, time.monotonic() - started))
+
+    def close(self) -> None:
+        self.stopping = True
+        self.server.close()
+        self.thread.join(timeout=3)
+
+
+def net_figures(args: argparse.Namespace, results: dict[str, list[str]], clock: float,
+                sink: HostSink) -> dict[str, float]:
+    """The network rows from the sender's lines: ping averages and TCP MB/s
+    (the guest's own timing, corrected by its clock's rate)."""
+    figures = {}
+    for label, key in (("PINGGW", "net_rtt_gateway"), ("PINGPEER", "net_rtt_peer")):
+        summary = PING_SUMMARY.search(" ".join(results[label]))
+        if not summary:
+            raise RunFailed(f"no ping summary in the guest's {label} line: {' '.join(results[label])!r}")
+        figures[key] = float(summary.group(2))
+    megabytes = args.net_mib * (1 << 20) / 1e6
+    for label, key in (("TCPPEER", "net_tcp_peer"), ("TCPOUT", "net_tcp_out")):
+        fields = results[label]
+        if len(fields) != 3 or fields[0] != "0":
+            raise RunFailed(f"the guest's {label} step failed: {' '.join(fields)!r}")
+        took = (float(fields[2]) - float(fields[1])) / clock
+        if took <= 0:
+            raise RunFailed(f"the guest's {label} step took no measurable time: {fields!r}")
+        figures[key] = megabytes / took
+    expected = args.net_mib << 20
+    if not any(total == expected for total, _ in sink.received):
+        raise RunFailed(f"the host received {[total for total, _ in sink.received]} bytes, not {expected}")
+    return figures
+
+
+def net_qemu_args() -> list[str]:
+    return [
+        "-netdev", "user,id=net0",
+        # No option ROM: the BIOS need not load iPXE.
+        "-device", "virtio-net-pci,netdev=net0,romfile=",
+    ]  # fmt: skip
+
+
+def with_nic(command: list[str]) -> list[str]:
+    """COMMAND with QEMU's user network instead of `-nic none`."""
+    out = list(command)
+    index = out.index("-nic")
+    del out[index:index + 2]
+    return out + net_qemu_args()
+
+
+def clock_rate(stamps: list[tuple[float, float]]) -> float:
+    """A guest-visible clock's rate against the host's, from (stamp, host
+    arrival) pairs at least a second apart."""
+    if len(stamps) < 2 or stamps[-1][0] - stamps[0][0] < 1.0:
+        raise RunFailed("too few stamped lines to check the hypervisor's clock against the host's")
+    (first_stamp, first_host), (last_stamp, last_host) = stamps[0], stamps[-1]
+    return (last_stamp - first_stamp) / (last_host - first_host)
+
+
+def run_net_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
+    """Xenolith's network boot: two Debian guests with a vif each on xenbr0,
+    which Dom0 bridges to its virtio NIC on QEMU's user network. The
+    receiver gets a lease and starts a TCP sink; the sender gets a lease,
+    pings the gateway and the receiver and sends to both."""
+    assert side.net_command is not None
+    receiver, sender = NET_GUESTS
+    fatal = re.compile(
+        r"(?<!\) )\bdom0: domain \d+ \(net-[ab]\) shut down|^(create|destroy|console) net-[ab]: |"
+        r"(?<!\) )\bdom0: .*\b(failed|error|refused|timed out)\b|dom0 crashed|Kernel panic"
+    )
+    stamps: list[tuple[float, float]] = []
+
+    def observe(now: float, line: str) -> None:
+        stamp = HYPERVISOR_STAMP.match(line)
+        if stamp:
+            stamps.append((float(stamp.group(1)), now))
+
+    sink = HostSink()
+    out, process, session = start_session(side.net_command, log_path, args.net_timeout, fatal, observe)
+    results: dict[str, list[str]] = {}
+    try:
+        session.wait("Dom0 ready line", lambda line: XENOLITH_READY.search(line))
+        session.wait("Dom0 shell prompt", lambda line: False, prompt=True)
+        peer = None
+        for name in (receiver, sender):
+            prefix = f"[{name}] "
+            session.send(f"create {name}\r")
+            _, line, _ = session.wait(f"{name}'s created line", created)
+            domain = created(line).group(1)
+            session.wait(f"{prefix}{GUEST_SHELL}", lambda line, p=prefix: line.startswith(p + GUEST_SHELL))
+            session.send(f"console {name}\r")
+            session.wait("attached line", lambda line, d=domain: f"attached to domain {d}'s console" in line)
+            session.send("\r")
+            steps = net_receiver_commands() if name == receiver else net_sender_commands(args, peer, sink.port)
+            for label, command in steps:
+                results[label] = guest_step(session, label, command)
+            if name == receiver:
+                if results["LEASEB"][:1] != ["0"] or len(results["LEASEB"]) != 2:
+                    raise RunFailed(f"{name} got no DHCP lease: {results['LEASEB']}")
+                peer = results["LEASEB"][1]
+            session.send("\x1d")
+            session.send("\r")
+            session.wait("Dom0 shell prompt", lambda line: False, prompt=True)
+    finally:
+        end_session(out, process)
+        sink.close()
+    if results["LEASEA"][:1] != ["0"]:
+        raise RunFailed(f"{sender} got no DHCP lease: {results['LEASEA']}")
+    figures = net_figures(args, results, clock_rate(stamps), sink)
+    for key, value in figures.items():
+        side.add(key, value)
+    log_net(side, figures, sink)
+
+
+def log_net(side: Side, figures: dict[str, float], sink: HostSink) -> None:
+    host = ", ".join(f"{total / 1e6 / took:,.1f} MB/s" for total, took in sink.received if took > 0)
+    log(
+        f"  {SIDE_TITLES[side.name]} network: ping gateway {figures['net_rtt_gateway']:.2f} ms, "
+        f"ping guest {figures['net_rtt_peer']:.2f} ms, TCP to the other guest {figures['net_tcp_peer']:,.1f} MB/s, "
+        f"TCP to the host {figures['net_tcp_out']:,.1f} MB/s (host side: {host or 'nothing received'})"
+    )
+
+
+def run_xen_toolstack_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
+    """The Xen reference with its toolstack (Debian's xen-utils-4.17 in the
+    Dom0 initramfs): Dom0 memory with the toolstack up; `xl create -c` of the
+    Debian guest (→ first console line, → userspace), Dom0 memory with it
+    running, then a second create; the disk guest's dd through blkback from
+    the machine's virtio disk; and the two network guests through netback
+    and a Linux bridge."""
+    assert side.toolstack_command is not None
+    fatal = re.compile(
+        r"libxl: error|xc: error|Kernel panic|dom0-init: |I/O error|"
+        r"is an invalid domain identifier|Parsing config from .* failed"
+    )
+    # The Dom0 kernel's uptime at the marker lines against their arrival:
+    # the rate of the clock the guests read too (Xen's system time).
+    stamps: list[tuple[float, float]] = []
+    image: list[int] = []
+
+    def observe(now: float, line: str) -> None:
+        memory = LINUX_MEMORY.search(line)
+        if memory and not image:
+            _, code, rwdata, rodata, bss = map(int, memory.groups())
+            image.append(code + rwdata + rodata + bss)
+        marker = XEN_TOOLSTACK_READY.search(line) or XEN_MEM.search(line)
+        if marker:
+            uptime = dict(XEN_FIELD.findall(marker.group(1))).get("uptime")
+            if uptime:
+                stamps.append((float(uptime), now))
+
+    def prompt() -> None:
+        session.wait("Dom0 shell prompt", lambda line: False, prompt=True)
+
+    def memory() -> float:
+        session.send("/bench/mem\r")
+        _, _, found = session.wait("Dom0's XEN-MEM line", lambda line: XEN_MEM.search(line) if "uptime=" in line else None)
+        return used_kib(dict(XEN_FIELD.findall(found.group(1))), image[0])
+
+    def detach() -> None:
+        # xenconsole leaves on a read of Ctrl-] alone: keep it apart from
+        # other input (Xen hands Dom0 serial input in batches).
+        time.sleep(1.0)
+        session.send("\x1d")
+        time.sleep(1.0)
+        session.send("\r")
+        prompt()
+
+    def create(name: str) -> dict:
+        session.send(f"xl create -c /bench/{name}.cfg\r")
+        request_at, _, _ = session.wait(
+            f"Dom0's echo of `xl create -c /bench/{name}.cfg`",
+            lambda line: line.rstrip().endswith(f"xl create -c /bench/{name}.cfg"),
+        )
+        first_at, _, _ = session.wait(f"{name}'s first console line", lambda line: GUEST_KERNEL_LINE.search(line))
+        init_at, _, _ = session.wait(f"{name}'s {GUEST_INIT}", lambda line: GUEST_INIT in line)
+        session.wait(f"{name}'s {GUEST_SHELL}", lambda line: GUEST_SHELL in line)
+        return {"console_s": first_at - request_at, "userspace_s": init_at - request_at}
+
+    def dom0_seconds() -> float:
+        session.send("xl list\r")
+        _, _, row = session.wait("`xl list`'s Domain-0 row", lambda line: DOM0_LIST_ROW.search(line))
+        return float(row.group(1))
+
+    sink = HostSink()
+    figures: dict[str, float] = {}
+    results: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="xenolith-bench-disk-") as scratch:
+        image_path = Path(scratch) / "disk.img"
+        with open(image_path, "wb") as disk:
+            chunk = bytes(1 << 20)
+            for _ in range(args.disk_mib):
+                disk.write(chunk)
+        command = with_nic(side.toolstack_command) + [
+            "-drive", f"file={image_path},if=none,format=raw,id=disk0",
+            "-device", "virtio-blk-pci,drive=disk0",
+        ]  # fmt: skip
+        out, process, session = start_session(
+            command, log_path, args.xen_toolstack_timeout, fatal, observe, XEN_PROMPT
+        )
+        # Xen keeps serial input for Dom0 in a 128-byte ring and drops what
+        # does not fit while Dom0 is slow to read it (a loaded host): type
+        # long lines a little at a time.
+        session.typing = (32, 0.25)
+        started = time.monotonic()
+        try:
+            session.wait("Dom0 ready line", lambda line: XEN_READY.search(line))
+            ready_at, _, found = session.wait("the toolstack's ready line", lambda line: XEN_TOOLSTACK_READY.search(line))
+            if not image:
+                raise RunFailed("no 'Memory: ... kernel code' line from Linux before Dom0 ready")
+            figures["toolstack_ready"] = (ready_at - started) * 1000.0
+            figures["memory_guests_0"] = used_kib(dict(XEN_FIELD.findall(found.group(1))), image[0])
+            prompt()
+            # The Debian guest, as in Xenolith's Debian boot.
+            cold = create(args.debian_name)
+            detach()
+            figures["memory_guests_1"] = memory()
+            session.send(f"xl destroy {args.debian_name}\r")
+            prompt()
+            warm = create(args.debian_name)
+            detach()
+            session.send(f"xl destroy {args.debian_name}\r")
+            prompt()
+            figures.update({
+                "create_console": cold["console_s"], "create_userspace": cold["userspace_s"],
+                "create_cached_userspace": warm["userspace_s"],
+            })  # fmt: skip
+            # The disk guest, as in Xenolith's disk boot.
+            create(args.disk_name)
+            detach()
+            dom0_before = dom0_seconds()
+            session.send(f"xl console {args.disk_name}\r")
+            time.sleep(1.0)
+            session.send("\r")
+            for label, text in disk_commands(args):
+                results[label] = guest_step(session, label, text)
+            detach()
+            dom0_after = dom0_seconds()
+            session.send(f"xl destroy {args.disk_name}\r")
+            prompt()
+            # The network guests, as in Xenolith's network boot.
+            peer = None
+            for name in NET_GUESTS:
+                create(name)
+                steps = net_receiver_commands() if name == NET_GUESTS[0] else net_sender_commands(args, peer, sink.port)
+                for label, text in steps:
+                    results[label] = guest_step(session, label, text)
+                if name == NET_GUESTS[0]:
+                    if results["LEASEB"][:1] != ["0"] or len(results["LEASEB"]) != 2:
+                        raise RunFailed(f"{name} got no DHCP lease: {results['LEASEB']}")
+                    peer = results["LEASEB"][1]
+                detach()
+            figures["memory_guests_2_net"] = memory()
+        finally:
+            end_session(out, process)
+            sink.close()
+    clock = clock_rate(stamps)
+    disk = disk_figures(args, results, clock, dom0_before, dom0_after)
+    net = net_figures(args, results, clock, sink)
+    figures.update(disk)
+    figures.update(net)
+    for key, value in figures.items():
+        side.add(key, value)
+    log(
+        f"  {SIDE_TITLES[side.name]} toolstack boot: toolstack up {figures['toolstack_ready']:,.0f} ms, "
+        f"Dom0 {figures['memory_guests_0']:,.0f} KiB with 0 guests, {figures['memory_guests_1']:,.0f} KiB with "
+        f"the Debian guest; xl create -c → first console line {cold['console_s']:.2f} s, → userspace "
+        f"{cold['userspace_s']:.2f} s, again {warm['userspace_s']:.2f} s; Dom0 clock ÷ host clock {clock:.3f}"
+    )
+    log_disk(side, disk, dom0_before, dom0_after, clock)
+    log_net(side, net, sink)
 
 
 def read_lines(process: subprocess.Popen, out, deadline: float, pending: bytearray, partial: bool = False):
@@ -879,109 +1306,77 @@ class Figure:
     digits: int
     # Why the Xen side has no value, when that is known up front.
     xen_missing: str | None = None
-    # The Xen side's figure from the manual measurement in QEMU-TCG.md (not
-    # from this run): (low, high) in this figure's unit, and its text.
-    reference: tuple[float, float] | None = None
-    reference_text: str = ""
 
 
-# The reference boots no guest: its Dom0 has no xl toolstack (and no
-# xenstored) to build the test guest.
-NO_XL = "the reference has no xl toolstack to start the test guest"
-
-
-# The Xen column of the toolstack rows: /work/shared/docs/QEMU-TCG.md's
-# manual measurement of `xl create` of a 128 MB, 1-vCPU Debian guest on Xen
-# 4.17 + Linux Dom0 in the same QEMU machine (2026-11-24). The reference this
-# harness boots has no xl toolstack, so these are not figures of the run.
-MANUAL = "manual, QEMU-TCG.md, 2026-11-24"
-NO_XL_ROW = "the manual reference did not measure it"
-MIB = 1024.0  # KiB per MB of QEMU-TCG.md's `free` figures
-# The disk rows: neither the harness's reference nor QEMU-TCG.md's manual
-# one measured a guest's disk.
-NO_DISK = "the reference has no xl toolstack to start a guest with a disk"
+# Why the Xen column of the test guest's rows stays empty: the guest reports
+# through console_io only, which Xen refuses to DomUs unless built with
+# CONFIG_VERBOSE_DEBUG (XSM's default policy); Debian's is a release build.
+NO_TEST_GUEST = "Debian's release Xen refuses console_io, the test guest's only output, to DomUs"
+NO_CYCLES = "not measured: `xl create -p` + `xl destroy` would time the toolstack too"
+# Rows the Xen toolstack boot does not measure.
+NO_UNPAUSE = "not measured: `xl create` prints nothing when it unpauses the guest"
+NO_XL_ROW = "not measured in the toolstack boot"
+XL_CACHE = "; xl has no kernel cache: the second `xl create` of the same files"
 
 MEASURED = [
     Figure("size_hypervisor", "image size: hypervisor", "KiB", 0),
     Figure("size_dom0", "image size: Dom0 kernel", "KiB", 0),
-    Figure("size_initrd", "image size: Dom0 initrd/root", "KiB", 0),
-    Figure("size_total", "image size: total", "KiB", 0),
+    Figure("size_initrd", "image size: Dom0 initrd/root (busybox only)", "KiB", 0),
+    Figure("size_total", "image size: total (busybox-only root)", "KiB", 0),
+    Figure("size_toolstack", "image size: Dom0 initrd/root with the toolstack (Xen: xl, oxenstored, libraries, modules)", "KiB", 0),
+    Figure("size_total_toolstack", "image size: total with the toolstack", "KiB", 0),
     Figure("memory", "Dom0 memory in use after boot", "KiB", 0),
     Figure("banner", "power-on → hypervisor's first console line", "ms", 0),
     Figure("ready", "power-on → Dom0 ready", "ms", 0),
+    Figure("toolstack_ready", "power-on → toolstack up (Xen: oxenstored, xen-init-dom0, xenconsoled, bridge; Xenolith: Dom0's shell prompt)", "ms", 0),
     Figure("idle", "host CPU, idle appliance", "% of a core", 2),
-    Figure("create_destroy", "domain create+destroy (Dom0, mean)", "ms", 2, NO_XL),
-    Figure("hypercall", "hypercall round trip (guest, xen_version)", "µs", 1, NO_XL),
-    Figure("evtchn_send", "event channel send → pending (guest, own IPI port)", "µs", 1, NO_XL),
-    Figure("grant_map", "grant map+unmap (guest, own grant)", "µs", 1, NO_XL),
-    Figure("grant_copy", "grant copy, 4 KiB per hypercall (guest)", "MB/s", 0, NO_XL),
-    Figure("timer_immediate", "timer in the past → VIRQ_TIMER pending (guest)", "µs", 1, NO_XL),
-    Figure("timer_wakeup", "timer deadline → polling guest running again", "µs", 1, NO_XL),
-    Figure(
-        "create_first_instruction",
-        "create request → guest's first instruction (Debian guest, 128 MiB)",
-        "ms", 0, None, (4200.0, 4200.0),
-        f"4.2 s: `xl create` itself, without devices (7.1–7.7 s with a vif and a disk) ({MANUAL})",
-    ),
-    Figure("create_decompress", "… of which decompressing the bzImage (XZ)", "ms", 0, NO_XL_ROW),
+    Figure("create_destroy", "domain create+destroy (Dom0, mean)", "ms", 2, NO_CYCLES),
+    Figure("hypercall", "hypercall round trip (guest, xen_version)", "µs", 1, NO_TEST_GUEST),
+    Figure("evtchn_send", "event channel send → pending (guest, own IPI port)", "µs", 1, NO_TEST_GUEST),
+    Figure("grant_map", "grant map+unmap (guest, own grant)", "µs", 1, NO_TEST_GUEST),
+    Figure("grant_copy", "grant copy, 4 KiB per hypercall (guest)", "MB/s", 0, NO_TEST_GUEST),
+    Figure("timer_immediate", "timer in the past → VIRQ_TIMER pending (guest)", "µs", 1, NO_TEST_GUEST),
+    Figure("timer_wakeup", "timer deadline → polling guest running again", "µs", 1, NO_TEST_GUEST),
+    Figure("create_first_instruction", "create request → guest's first instruction (Debian guest, 128 MiB)", "ms", 0, NO_UNPAUSE),
+    Figure("create_decompress", "… of which decompressing the bzImage (XZ)", "ms", 0, NO_UNPAUSE),
     Figure("create_clock", "hypervisor clock ÷ host clock in that boot (TSC calibration check)", "×", 3, NO_XL_ROW),
     Figure("create_echo", "typing `create` → Dom0 takes the line (serial input)", "ms", 0, NO_XL_ROW),
-    Figure(
-        "create_console",
-        "create request → guest's first console line",
-        "s", 2, None, (9.6, 10.9), f"9.6–10.9 s, guest with a vif and a disk ({MANUAL})",
-    ),
-    Figure(
-        "create_userspace",
-        "create request → guest userspace (init started)",
-        "s", 2, None, (12.2, 13.2), f"12.2–13.2 s to the guest's shell, guest with a vif and a disk ({MANUAL})",
-    ),
-    Figure(
-        "create_cached_first_instruction",
-        "create request → guest's first instruction, again with the kernel cached",
-        "ms", 0, None, (4200.0, 4200.0), f"4.2 s: `xl create` without devices ({MANUAL}; no cache in xl)",
-    ),
-    Figure(
-        "create_cached_userspace",
-        "create request → guest userspace, again with the kernel cached",
-        "s", 2, None, (12.2, 13.2), f"12.2–13.2 s to the guest's shell, guest with a vif and a disk ({MANUAL})",
-    ),
-    Figure(
-        "memory_guests_0",
-        "Dom0 memory, toolstack up, 0 guests",
-        "KiB", 0, None, (32 * MIB, 33 * MIB),
-        f"32–33 MB `free` used, with xenstored and xenconsoled ({MANUAL})",
-    ),
-    Figure(
-        "memory_guests_1_created",
-        "Dom0 memory, 1 Debian guest, at its creation (with the kernel cache)",
-        "KiB", 0, NO_XL_ROW,
-    ),
-    Figure(
-        "memory_guests_1",
-        "Dom0 memory, 1 Debian guest running (its shell up; with the kernel cache)",
-        "KiB", 0, None, (36 * MIB, 38 * MIB), f"36–38 MB `free` used, guest with a vif and a disk ({MANUAL})",
-    ),
-    Figure(
-        "memory_guests_10",
-        "Dom0 memory, 10 guests (test guest, 64 MiB each), at the 10th creation",
-        "KiB", 0, NO_XL_ROW,
-    ),
-    # The disk boot: the Debian guest's dd on xvda, served by Dom0's blkback
-    # from the appliance's virtio disk. No figure of the manual reference.
-    Figure("disk_write", "block MB/s: sequential write (guest dd, 1 MiB O_DIRECT + fsync)", "MB/s", 1, NO_DISK),
-    Figure("disk_read", "block MB/s: sequential read (guest dd, 1 MiB O_DIRECT)", "MB/s", 1, NO_DISK),
-    Figure("disk_small", "block IOPS: 4 KiB O_DIRECT reads, one request at a time (one guest dd, consecutive blocks)", "IOPS", 0, NO_DISK),
-    Figure("disk_random", "block IOPS: 4 KiB random O_DIRECT reads, one dd process per read (shell loop)", "IOPS", 1, NO_DISK),
-    Figure("disk_loop", "… the same shell loop reading /dev/zero instead (process start-up alone)", "per s", 1, NO_DISK),
-    Figure("disk_dom0_cpu", "Dom0 CPU time per I/O (guest block request, from `list`)", "µs", 0, NO_DISK),
+    Figure("create_console", "create request → guest's first console line", "s", 2),
+    Figure("create_userspace", "create request → guest userspace (init started)", "s", 2),
+    Figure("create_cached_first_instruction", "create request → guest's first instruction, again (Xenolith: kernel cached)", "ms", 0, NO_UNPAUSE),
+    Figure("create_cached_userspace", "create request → guest userspace, again (Xenolith: kernel cached; Xen: same files again)", "s", 2),
+    Figure("memory_guests_0", "Dom0 memory, toolstack up, 0 guests", "KiB", 0),
+    Figure("memory_guests_1_created", "Dom0 memory, 1 Debian guest, at its creation (with the kernel cache)", "KiB", 0, NO_XL_ROW),
+    Figure("memory_guests_1", "Dom0 memory, 1 Debian guest running (its shell up; Xenolith: with the kernel cache)", "KiB", 0),
+    Figure("memory_guests_10", "Dom0 memory, 10 guests (test guest, 64 MiB each), at the 10th creation", "KiB", 0, NO_XL_ROW),
+    # The disk boots: the Debian guest's dd on xvda, served by Dom0's blkback
+    # from the machine's virtio disk.
+    Figure("disk_write", "block MB/s: sequential write (guest dd, 1 MiB O_DIRECT + fsync)", "MB/s", 1),
+    Figure("disk_read", "block MB/s: sequential read (guest dd, 1 MiB O_DIRECT)", "MB/s", 1),
+    Figure("disk_small", "block IOPS: 4 KiB O_DIRECT reads, one request at a time (one guest dd, consecutive blocks)", "IOPS", 0),
+    Figure("disk_random", "block IOPS: 4 KiB random O_DIRECT reads, one dd process per read (shell loop)", "IOPS", 1),
+    Figure("disk_loop", "… the same shell loop reading /dev/zero instead (process start-up alone)", "per s", 1),
+    Figure("disk_dom0_cpu", "Dom0 CPU time per I/O (guest block request, from `list` / `xl list`)", "µs", 0),
+    # The network boots: two guests with a vif each, bridged to the
+    # machine's NIC on QEMU's user network.
+    Figure("net_rtt_gateway", "network RTT: guest → gateway (ping 10.0.2.2, QEMU's user network)", "ms", 2),
+    Figure("net_rtt_peer", "network RTT: guest ↔ guest (ping across the bridge)", "ms", 2),
+    Figure("net_tcp_out", "network TCP: guest → outside (busybox nc to a sink on the host)", "MB/s", 1),
+    Figure("net_tcp_peer", "network TCP: guest → guest (busybox nc across the bridge)", "MB/s", 1),
 ]
 
-# Figures the issue asks for whose capability does not exist on both sides yet,
+# The figures of the Xen toolstack boot.
+XEN_TOOLSTACK_FIGURES = (
+    "toolstack_ready", "create_console", "create_userspace", "create_cached_userspace", "memory_guests_0",
+    "memory_guests_1", "disk_write", "disk_read", "disk_small", "disk_random", "disk_loop", "disk_dom0_cpu",
+    "net_rtt_gateway", "net_rtt_peer", "net_tcp_out", "net_tcp_peer",
+)
+
+# Figures the issues ask for whose capability does not exist on both sides yet,
 # with what is missing.
 NOT_YET = [
-    ("network throughput", "Xenolith has no netback yet"),
-    ("network RTT", "Xenolith has no netback yet"),
+    ("Dom0 CPU time per network packet", "the network boots do not read Dom0's CPU time around the transfers yet"),
+    ("block IOPS: 4 KiB random writes", "busybox has no tool for random writes from one process; the read loop is the proxy"),
 ]
 
 
@@ -1022,33 +1417,23 @@ def table(sides: dict[str, Side]) -> list[str]:
     ]
     for figure in MEASURED:
         a, b = xen.results.get(figure.key), xenolith.results.get(figure.key)
-        if figure.reference:
-            # The Xen side from the manual measurement, not from this run.
-            low, high = figure.reference
-            right = cell(b, figure)
-            if b and statistics.median(b) > 0:
-                median = statistics.median(b)
-                spread = f"{fmt_ratio(low / median)}–{fmt_ratio(high / median)}" if high != low else fmt_ratio(low / median)
-                spread += " (manual figure)"
-            else:
-                spread = "—"
-            lines.append(f"| {figure.title} | {figure.reference_text} | {right} | {spread} |")
-            continue
-        if figure.key == "size_initrd" and a and b and max(b) == 0:
+        if figure.key in ("size_initrd", "size_toolstack") and a and b and max(b) == 0:
             right = "none (0 KiB)"
             lines.append(f"| {figure.title} | {cell(a, figure)} | {right} | — |")
             continue
         if not a or not b:
             # Measured on one side only: not comparable yet.
             left = cell(a, figure) if a else "not yet measurable"
-            if not a and figure.xen_missing:
+            if not a and figure.key in xen.skipped:
+                left = xen.skipped[figure.key]
+            elif not a and figure.xen_missing:
                 left += f" ({figure.xen_missing})"
             right = cell(b, figure) if b else "not yet measurable"
             lines.append(f"| {figure.title} | {left} | {right} | not yet measurable |")
             continue
         lines.append(f"| {figure.title} | {cell(a, figure)} | {cell(b, figure)} | {ratio(a, b)} |")
     for title, why in NOT_YET:
-        lines.append(f"| {title} | not yet measurable | not yet measurable ({why}) | — |")
+        lines.append(f"| {title} | not yet measurable ({why}) | not yet measurable | — |")
     return lines
 
 
@@ -1096,7 +1481,9 @@ def header(args: argparse.Namespace, machine: Machine, load: tuple, load_end: tu
     ]
 
 
-def sizes(side: Side) -> None:
+def sizes(side: Side, toolstack: Path | None) -> None:
+    """Image sizes; TOOLSTACK is the Xen Dom0 initramfs with the toolstack
+    (Xenolith's toolstack is in its Dom0 image)."""
     total = 0
     for role in ("hypervisor", "dom0", "initrd"):
         path = side.files.get(role)
@@ -1105,6 +1492,13 @@ def sizes(side: Side) -> None:
         side.results[key] = [size / 1024]
         total += size
     side.results["size_total"] = [total / 1024]
+    if side.name == XEN and toolstack is None:
+        return
+    with_toolstack = toolstack.stat().st_size if side.name == XEN and toolstack else 0
+    initrd = side.files.get("initrd")
+    base = total - (initrd.stat().st_size if initrd else 0)
+    side.results["size_toolstack"] = [with_toolstack / 1024]
+    side.results["size_total_toolstack"] = [(base + with_toolstack) / 1024]
 
 
 def main() -> int:
@@ -1157,6 +1551,24 @@ def main() -> int:
     parser.add_argument("--disk-small-reads", type=int, default=2048, help="4 KiB reads of the one-dd IOPS figure")
     parser.add_argument("--disk-random-reads", type=int, default=200, help="iterations of the random-read shell loop")
     parser.add_argument("--disk-timeout", type=float, default=180.0, help="seconds for a whole disk boot")
+    parser.add_argument(
+        "--net-iso",
+        help="Xenolith ISO whose Dom0 defines the network guests net-a and net-b with a vif on xenbr0 "
+        "(scripts/bench makes it); the harness adds the NIC",
+    )
+    parser.add_argument("--net-mib", type=int, default=4, help="MiB each TCP transfer sends")
+    parser.add_argument("--net-pings", type=int, default=20, help="pings of each RTT figure")
+    parser.add_argument("--net-timeout", type=float, default=300.0, help="seconds for a whole network boot")
+    parser.add_argument(
+        "--xen-toolstack-initrd",
+        help="the Xen Dom0 initramfs with the toolstack alone (its size is a figure)",
+    )
+    parser.add_argument(
+        "--xen-bench-initrd",
+        help="the Xen Dom0 initramfs with the toolstack and the bench guests' files under /bench "
+        "(scripts/bench makes it); without it the Xen toolstack boot is skipped",
+    )
+    parser.add_argument("--xen-toolstack-timeout", type=float, default=600.0, help="seconds for the whole Xen toolstack boot")
     args = parser.parse_args()
     # A SIGTERM (a timeout around the whole script) unwinds like Ctrl-C, so
     # the QEMU being run is stopped on the way out.
@@ -1176,11 +1588,27 @@ def main() -> int:
             if not Path(iso).is_file():
                 raise SystemExit(f"bench: error: {iso} missing")
             setattr(sides[XENOLITH], attribute, machine.qemu_base() + ["-cdrom", iso, "-boot", "d"])
+    if args.net_iso:
+        if not Path(args.net_iso).is_file():
+            raise SystemExit(f"bench: error: {args.net_iso} missing")
+        sides[XENOLITH].net_command = with_nic(machine.qemu_base() + ["-cdrom", args.net_iso, "-boot", "d"])
+    if args.xen_bench_initrd:
+        sides[XEN].toolstack_command = xen_command(machine, Path(args.xen_dir), Path(args.xen_bench_initrd))
+    else:
+        why = "skipped: the Xen toolstack boot is not run with --quick (add --xen-toolstack)" if args.quick \
+            else "skipped: no --xen-bench-initrd"
+        sides[XEN].skipped = {key: why for key in XEN_TOOLSTACK_FIGURES}
+    toolstack = Path(args.xen_toolstack_initrd) if args.xen_toolstack_initrd else None
     for side in sides.values():
-        for path in side.files.values():
+        paths = list(side.files.values())
+        if side.toolstack_command:
+            paths.append(Path(args.xen_bench_initrd))
+        if side.name == XEN and toolstack:
+            paths.append(toolstack)
+        for path in paths:
             if not path.is_file():
                 raise SystemExit(f"bench: error: {path} missing")
-        sizes(side)
+        sizes(side, toolstack)
 
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -1205,6 +1633,12 @@ def main() -> int:
         if xenolith.disk_command:
             boots.append((f"{SIDE_TITLES[XENOLITH]} disk boot", f"{XENOLITH}-disk-{run}.log",
                           lambda path: run_disk_boot(xenolith, args, path)))
+        if xenolith.net_command:
+            boots.append((f"{SIDE_TITLES[XENOLITH]} network boot", f"{XENOLITH}-net-{run}.log",
+                          lambda path: run_net_boot(xenolith, args, path)))
+        if xen.toolstack_command:
+            boots.append((f"{SIDE_TITLES[XEN]} toolstack boot", f"{XEN}-toolstack-{run}.log",
+                          lambda path: run_xen_toolstack_boot(xen, args, path)))
         for title, log_name, boot in boots:
             log_path = log_dir / log_name
             try:
