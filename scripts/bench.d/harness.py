@@ -1106,6 +1106,10 @@ def run_xen_toolstack_boot(side: Side, args: argparse.Namespace, log_path: Path)
         r"libxl: error|xc: error|Kernel panic|dom0-init: |I/O error|"
         r"is an invalid domain identifier|Parsing config from .* failed"
     )
+    # While recovering from a failed `xl create`, libxl's other error lines
+    # are expected.
+    recovery_fatal = re.compile(r"Kernel panic|dom0-init: ")
+    retried: list[str] = []
     # The Dom0 kernel's uptime at the marker lines against their arrival:
     # the rate of the clock the guests read too (Xen's system time).
     stamps: list[tuple[float, float]] = []
@@ -1140,6 +1144,24 @@ def run_xen_toolstack_boot(side: Side, args: argparse.Namespace, log_path: Path)
         prompt()
 
     def create(name: str) -> dict:
+        try:
+            return create_once(name)
+        except RunFailed as error:
+            if "libxl: error" not in str(error) or retried:
+                raise
+            # Seen once in the hotplug scripts under TCG: bash's
+            # vif-bridge died of SIGSEGV inside libc's malloc. xl then
+            # tears the domain down; try once more, and say so.
+            retried.append(name)
+            log(f"  warning: `xl create` of {name} failed ({error}); destroying it and trying once more")
+            session.fatal = recovery_fatal
+            session.send(f"xl destroy {name} >/dev/null 2>&1; echo \"RE\"\"TRY=$?\"\r")
+            session.wait("the retry marker", lambda line: "RETRY=" in line)
+            prompt()
+            session.fatal = fatal
+            return create_once(name)
+
+    def create_once(name: str) -> dict:
         session.send(f"xl create -c /bench/{name}.cfg\r")
         request_at, _, _ = session.wait(
             f"Dom0's echo of `xl create -c /bench/{name}.cfg`",
