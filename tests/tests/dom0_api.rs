@@ -220,7 +220,8 @@ fn state_of(qemu: &Running, port: u16, name: &str) -> Result<String, Failure> {
 }
 
 #[test]
-fn a_guest_created_through_the_api_pings_dom0_and_is_destroyed_through_it() -> Result<(), Failure> {
+fn a_guest_created_through_the_api_pings_dom0_reboots_and_powers_off_through_it()
+-> Result<(), Failure> {
     let dir = TempDir::new("dom0-api-guest")?;
     let (kernel, initramfs) = guest_files()?;
     // Only files: the guest's config arrives through the API.
@@ -411,16 +412,32 @@ fn a_guest_created_through_the_api_pings_dom0_and_is_destroyed_through_it() -> R
         return Err(qemu.failure(format!("bridge metrics: {}", metrics.body)));
     }
 
-    let destroyed = send(qemu, port, "DELETE", "/v1/domains/web", None)?;
-    expect(qemu, "destroy", &destroyed, 200)?;
-    qemu.wait_for("dom0: destroyed domain 1 (web)", boot_timeout())?;
-    let domains = send(qemu, port, "GET", "/v1/domains", None)?;
-    expect(qemu, "list after destroy", &domains, 200)?;
-    if domains.body.contains("\"web\"") || !domains.body.contains("Domain-0") {
-        return Err(qemu.failure(format!("list after destroy: {}", domains.body)));
+    // Reboot through control/shutdown: Dom0 restarts it (on_reboot's
+    // default) as domain 2, which then powers off when asked and is
+    // destroyed (on_poweroff).
+    let reboot = send(qemu, port, "POST", "/v1/domains/web/reboot", None)?;
+    expect(qemu, "reboot", &reboot, 202)?;
+    qemu.wait_for("dom0: domain 1 (web) shut down (reboot)", linux_timeout())?;
+    qemu.wait_for("dom0: restarted as domain 2", linux_timeout())?;
+    qemu.wait_for("[web] XENOLITH-GUEST: shell", linux_timeout())?;
+    if api::json_number(
+        &send(qemu, port, "GET", "/v1/domains/web", None)?.body,
+        "id",
+    ) != Some(2)
+    {
+        return Err(qemu.failure("after the reboot, web is not domain 2"));
     }
-    let gone = send(qemu, port, "GET", "/v1/domains/web", None)?;
-    expect(qemu, "the destroyed guest", &gone, 404)?;
+    let shutdown = send(qemu, port, "POST", "/v1/domains/web/shutdown", None)?;
+    expect(qemu, "shutdown", &shutdown, 202)?;
+    qemu.wait_for("dom0: domain 2 (web) shut down (poweroff)", linux_timeout())?;
+    qemu.wait_for("dom0: destroyed domain 2 (web)", boot_timeout())?;
+    let domains = send(qemu, port, "GET", "/v1/domains", None)?;
+    expect(qemu, "list after the power-off", &domains, 200)?;
+    if domains.body.contains("\"web\"") || !domains.body.contains("Domain-0") {
+        return Err(qemu.failure(format!("list after the power-off: {}", domains.body)));
+    }
+    let gone = send(qemu, port, "DELETE", "/v1/domains/web", None)?;
+    expect(qemu, "destroying the guest that is gone", &gone, 404)?;
     qemu.assert_serial_lacks(TROUBLE)?;
     Ok(())
 }
