@@ -37,6 +37,11 @@ pub type DiskStore = Store<PartitionDevice<FileDisk>>;
 
 /// Bytes copied at a time.
 const CHUNK: usize = 1 << 20;
+/// The config volume Dom0 reads as the appliance config (its `guests`
+/// list), not as a guest's xl.cfg.
+pub const APPLIANCE_CONFIG: &str = "appliance";
+/// The most bytes of a config volume Dom0 reads.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
 
 /// The command line the binary takes.
 pub const USAGE: &str = "\
@@ -414,6 +419,13 @@ pub fn check(disk: &Path) -> Result<String, ToolError> {
         })
         .collect();
     for (id, name, kind, size) in found {
+        if kind == VolumeKind::Config {
+            match config_problems(&mut store, id, &name, size) {
+                Ok(line) => lines.push(line),
+                Err(why) => problem(&mut lines, format!("volume {name}: {why}")),
+            }
+            continue;
+        }
         if kind != VolumeKind::DiskImage {
             lines.push(format!("volume {name}: {}, {size} bytes", kind_name(kind)));
             continue;
@@ -503,6 +515,20 @@ pub fn import(
         ImageFormat::Raw
     };
     let file_length = source.len();
+    if kind == VolumeKind::Config {
+        // Refused now rather than found by Dom0 at boot.
+        if file_length > MAX_CONFIG_BYTES {
+            return Err(ToolError::Refused(format!(
+                "{what}: a config is at most {MAX_CONFIG_BYTES} bytes; it is {file_length}"
+            )));
+        }
+        let mut text = vec![0u8; file_length as usize];
+        source
+            .read_at(StorageOffset(0), &mut text)
+            .map_err(|error| image_error(&what)(error.into()))?;
+        parse_config(name.as_str(), &text)
+            .map_err(|why| ToolError::Refused(format!("{what}: {why}")))?;
+    }
     let (stored_format, length) = match format {
         ImageFormat::Qcow2 => {
             // Only an image this code can serve goes in.
@@ -571,6 +597,130 @@ fn finish(
             Err(error)
         }
     }
+}
+
+/// A config volume's contents, parsed as Dom0 parses them.
+enum ParsedConfig {
+    Appliance(config::ApplianceConfig),
+    Domain(Box<config::DomainConfig>),
+}
+
+/// Parses config volume `name`'s bytes: the appliance config for the
+/// volume [`APPLIANCE_CONFIG`], an xl.cfg otherwise.
+fn parse_config(name: &str, text: &[u8]) -> Result<ParsedConfig, String> {
+    let located = |error: config::Error| match error.position {
+        Some(_) => format!("line {error}"),
+        None => error.to_string(),
+    };
+    if name == APPLIANCE_CONFIG {
+        config::ApplianceConfig::parse_bytes(text)
+            .map(ParsedConfig::Appliance)
+            .map_err(located)
+    } else {
+        config::DomainConfig::parse_bytes(text)
+            .map(|config| ParsedConfig::Domain(Box::new(config)))
+            .map_err(located)
+    }
+}
+
+/// Checks config volume `name` as Dom0 will use it: it parses, and the
+/// volumes it names exist with the right kinds. A line saying what it is,
+/// or why Dom0 would refuse it.
+fn config_problems(
+    store: &mut DiskStore,
+    id: storage::store::VolumeId,
+    name: &str,
+    size: u64,
+) -> Result<String, String> {
+    if size > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "a config of {size} bytes; Dom0 reads at most {MAX_CONFIG_BYTES}"
+        ));
+    }
+    let mut text = vec![0u8; size as usize];
+    store
+        .read_at(id, 0, &mut text)
+        .map_err(|error| error.to_string())?;
+    let config = match parse_config(name, &text)? {
+        ParsedConfig::Appliance(config) => {
+            let missing: Vec<&String> = config
+                .boot_guests
+                .iter()
+                .filter(|guest| store.lookup(guest).is_err() && !guest_named(store, guest))
+                .collect();
+            if !missing.is_empty() {
+                // Boot modules may define them: not an error of the disk.
+                return Ok(format!(
+                    "warning: volume {name}: the appliance config starts {missing:?}, which no config volume defines (boot modules must)"
+                ));
+            }
+            return Ok(format!(
+                "volume {name}: appliance config, starts {:?}",
+                config.boot_guests
+            ));
+        }
+        ParsedConfig::Domain(config) => config,
+    };
+    let wanted = [
+        (config.kernel.as_deref(), VolumeKind::Kernel, "kernel"),
+        (config.ramdisk.as_deref(), VolumeKind::Initrd, "ramdisk"),
+    ];
+    for (value, kind, key) in wanted {
+        let Some(value) = value else {
+            if kind == VolumeKind::Kernel {
+                return Err("no kernel".into());
+            }
+            continue;
+        };
+        match store.lookup(value) {
+            Ok(volume) if volume.kind == kind => {}
+            Ok(volume) => {
+                return Err(format!(
+                    "{key} {value:?} is a volume of kind {}, not {}",
+                    kind_name(volume.kind),
+                    kind_name(kind)
+                ));
+            }
+            Err(_) => return Err(format!("{key} {value:?}: no such volume")),
+        }
+    }
+    for disk in &config.disks {
+        if disk.target == "virtio0" {
+            return Err(
+                "disk target virtio0 is the whole appliance disk, which holds the store".into(),
+            );
+        }
+        match store.lookup(&disk.target) {
+            Ok(volume) if volume.kind == VolumeKind::DiskImage => {}
+            Ok(_) => {
+                return Err(format!(
+                    "disk target {:?} is not a disk volume",
+                    disk.target
+                ));
+            }
+            Err(_) => return Err(format!("disk target {:?}: no such volume", disk.target)),
+        }
+    }
+    Ok(format!("volume {name}: config of guest {}", config.name))
+}
+
+/// Whether a config volume defines a guest called `guest`.
+fn guest_named(store: &mut DiskStore, guest: &str) -> bool {
+    let configs: Vec<_> = store
+        .volumes()
+        .iter()
+        .filter(|volume| {
+            volume.kind == VolumeKind::Config
+                && volume.name.as_str() != APPLIANCE_CONFIG
+                && volume.size <= MAX_CONFIG_BYTES
+        })
+        .map(|volume| (volume.id, volume.size))
+        .collect();
+    configs.into_iter().any(|(id, size)| {
+        let mut text = vec![0u8; size as usize];
+        store.read_at(id, 0, &mut text).is_ok()
+            && config::DomainConfig::parse_bytes(&text).is_ok_and(|config| config.name == guest)
+    })
 }
 
 /// Writes volume `name`'s bytes to `file` (refusing an existing file

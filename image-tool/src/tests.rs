@@ -166,7 +166,9 @@ fn raw_disks_must_be_whole_sectors_but_other_kinds_need_not() {
     let disk = scratch.path("disk.img");
     create(&disk, 16 << 20, false).unwrap();
     let odd = scratch.path("odd");
-    std::fs::write(&odd, [1u8; 1000]).unwrap();
+    let mut text = b"name = \"odd\"\nkernel = \"vmlinuz\"\n".to_vec();
+    text.resize(1000, b'#');
+    std::fs::write(&odd, &text).unwrap();
     assert!(matches!(
         import(&disk, "odd", &odd, VolumeKind::DiskImage, false).unwrap_err(),
         ToolError::Refused(_)
@@ -320,4 +322,69 @@ fn check_passes_a_good_disk_and_names_what_is_wrong_with_a_bad_one() {
             && text.contains("cluster 0: refcount 0 but 1 references"),
         "{text}"
     );
+}
+
+#[test]
+fn configs_are_parsed_on_import_and_checked_against_the_store() {
+    let scratch = Scratch::new();
+    let disk = scratch.path("disk.img");
+    create(&disk, 32 << 20, false).unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let path = scratch.path(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    // Not an xl.cfg: refused with the line, nothing stored.
+    let bad = file("bad.cfg", b"name = \"x\"\nmemory = lots\n");
+    let error = import(&disk, "bad.cfg", &bad, VolumeKind::Config, false).unwrap_err();
+    assert!(error.to_string().contains("line 2"), "{error}");
+    assert!(volumes(&disk).unwrap().is_empty());
+
+    // A config whose kernel is not there yet imports, and check says so.
+    let web = file(
+        "web.cfg",
+        b"name = \"web\"\nkernel = \"vmlinuz\"\nramdisk = \"initrd\"\n\
+          disk = [ \"format=qcow2, vdev=xvda, target=data\" ]\n",
+    );
+    import(&disk, "web.cfg", &web, VolumeKind::Config, false).unwrap();
+    let error = check(&disk).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("ERROR volume web.cfg: kernel \"vmlinuz\": no such volume"),
+        "{error}"
+    );
+    // A kernel of the wrong kind is named as such.
+    let blob = file("blob", &[7u8; 4096]);
+    import(&disk, "vmlinuz", &blob, VolumeKind::Initrd, false).unwrap();
+    let error = check(&disk).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("is a volume of kind initrd, not kernel"),
+        "{error}"
+    );
+    remove(&disk, "vmlinuz").unwrap();
+    import(&disk, "vmlinuz", &blob, VolumeKind::Kernel, false).unwrap();
+    import(&disk, "initrd", &blob, VolumeKind::Initrd, false).unwrap();
+    let error = check(&disk).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("disk target \"data\": no such volume"),
+        "{error}"
+    );
+    new_qcow2(&disk, "data", 1 << 20).unwrap();
+    let appliance = file("appliance", b"guests = [ \"web\", \"elsewhere\" ]\n");
+    import(&disk, "appliance", &appliance, VolumeKind::Config, false).unwrap();
+    let report = check(&disk).unwrap();
+    assert!(
+        report.contains("volume web.cfg: config of guest web"),
+        "{report}"
+    );
+    assert!(
+        report.contains("warning: volume appliance: the appliance config starts [\"elsewhere\"]"),
+        "{report}"
+    );
+    assert!(report.ends_with("consistent\n"), "{report}");
 }

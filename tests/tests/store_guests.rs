@@ -44,6 +44,13 @@ fn an_appliance_disk_made_with_xenolith_img_alone_starts_its_guests() -> Result<
     let appliance = dir.write("appliance", b"guests = [ \"shell\" ]\n")?;
     import(&disk, "appliance", &appliance, VolumeKind::Config)?;
 
+    // The tool agrees the disk is whole and its configs resolve.
+    let report = tool(xenolith_img::check(&disk))?;
+    if !report.contains("volume shell.cfg: config of guest shell") {
+        return Err(Failure::new(format!(
+            "check did not vouch for shell.cfg:\n{report}"
+        )));
+    }
     let iso = make_iso(&dir, "")?;
     let mut qemu = Qemu::iso(iso)
         .arg("-drive")
