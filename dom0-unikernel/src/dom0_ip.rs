@@ -140,6 +140,11 @@ impl Dom0Ip {
         dom0_ip
     }
 
+    /// The address in use, if any, and whether DHCP leased it.
+    pub fn address(&self) -> Option<(Ipv4Cidr, bool)> {
+        self.address.map(|address| (address, self.dhcp.is_some()))
+    }
+
     fn mac_text(&self) -> MacText {
         MacText(self.mac)
     }

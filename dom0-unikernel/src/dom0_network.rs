@@ -25,6 +25,15 @@ fn now() -> Instant {
     Instant::from_millis(i64::try_from(millis).unwrap_or(i64::MAX))
 }
 
+/// What the shell's `info` shows of Dom0 on the network.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NetworkStatus {
+    /// Dom0's address, and whether DHCP leased it.
+    pub address: Option<(smoltcp::wire::Ipv4Cidr, bool)>,
+    /// The API's port, when it listens.
+    pub api_port: Option<u16>,
+}
+
 /// Dom0's address and the API on it.
 pub struct Dom0Network {
     ip: Dom0Ip,
@@ -71,6 +80,14 @@ impl Dom0Network {
             }
         };
         Some(Self { ip, api, files })
+    }
+
+    /// Dom0's address and the API's port, for the shell's `info`.
+    pub fn status(&self) -> NetworkStatus {
+        NetworkStatus {
+            address: self.ip.address(),
+            api_port: self.api.as_ref().map(ApiService::port),
+        }
     }
 
     /// One pass: frames in, smoltcp, the API, frames out.

@@ -177,7 +177,10 @@ fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::E
         if let Some(network) = &mut network {
             network.service(&mut toolstack);
         }
-        management.service(&mut toolstack);
+        management.service(
+            &mut toolstack,
+            network.as_ref().map(dom0_network::Dom0Network::status),
+        );
         had_guests |= toolstack.guests().next().is_some();
         if !interactive && toolstack.idle() {
             power_off(options, &toolstack, free_before, had_guests);

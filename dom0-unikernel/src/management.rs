@@ -14,6 +14,7 @@ use xenolith_abi::domain::DomainId;
 
 use crate::console;
 use crate::control;
+use crate::dom0_network::NetworkStatus;
 use crate::hypercall;
 use crate::toolstack::{GuestState, Toolstack};
 
@@ -25,6 +26,8 @@ pub struct Management {
     /// `exit-when-idle`, where the serial line is a log; typed commands
     /// still run).
     interactive: bool,
+    /// Dom0's address and API, as of this pass.
+    network: Option<NetworkStatus>,
 }
 
 impl Management {
@@ -33,6 +36,7 @@ impl Management {
             editor: LineEditor::new(),
             attached: None,
             interactive,
+            network: None,
         }
     }
 
@@ -45,8 +49,10 @@ impl Management {
         }
     }
 
-    /// Reads and handles everything the operator typed.
-    pub fn service(&mut self, toolstack: &mut Toolstack) {
+    /// Reads and handles everything the operator typed; `network` is Dom0
+    /// on the network (`None` without a NIC), for `info`.
+    pub fn service(&mut self, toolstack: &mut Toolstack, network: Option<NetworkStatus>) {
+        self.network = network;
         let mut buffer = [0u8; 256];
         // Bounded: the hypervisor's input buffer is finite anyway.
         for _ in 0..64 {
@@ -131,7 +137,7 @@ impl Management {
                 Ok(())
             }
             Command::Info => {
-                info(toolstack);
+                info(toolstack, self.network);
                 Ok(())
             }
             Command::Dmesg => {
@@ -241,7 +247,7 @@ fn list(toolstack: &Toolstack) {
     console::write_raw(shell::format_list(&rows).as_bytes());
 }
 
-fn info(toolstack: &Toolstack) {
+fn info(toolstack: &Toolstack, network: Option<NetworkStatus>) {
     let total = control::total_kib() / 1024;
     let free = control::free_kib() / 1024;
     let guests = toolstack.guests().count();
@@ -256,4 +262,20 @@ fn info(toolstack: &Toolstack) {
         "dom0_memory_in_use : {} KiB",
         crate::memory_in_use() / 1024
     ));
+    let (address, api) = match network {
+        None => (String::from("none (no NIC)"), String::from("off")),
+        Some(status) => (
+            match status.address {
+                Some((address, true)) => format!("{address} (dhcp)"),
+                Some((address, false)) => format!("{address} (static)"),
+                None => String::from("none yet (asking DHCP)"),
+            },
+            match status.api_port {
+                Some(port) => format!("TCP port {port}"),
+                None => String::from("off (no api_token)"),
+            },
+        ),
+    };
+    say(&format!("dom0_address       : {address}"));
+    say(&format!("management_api     : {api}"));
 }

@@ -116,6 +116,11 @@ fn dom0_leases_an_address_and_serves_the_api_with_its_token() -> Result<(), Fail
         "12 connections in a row, one GET /v1/host each: {} ms per request",
         started.elapsed().as_millis() / 12
     );
+    // The serial shell's info says the same.
+    qemu.send("info\r")?;
+    qemu.wait_for("dom0_address       : 10.0.2.15/24 (dhcp)", boot_timeout())?;
+    qemu.wait_for("management_api     : TCP port 8080", boot_timeout())?;
+
     // Idle with its address, a lease to renew and six sockets listening,
     // Dom0 sleeps until a frame or a deadline: QEMU stays mostly idle.
     let window = Duration::from_secs(3);
@@ -153,6 +158,8 @@ fn a_static_address_and_another_port_serve_the_api_and_no_token_means_no_api() -
     }
     qemu.assert_serial_contains(&["dom0: address 10.0.2.15/24 static, gateway 10.0.2.2"])?;
     qemu.assert_serial_lacks(&["asking DHCP"])?;
+    qemu.send("info\r")?;
+    qemu.wait_for("dom0_address       : 10.0.2.15/24 (static)", boot_timeout())?;
     api::wait_for_api(appliance.port, boot_timeout()).map_err(|error| qemu.failure(error))?;
     drop(appliance);
 
@@ -165,6 +172,8 @@ fn a_static_address_and_another_port_serve_the_api_and_no_token_means_no_api() -
         boot_timeout(),
     )?;
     qemu.wait_for("dom0: address 10.0.2.15/24 via dhcp", boot_timeout())?;
+    qemu.send("info\r")?;
+    qemu.wait_for("management_api     : off (no api_token)", boot_timeout())?;
     // QEMU accepts on the host and gets reset by Dom0: no answer comes.
     let answer = api::exchange(
         appliance.port,
