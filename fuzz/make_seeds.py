@@ -234,4 +234,25 @@ NETWORK_SEEDS = {
 folder = HERE / "corpus" / "dom0_network"
 folder.mkdir(parents=True, exist_ok=True)
 for name, data in NETWORK_SEEDS.items():
+
+
+def port_access(port, size, write, value=0):
+    """One `hvm_platform` access: port, size index (1, 2, 4 bytes), write flag, value."""
+    return struct.pack("<HBBI", port, {1: 0, 2: 1, 4: 2}[size], int(write), value)
+
+
+PLATFORM_SEEDS = {
+    # Linux's check_platform_magic, then unplugging disks and NICs.
+    "unplug": port_access(0x10, 2, False) + port_access(0x12, 1, False)
+    + port_access(0x12, 2, True, 0xFFFF) + port_access(0x10, 4, True, 0x60100)
+    + port_access(0x10, 2, False) + port_access(0x10, 2, True, 3),
+    # pci_check_type1, then sizing the platform device's memory BAR.
+    "bar-sizing": port_access(0xCF8, 4, True, 0x80000000) + port_access(0xCF8, 4, False)
+    + port_access(0xCF8, 4, True, 0x80001014) + port_access(0xCFC, 4, True, 0xFFFFFFFF)
+    + port_access(0xCFC, 4, False) + port_access(0xCFC, 4, True, 0xF0000000)
+    + port_access(0xCF8, 4, True, 0x8000100A) + port_access(0xCFE, 2, False),
+}
+folder = HERE / "corpus" / "hvm_platform"
+folder.mkdir(parents=True, exist_ok=True)
+for name, data in PLATFORM_SEEDS.items():
     (folder / f"seed-{name}").write_bytes(data)

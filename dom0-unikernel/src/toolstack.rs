@@ -41,6 +41,10 @@ const MAX_DEFINITIONS: usize = 256;
 /// Most bytes the kernel cache keeps (about three Debian kernels).
 const KERNEL_CACHE_BYTES: usize = 64 << 20;
 
+/// Most RAM an HVM guest gets: all of it lies below 4 GiB, under the
+/// Xen platform device's BAR.
+const HVM_MEMORY_MAX_MIB: u64 = 3072;
+
 /// Which kernel file: its bytes (boot modules stay put for good). Two
 /// configs naming the same file get two modules with equal bytes.
 type KernelKey = &'static [u8];
@@ -85,12 +89,13 @@ impl GuestDefinition {
                     .into(),
             );
         }
-        if hvm && !(config.disks.is_empty() && config.vifs.is_empty()) {
-            return Err(
-                "type = \"hvm\" guests get no disks or vifs yet (there is no Xen \
-                 platform PCI device for their grant tables); use type = \"pvh\""
-                    .into(),
-            );
+        // The platform device's memory BAR (where an HVM guest maps its
+        // grant frames) sits at 3.75 GiB; RAM stays below it.
+        if hvm && config.memory.0 > HVM_MEMORY_MAX_MIB {
+            return Err(format!(
+                "memory = {} MiB: an HVM guest takes at most {HVM_MEMORY_MAX_MIB}",
+                config.memory.0
+            ));
         }
         let kernel_name = config.kernel.as_deref().ok_or("no kernel")?;
         let kernel = file(kernel_name)

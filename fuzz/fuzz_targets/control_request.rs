@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     }
     match decode(&request) {
         Ok(Command::WriteMemory { length, .. }) => assert!(length <= WRITE_MAX),
-        Ok(Command::Create { vcpus, memory_pages }) => assert!(vcpus > 0 && memory_pages > 0),
+        Ok(Command::Create {
+            vcpus,
+            memory_pages,
+            ..
+        }) => assert!(vcpus > 0 && memory_pages > 0),
         Ok(Command::MapFrames { count, .. } | Command::UnmapFrames { count, .. }) => assert!(count > 0),
         _ => {}
     }

@@ -14,6 +14,7 @@ pub mod dom0;
 pub mod domain;
 pub mod event_channel;
 pub mod grant_table;
+pub mod hvm_platform;
 pub mod hypercall;
 pub mod memory;
 pub mod scheduler;

@@ -68,16 +68,24 @@ pub fn build_for(base: u64, vcpus: u32, hvm: bool) -> ([u8; BLOCK_SIZE], u64) {
     }
     checksum(&mut block, MADT_OFFSET, madt_size, 9);
 
-    // DSDT: no objects (no _S5: a PVH guest halts to power off).
-    header(&mut block, DSDT_OFFSET, b"DSDT", DSDT_SIZE, 2);
-    checksum(&mut block, DSDT_OFFSET, DSDT_SIZE, 9);
+    // DSDT: no objects for PVH (no _S5: a PVH guest halts to power off);
+    // for HVM the PCI host bridge and its windows.
+    let (dsdt_offset, dsdt_size) = if hvm {
+        let aml = hvm_dsdt_body();
+        put(&mut block, HVM_DSDT_OFFSET + HEADER_SIZE, &aml);
+        (HVM_DSDT_OFFSET, HEADER_SIZE + aml.len())
+    } else {
+        (DSDT_OFFSET, DSDT_SIZE)
+    };
+    header(&mut block, dsdt_offset, b"DSDT", dsdt_size, 2);
+    checksum(&mut block, dsdt_offset, dsdt_size, 9);
 
     // FADT revision 6, hardware-reduced: no PM timer, no SCI, no legacy.
     header(&mut block, FADT_OFFSET, b"FACP", FADT_SIZE, 6);
     put(
         &mut block,
         FADT_OFFSET + 40,
-        &((base + DSDT_OFFSET as u64) as u32).to_le_bytes(),
+        &((base + dsdt_offset as u64) as u32).to_le_bytes(),
     );
     put(&mut block, FADT_OFFSET + 109, &boot_arch.to_le_bytes());
     put(
@@ -89,7 +97,7 @@ pub fn build_for(base: u64, vcpus: u32, hvm: bool) -> ([u8; BLOCK_SIZE], u64) {
     put(
         &mut block,
         FADT_OFFSET + 140,
-        &(base + DSDT_OFFSET as u64).to_le_bytes(),
+        &(base + dsdt_offset as u64).to_le_bytes(),
     ); // X_DSDT
     checksum(&mut block, FADT_OFFSET, FADT_SIZE, 9);
 
@@ -116,6 +124,78 @@ pub fn build_for(base: u64, vcpus: u32, hvm: bool) -> ([u8; BLOCK_SIZE], u64) {
     checksum(&mut block, 0, 20, 8); // ACPI 1.0 checksum over the first 20 bytes
     checksum(&mut block, 0, RSDP_SIZE, 32); // extended checksum
     (block, base)
+}
+
+/// Where an HVM guest's DSDT goes (after the largest MADT).
+const HVM_DSDT_OFFSET: usize = 2048;
+const _: () = assert!(MADT_OFFSET + HEADER_SIZE + 8 + 8 * MAX_VCPUS as usize <= HVM_DSDT_OFFSET);
+
+/// The PCI host bridge's windows, as the platform device's BARs need
+/// them (`xenolith_hypervisor::hvm_platform`): ports 0xD00–0xFFFF,
+/// memory 0xF0000000–0xF0FFFFFF.
+pub const HVM_PCI_IO_WINDOW: (u16, u16) = (0x0d00, 0xffff);
+pub const HVM_PCI_MEMORY_WINDOW: (u32, u32) = (0xf000_0000, 0xf0ff_ffff);
+
+/// An HVM guest's DSDT body (AML): `\_SB.PCI0`, a PCI host bridge
+/// (PNP0A03) for bus 0 with configuration ports 0xCF8–0xCFF and the
+/// windows above. Linux with ACPI finds PCI root buses only here.
+fn hvm_dsdt_body() -> alloc::vec::Vec<u8> {
+    let mut resources = alloc::vec::Vec::new();
+    // Word bus number range 0–0, produced, fixed.
+    resources.extend_from_slice(&[0x88, 0x0d, 0x00, 2, 0x0c, 0x00]);
+    for word in [0u16, 0, 0, 0, 1] {
+        resources.extend_from_slice(&word.to_le_bytes());
+    }
+    // I/O ports 0xCF8–0xCFF, 16-bit decode (consumed).
+    resources.extend_from_slice(&[0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08]);
+    // Word I/O window, produced, fixed, entire range.
+    let (io_min, io_max) = HVM_PCI_IO_WINDOW;
+    resources.extend_from_slice(&[0x88, 0x0d, 0x00, 1, 0x0c, 0x03]);
+    for word in [0, io_min, io_max, 0, io_max - io_min + 1] {
+        resources.extend_from_slice(&word.to_le_bytes());
+    }
+    // DWord memory window, produced, fixed, cacheable, read-write.
+    let (memory_min, memory_max) = HVM_PCI_MEMORY_WINDOW;
+    resources.extend_from_slice(&[0x87, 0x17, 0x00, 0, 0x0c, 0x03]);
+    for dword in [0, memory_min, memory_max, 0, memory_max - memory_min + 1] {
+        resources.extend_from_slice(&dword.to_le_bytes());
+    }
+    resources.extend_from_slice(&[0x79, 0x00]); // end tag
+    // Name(_CRS, Buffer(n) { resources })
+    let mut crs = alloc::vec::Vec::new();
+    crs.extend_from_slice(b"\x08_CRS\x11");
+    let mut buffer = alloc::vec![0x0a, resources.len() as u8];
+    buffer.extend_from_slice(&resources);
+    package(&mut crs, &buffer);
+    // Device(PCI0) { Name(_HID, EisaId("PNP0A03")) Name(_UID, 0) _CRS }
+    let mut device_body = alloc::vec::Vec::new();
+    device_body.extend_from_slice(b"PCI0");
+    device_body.extend_from_slice(b"\x08_HID\x0c");
+    device_body.extend_from_slice(&[0x41, 0xd0, 0x0a, 0x03]);
+    device_body.extend_from_slice(b"\x08_UID\x00");
+    device_body.extend_from_slice(&crs);
+    let mut device = alloc::vec![0x5b, 0x82];
+    package(&mut device, &device_body);
+    // Scope(\_SB) { device }
+    let mut scope_body = alloc::vec::Vec::new();
+    scope_body.extend_from_slice(b"\\_SB_");
+    scope_body.extend_from_slice(&device);
+    let mut scope = alloc::vec![0x10];
+    package(&mut scope, &scope_body);
+    scope
+}
+
+/// Appends an AML PkgLength (which counts itself) and `body` to `out`.
+fn package(out: &mut alloc::vec::Vec<u8>, body: &[u8]) {
+    let length = body.len() + 1;
+    if length < 0x40 {
+        out.push(length as u8);
+    } else {
+        let length = body.len() + 2; // two-byte encoding, up to 4 KiB
+        out.push(0x40 | (length & 0x0f) as u8);
+        out.push((length >> 4) as u8);
+    }
+    out.extend_from_slice(body);
 }
 
 fn put(block: &mut [u8], at: usize, bytes: &[u8]) {
@@ -208,7 +288,27 @@ mod tests {
             u16::from_le_bytes([block[FADT_OFFSET + 109], block[FADT_OFFSET + 110]]),
             0x24
         );
-        // An HVM guest's FADT does not claim "no VGA".
+        // An HVM guest's FADT does not claim "no VGA", and its DSDT has
+        // the PCI host bridge, whole and summing to zero.
+        let (hvm_block, _) = build_for(base, 1, true);
+        let hvm_dsdt = (u64_at(&hvm_block, FADT_OFFSET + 140) - base) as usize;
+        assert_eq!(
+            u64::from(u32_at(&hvm_block, FADT_OFFSET + 40)),
+            base + hvm_dsdt as u64
+        );
+        let hvm_dsdt_size = u32_at(&hvm_block, hvm_dsdt + 4) as usize;
+        let table = &hvm_block[hvm_dsdt..hvm_dsdt + hvm_dsdt_size];
+        assert!(sums_to_zero(table));
+        let body = &table[HEADER_SIZE..];
+        // Scope(\_SB) whose PkgLength covers the whole body.
+        assert_eq!(&body[..1], &[0x10]);
+        let scope_length = usize::from(body[1] & 0x0f) | (usize::from(body[2]) << 4);
+        assert_eq!(body[1] >> 6, 1, "two-byte PkgLength");
+        assert_eq!(scope_length + 1, body.len());
+        assert_eq!(&body[3..8], b"\\_SB_");
+        let has = |needle: &[u8]| body.windows(needle.len()).any(|window| window == needle);
+        assert!(has(b"PCI0") && has(&[0x41, 0xd0, 0x0a, 0x03]) && has(b"_CRS"));
+        assert!(has(&0xf000_0000u32.to_le_bytes()) && has(&[0x79, 0x00]));
         let hvm = build_for(base, 1, true).0;
         assert_eq!(
             u16::from_le_bytes([hvm[FADT_OFFSET + 109], hvm[FADT_OFFSET + 110]]),

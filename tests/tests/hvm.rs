@@ -2,9 +2,11 @@
 //! TSC_AUX, NMIs through its virtual APIC, the refused xAPIC page; and
 //! HVM guests (a PC-like start through the Linux boot protocol).
 
-use xenolith_tests::debian::{guest_files, guest_says, linux_timeout};
+use std::path::Path;
+
+use xenolith_tests::debian::{attach, guest_files, guest_says, linux_timeout, write_filesystem};
 use xenolith_tests::{
-    EXIT_POWEROFF, Failure, Qemu, TempDir, boot_timeout, images, make_iso_with_modules,
+    EXIT_POWEROFF, Failure, Qemu, Running, TempDir, boot_timeout, images, make_iso_with_modules,
 };
 
 #[test]
@@ -36,18 +38,23 @@ fn a_guest_touching_the_xapic_page_is_stopped_with_a_clear_reason() -> Result<()
     qemu.assert_serial_lacks(&["xAPIC page: 0x"])
 }
 
-#[test]
-fn debian_boots_as_an_hvm_guest_to_a_shell() -> Result<(), Failure> {
-    let dir = TempDir::new("hvm-debian")?;
+/// Boots the appliance with one HVM guest `hvm` booting Debian's kernel
+/// and initramfs, `extra_config` added to its xl.cfg, and `disk` (if any)
+/// as the appliance's virtio disk.
+fn boot_hvm_guest(
+    dir: &TempDir,
+    extra_config: &str,
+    disk: Option<&Path>,
+) -> Result<Running, Failure> {
     let (kernel, initramfs) = guest_files()?;
-    let config = dir.write(
-        "hvm.cfg",
-        b"name = \"hvm\"\ntype = \"hvm\"\nmemory = 256\nkernel = \"vmlinuz\"\n\
-          ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
-          on_poweroff = \"destroy\"\n",
-    )?;
+    let config = format!(
+        "name = \"hvm\"\ntype = \"hvm\"\nmemory = 256\nkernel = \"vmlinuz\"\n\
+         ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
+         on_poweroff = \"destroy\"\n{extra_config}"
+    );
+    let config = dir.write("hvm.cfg", config.as_bytes())?;
     let iso = make_iso_with_modules(
-        &dir,
+        dir,
         "-- exit-when-idle",
         &[
             (&config, "guest-config hvm.cfg"),
@@ -55,12 +62,42 @@ fn debian_boots_as_an_hvm_guest_to_a_shell() -> Result<(), Failure> {
             (&initramfs, "guest-file initramfs.cpio.gz"),
         ],
     )?;
-    let mut qemu = Qemu::iso(iso).spawn()?;
+    let mut qemu = Qemu::iso(iso);
+    if let Some(disk) = disk {
+        qemu = qemu
+            .arg("-drive")
+            .arg(format!(
+                "file={},if=none,format=raw,id=disk0",
+                disk.display()
+            ))
+            .arg("-device")
+            .arg("virtio-blk-pci,drive=disk0");
+    }
+    qemu.spawn()
+}
+
+#[test]
+fn debian_boots_as_an_hvm_guest_to_a_shell() -> Result<(), Failure> {
+    let dir = TempDir::new("hvm-debian")?;
+    let mut qemu = boot_hvm_guest(&dir, "", None)?;
     qemu.wait_for("dom0: created domain 1 (hvm)", linux_timeout())?;
-    // The kernel decompressed itself (entered at code32_start) and found
-    // Xen through CPUID as an HVM guest, not PVH.
+    // The kernel decompressed itself (entered at code32_start) and the
+    // Xen platform ports answered its probe (the hypervisor's line comes
+    // before the guest's console, which Dom0 relays), so its PV drivers
+    // may load.
+    qemu.wait_for(
+        "domain 1 found the Xen platform and unplugged emulated devices",
+        linux_timeout(),
+    )?;
+    // It found Xen through CPUID as an HVM guest, not PVH.
     qemu.wait_for("[hvm] [    0.000000] Linux version 6.1", linux_timeout())?;
     qemu.wait_for("Booting paravirtualized kernel on Xen HVM", linux_timeout())?;
+    // The platform PCI device's driver set up the grant table.
+    qemu.wait_for(
+        "xen-platform-pci 0000:00:02.0: enabling device",
+        linux_timeout(),
+    )?;
+    qemu.wait_for("Grant table initialized", linux_timeout())?;
     qemu.wait_for("[hvm] XENOLITH-GUEST: shell", linux_timeout())?;
     qemu.send("console hvm\r")?;
     qemu.wait_for("attached to domain 1's console", boot_timeout())?;
@@ -80,4 +117,36 @@ fn debian_boots_as_an_hvm_guest_to_a_shell() -> Result<(), Failure> {
     qemu.wait_for("dom0: domain 1 (hvm) shut down (poweroff)", linux_timeout())?;
     qemu.expect_exit(EXIT_POWEROFF, linux_timeout())?;
     qemu.assert_serial_lacks(&["Booting paravirtualized kernel on Xen PVH"])
+}
+
+const MARKER: &str = "XENOLITH-HVM-DISK-MARKER-51c9";
+
+#[test]
+fn an_hvm_guest_writes_a_filesystem_on_its_pv_disk() -> Result<(), Failure> {
+    let dir = TempDir::new("hvm-disk")?;
+    let disk = dir.write("disk.img", &vec![0u8; 64 << 20])?;
+    let mut qemu = boot_hvm_guest(
+        &dir,
+        "disk = [ \"vdev=xvda, access=rw, target=virtio0\" ]\n",
+        Some(&disk),
+    )?;
+    qemu.wait_for("dom0: created domain 1 (hvm)", linux_timeout())?;
+    // blkfront loaded (the platform ports answered) and connected through
+    // grants set up by the platform PCI device's driver.
+    qemu.wait_for("dom0: domain 1: xvda connected", linux_timeout())?;
+    qemu.wait_for("[hvm] XENOLITH-GUEST: shell", linux_timeout())?;
+    attach(&mut qemu, "hvm", 1)?;
+    write_filesystem(&mut qemu, MARKER)?;
+    qemu.send("poweroff\r")?;
+    qemu.wait_for("dom0: domain 1 (hvm) shut down (poweroff)", linux_timeout())?;
+    qemu.expect_exit(EXIT_POWEROFF, linux_timeout())?;
+    let image = std::fs::read(&disk)
+        .map_err(|error| Failure::new(format!("cannot read the disk image: {error}")))?;
+    if !image
+        .windows(MARKER.len())
+        .any(|window| window == MARKER.as_bytes())
+    {
+        return Err(qemu.failure("the marker file's bytes are not in the disk image"));
+    }
+    qemu.assert_serial_lacks(&["I/O error", "EXT4-fs error", "dom0 crashed"])
 }

@@ -22,6 +22,7 @@ use hypervisor::domain::{
     Domain, DomainFrames, DomainState, DomainTable, GuestKind, GuestRam, Wait,
 };
 use hypervisor::event_channel::Virq;
+use hypervisor::hvm_platform::HvmPlatform;
 use hypervisor::hypercall::{self, Caller, GuestAccess, Outcome};
 use hypervisor::memory::frames::FrameAllocator;
 use hypervisor::memory::guest_walk::GuestPhysicalMemory;
@@ -78,6 +79,9 @@ struct GuestHardware {
     console: LineBuffer,
     /// Keeps a guest from flooding the serial console.
     console_limit: RateLimiter,
+    /// An HVM guest's emulated platform (PCI configuration, Xen's
+    /// platform ports); `None` for PVH guests and Dom0.
+    platform: Option<HvmPlatform>,
 }
 
 /// Which vCPU.
@@ -213,6 +217,7 @@ impl<'a> Machine<'a> {
                 vcpus: alloc::vec![vcpu],
                 console: LineBuffer::new(),
                 console_limit: RateLimiter::new(),
+                platform: None,
             },
         );
         let total_pages = (frames.free_bytes() + dom0.ram.len()) / PAGE_SIZE;
@@ -672,6 +677,46 @@ impl<'a> Machine<'a> {
             }
             return Next::Resume;
         }
+        if !access.string
+            && let Some(GuestHardware {
+                platform: Some(platform),
+                vcpus,
+                ..
+            }) = self.hardware.get_mut(&current.domain)
+            && let Some(vcpu) = vcpus.get_mut(current.index)
+        {
+            // An HVM guest's platform devices.
+            let rax = vcpu.vmcb.rax();
+            if access.input {
+                if let Some(value) = platform.read(access.port, access.size) {
+                    // IN AL/AX keeps the rest of RAX; IN EAX zero-extends.
+                    let merged = match access.size {
+                        1 => (rax & !0xff) | u64::from(value & 0xff),
+                        2 => (rax & !0xffff) | u64::from(value & 0xffff),
+                        _ => u64::from(value),
+                    };
+                    vcpu.vmcb.set_rax(merged);
+                    return Next::Resume;
+                }
+            } else {
+                let before = platform.unplugged();
+                if platform.write(access.port, access.size, rax as u32) {
+                    if before.is_none()
+                        && let Some(mask) = platform.unplugged()
+                    {
+                        info!(
+                            "domain {} found the Xen platform and unplugged emulated devices \
+                             {mask:#x} (it has none): its PV drivers may load",
+                            current.domain.0
+                        );
+                    }
+                    return Next::Resume;
+                }
+            }
+        }
+        let Some(vcpu) = self.vcpu_mut(current) else {
+            return Next::Switch;
+        };
         if access.input && !access.string {
             let ones = match access.size {
                 1 => 0xff,
@@ -1129,10 +1174,14 @@ impl<'a> Machine<'a> {
                 vcpu
             })
             .collect();
+        let mut platform = None;
         if let Ok(entry) = self.domains.get_mut(id) {
             entry.ram = ram;
             for (index, state) in entry.vcpus.iter_mut().enumerate() {
                 state.lapic = Some(lapic::x2apic_for_vcpu(index));
+            }
+            if entry.kind == GuestKind::Hvm {
+                platform = Some(HvmPlatform::new());
             }
         }
         self.hardware.insert(
@@ -1142,6 +1191,7 @@ impl<'a> Machine<'a> {
                 vcpus,
                 console: LineBuffer::new(),
                 console_limit: RateLimiter::new(),
+                platform,
             },
         );
         Ok(())

@@ -50,9 +50,12 @@ pub struct Vcpu {
     pub startups: u64,
     /// Its TSC_AUX (loaded into the CPU before it runs).
     pub msrs: msr::GuestMsrs,
-    /// An NMI was injected and its handler has not yet reached IRET:
-    /// further NMIs wait (the IRET intercept is on meanwhile).
+    /// An NMI was injected and its handler has not yet finished its IRET:
+    /// further NMIs wait (the IRET intercept is on until the IRET).
     pub nmi_blocked: bool,
+    /// The RIP of the NMI handler's IRET, once it was intercepted: NMIs
+    /// stay blocked until the vCPU is seen elsewhere (the IRET ran).
+    pub nmi_iret_rip: Option<u64>,
 }
 
 /// The frames every vCPU's VMCB points at.
@@ -134,6 +137,7 @@ impl Vcpu {
             startups: 0,
             msrs: msr::GuestMsrs::default(),
             nmi_blocked: false,
+            nmi_iret_rip: None,
         };
         vcpu.reset_to_pvh_entry(0, 0);
         vcpu
@@ -228,13 +232,22 @@ impl Vcpu {
     pub fn wait_for_startup(&mut self) {
         self.state = RunState::NotStarted;
         self.nmi_blocked = false;
+        self.nmi_iret_rip = None;
         self.vmcb
             .stop_intercepting(control::INTERCEPT_MISC1, misc1::IRET);
     }
 
     /// Whether an NMI may be injected at this entry: no NMI handler is
-    /// running, no other event is queued, no interrupt shadow.
-    pub fn can_take_nmi(&self) -> bool {
+    /// running (its IRET has run), no other event is queued, no interrupt
+    /// shadow.
+    pub fn can_take_nmi(&mut self) -> bool {
+        if self
+            .nmi_iret_rip
+            .is_some_and(|iret| iret != self.vmcb.rip())
+        {
+            self.nmi_iret_rip = None;
+            self.nmi_blocked = false;
+        }
         !self.nmi_blocked && !self.vmcb.event_queued() && !self.vmcb.in_interrupt_shadow()
     }
 
@@ -243,18 +256,21 @@ impl Vcpu {
     pub fn inject_nmi(&mut self) {
         self.vmcb.inject(Event::Nmi);
         self.nmi_blocked = true;
+        self.nmi_iret_rip = None;
         self.vmcb.intercept(control::INTERCEPT_MISC1, misc1::IRET);
     }
 
-    /// The NMI handler reached IRET: NMIs are unblocked. The exit comes
-    /// before the IRET runs, so the guest gets an interrupt shadow for it
-    /// (Xen's way): a pending NMI waits until the IRET has run and the
-    /// next exit, instead of landing on the old handler's stack frame.
+    /// The NMI handler reached IRET. The exit comes before the IRET runs,
+    /// so NMIs stay blocked until a later exit finds the vCPU past it
+    /// (KVM's way). Xen's way, an interrupt shadow over the IRET, was not
+    /// enough under QEMU's TCG: the test guest's nmi-self check hung now
+    /// and then, as when an NMI lands on the IRET and reuses the
+    /// handler's IST frame. A pending NMI arrives at the next exit after
+    /// the IRET.
     pub fn nmi_handler_returns(&mut self) {
-        self.nmi_blocked = false;
+        self.nmi_iret_rip = Some(self.vmcb.rip());
         self.vmcb
             .stop_intercepting(control::INTERCEPT_MISC1, misc1::IRET);
-        self.vmcb.set_interrupt_shadow();
     }
 
     /// A start-up IPI: the vCPU starts in real mode at the trampoline the

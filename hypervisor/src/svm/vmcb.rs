@@ -239,12 +239,6 @@ impl Vmcb {
         self.read_u64(control::INTERRUPT_SHADOW) & 1 != 0
     }
 
-    /// Puts the guest in an interrupt shadow for one instruction.
-    pub fn set_interrupt_shadow(&mut self) {
-        let value = self.read_u64(control::INTERRUPT_SHADOW) | 1;
-        self.write_u64(control::INTERRUPT_SHADOW, value);
-    }
-
     /// After an exit: an event whose delivery the exit interrupted
     /// (`EXITINTINFO`, for example a nested page fault on the guest's
     /// stack while an NMI or interrupt was being delivered) is queued
