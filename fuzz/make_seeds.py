@@ -234,6 +234,7 @@ NETWORK_SEEDS = {
 folder = HERE / "corpus" / "dom0_network"
 folder.mkdir(parents=True, exist_ok=True)
 for name, data in NETWORK_SEEDS.items():
+    (folder / f"seed-{name}").write_bytes(data)
 
 
 def port_access(port, size, write, value=0):
