@@ -24,7 +24,8 @@
 //! checksum on unreadable headers) is answered `XEN_NETIF_RSP_ERROR` on
 //! each of its slots (`NULL` on extra-info slots), dropped and counted.
 //! More than [`AbusePolicy::bad_packets`] within [`AbusePolicy::window`],
-//! or ring indices out of range, disconnect the vif
+//! ring indices out of range, or one packet running to more slots than
+//! the ring holds, disconnect the vif
 //! ([`VifActions::disconnect`]). Nothing a guest writes can panic, loop
 //! without bound or allocate without a cap.
 //!
@@ -35,7 +36,8 @@
 //! - A packet whose slots are only partly published waits for the rest
 //!   (Linux treats it as fatal).
 //! - Over-long slot chains are answered as they arrive and dropped, not
-//!   fatal; abuse is judged by the rate of bad packets.
+//!   fatal (Linux disconnects beyond 20 slots); abuse is judged by the
+//!   rate of bad packets, and a chain longer than the ring is fatal.
 //! - Multicast control and hash extra-info are accepted and ignored (the
 //!   bridge floods multicast); `feature-ctrl-ring`, XDP headroom and
 //!   multi-page rings are not offered.

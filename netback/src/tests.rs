@@ -1095,3 +1095,42 @@ fn the_counters_log_line_names_each_drop_reason_that_happened() {
         "tx 0 packets 0 bytes, rx 0 packets 0 bytes, tx dropped 0, rx dropped 0"
     );
 }
+
+#[test]
+fn a_packet_that_never_ends_disconnects_but_a_long_one_does_not() {
+    let mut s = setup();
+    // 30 slots, then the end: dropped and counted, no more.
+    for slot in 0..30 {
+        let flags = if slot < 29 { TxFlags::MORE_DATA } else { 0 };
+        s.front.push_tx(request(9999, 0, flags, 10));
+    }
+    s.front.publish_tx();
+    let actions = s.vif.poll(&mut s.grants, NOW);
+    assert!(actions.disconnect.is_none());
+    assert_eq!(s.front.tx_responses().len(), 30);
+    assert_eq!(s.vif.counters().tx_too_many_slots, 1);
+    // A chain that goes on, a ring's worth at a time as responses free
+    // room: cut off once it is longer than a ring.
+    let mut disconnect = None;
+    for _round in 0..4 {
+        for _ in 0..200 {
+            s.front.push_tx(request(9999, 0, TxFlags::MORE_DATA, 10));
+        }
+        s.front.publish_tx();
+        let actions = s.vif.poll(&mut s.grants, NOW);
+        assert!(actions.packets.is_empty());
+        s.front.tx_responses();
+        if actions.disconnect.is_some() {
+            disconnect = actions.disconnect;
+            break;
+        }
+    }
+    assert_eq!(
+        disconnect,
+        Some(DisconnectReason::EndlessPacket {
+            queue: 0,
+            slots: 257
+        })
+    );
+    assert_eq!(s.vif.counters().tx_too_many_slots, 2);
+}

@@ -79,6 +79,8 @@ pub(crate) struct TxQueue<M> {
     /// The packet is over a limit: its slots are answered as they come and
     /// not kept.
     discarding: Option<(RequestId, TxFault)>,
+    /// Slots the packet being discarded has had so far.
+    discarded_slots: usize,
 }
 
 impl<M: RingMemory> TxQueue<M> {
@@ -89,6 +91,17 @@ impl<M: RingMemory> TxQueue<M> {
             expect_extra: false,
             more_data: false,
             discarding: None,
+            discarded_slots: 0,
+        }
+    }
+
+    /// Slots of the packet being discarded so far (0 when none is): a
+    /// packet that never ends shows here.
+    pub(crate) fn discarded_slots(&self) -> usize {
+        if self.discarding.is_some() {
+            self.discarded_slots
+        } else {
+            0
         }
     }
 
@@ -175,9 +188,11 @@ impl<M: RingMemory> TxQueue<M> {
             };
             self.discarding = Some((first, TxFault::TooManySlots));
             let kept = core::mem::take(&mut self.slots);
+            self.discarded_slots = kept.len();
             self.respond(&kept, ResponseStatus::ERROR)?;
         }
         let first = self.discarding.map_or(RequestId(0), |(id, _)| id);
+        self.discarded_slots = self.discarded_slots.saturating_add(1);
         self.respond_one(&slot, first, ResponseStatus::ERROR)
     }
 

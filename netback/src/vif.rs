@@ -18,6 +18,13 @@ use crate::wire::{
 };
 use crate::xenbus::FrontendFeatures;
 
+/// Slots one TX packet may run to before it counts as endless: more than
+/// a ring holds. A packet is at most 18 data and 4 extra-info slots; the
+/// slots of one over the limit are answered as they come, which frees
+/// ring room, so only a front end building a chain that never ends gets
+/// here.
+const ENDLESS_PACKET_SLOTS: usize = 256;
+
 /// When bad requests amount to abuse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AbusePolicy {
@@ -92,6 +99,15 @@ pub enum DisconnectReason {
     Abuse {
         /// Bad packets counted in the window.
         bad_packets: u32,
+    },
+    /// One packet went on for more slots than the ring holds: no front end
+    /// that waits for its responses can send that (Linux disconnects
+    /// beyond 20 slots).
+    EndlessPacket {
+        /// The queue.
+        queue: usize,
+        /// Its slots so far.
+        slots: usize,
     },
 }
 
@@ -438,6 +454,7 @@ impl<M: RingMemory> Vif<M> {
             return;
         };
         let mut faults = Vec::new();
+        let mut endless = None;
         let mut taken = 0;
         let mut rechecked = false;
         let outcome: Result<(), RingError> = loop {
@@ -474,6 +491,10 @@ impl<M: RingMemory> Vif<M> {
                 Ok(Step::Packet(Err(fault))) => faults.push(fault),
                 Err(error) => break Err(error),
             }
+            if queue.tx.discarded_slots() > ENDLESS_PACKET_SLOTS {
+                endless = Some(queue.tx.discarded_slots());
+                break Ok(());
+            }
         };
         if queue.tx.ring.publish_responses() {
             self.counters.tx_notifications += 1;
@@ -491,6 +512,16 @@ impl<M: RingMemory> Vif<M> {
         for fault in faults {
             self.counters.count_tx_fault(fault);
             self.note_bad_packet(now, actions);
+        }
+        if let Some(slots) = endless {
+            self.counters.count_tx_fault(TxFault::TooManySlots);
+            self.stop(
+                DisconnectReason::EndlessPacket {
+                    queue: index,
+                    slots,
+                },
+                actions,
+            );
         }
     }
 
