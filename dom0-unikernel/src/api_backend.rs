@@ -15,7 +15,10 @@ use mgmt_api::{
 };
 use xenolith_abi::domain::DomainId;
 
+use storage::store::VolumeKind;
+
 use crate::control::{self, StopReason};
+use crate::store_guests;
 use crate::toolstack::{GuestDefinition, GuestState, Toolstack};
 
 /// Physical CPUs: the hypervisor runs every vCPU on the boot CPU.
@@ -24,11 +27,16 @@ const PHYSICAL_CPUS: u32 = 1;
 /// A file a `guest-file` boot module carries: its name and bytes.
 pub type GuestFile = (String, &'static [u8]);
 
+/// Most files kept for the API's creates: boot modules, and kernel and
+/// initrd volumes read from the store on demand (each read once, kept).
+const MAX_FILES: usize = 64;
+
 /// The toolstack, borrowed for one pass of the API.
 pub struct ToolstackBackend<'a> {
     pub toolstack: &'a mut Toolstack,
-    /// What `kernel` and `ramdisk` of a created config may name.
-    pub files: &'a [GuestFile],
+    /// What `kernel` and `ramdisk` of a created config may name; kernel
+    /// and initrd volumes of the store are read into it when named.
+    pub files: &'a mut Vec<GuestFile>,
 }
 
 impl ToolstackBackend<'_> {
@@ -47,6 +55,31 @@ impl ToolstackBackend<'_> {
                 .find_guest(name)
                 .ok_or(BackendError::NoSuchDomain),
         }
+    }
+
+    /// Makes sure `name` is among the files: a boot module already, or a
+    /// volume of the store, read now. Unknown names are left for the
+    /// definition to refuse.
+    fn find_file(&mut self, name: &str, kind: VolumeKind) -> Result<(), BackendError> {
+        if self.files.iter().any(|(known, _)| known == name) {
+            return Ok(());
+        }
+        let Some(store) = self.toolstack.blocks.store() else {
+            return Ok(());
+        };
+        if store.borrow().lookup(name).is_err() {
+            return Ok(());
+        }
+        if self.files.len() >= MAX_FILES {
+            return Err(BackendError::ResourceExhausted(format!(
+                "{MAX_FILES} kernel and initrd files are held already"
+            )));
+        }
+        let bytes = store_guests::read_file(&store, name, kind).map_err(|why| {
+            BackendError::InvalidConfig(format!("{} {name:?}: {why}", kind_name(kind)))
+        })?;
+        self.files.push((String::from(name), bytes));
+        Ok(())
     }
 
     fn info(&self, domain: DomainId) -> Result<DomainInfo, BackendError> {
@@ -120,7 +153,15 @@ impl Backend for ToolstackBackend<'_> {
         if self.toolstack.find_guest(&config.name).is_some() {
             return Err(BackendError::DomainExists(config.name));
         }
-        let files = self.files;
+        for (name, kind) in [
+            (config.kernel.as_deref(), VolumeKind::Kernel),
+            (config.ramdisk.as_deref(), VolumeKind::Initrd),
+        ] {
+            if let Some(name) = name {
+                self.find_file(name, kind)?;
+            }
+        }
+        let files = &*self.files;
         let definition = GuestDefinition::from_config("api", &config, |name| {
             files
                 .iter()
@@ -345,6 +386,13 @@ impl Backend for ToolstackBackend<'_> {
                 |domain| u64::from(domain.vcpus),
             ),
         ]
+    }
+}
+
+fn kind_name(kind: VolumeKind) -> &'static str {
+    match kind {
+        VolumeKind::Initrd => "ramdisk",
+        _ => "kernel",
     }
 }
 

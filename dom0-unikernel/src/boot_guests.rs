@@ -37,19 +37,25 @@ pub struct BootPlan {
     pub start: Vec<usize>,
     /// The `appliance-config` module's settings, if one parsed.
     pub appliance: Option<ApplianceConfig>,
-    /// Every `guest-file` module by name (the first of equal names), for
-    /// configs that arrive later (the API's creates).
+    /// Every `guest-file` module by name (the first of equal names), then
+    /// the store's kernel and initrd volumes read at boot, for configs that
+    /// arrive later (the API's creates).
     pub files: Vec<GuestFile>,
 }
 
 /// Defines every guest the boot modules describe; returns the
 /// definitions to start now and the appliance's settings.
 pub fn define(info: &StartInfo, toolstack: &mut Toolstack) -> BootPlan {
-    let files = guest_files(info);
-    let start = define_guests(info, toolstack);
+    let mut files = guest_files(info);
+    let (start, appliance, store_files) = define_guests(info, toolstack);
+    for (name, bytes) in store_files {
+        if !files.iter().any(|(known, _)| *known == name) {
+            files.push((name, bytes));
+        }
+    }
     BootPlan {
-        start: start.0,
-        appliance: start.1,
+        start,
+        appliance,
         files,
     }
 }
@@ -71,7 +77,7 @@ fn guest_files(info: &StartInfo) -> Vec<GuestFile> {
 fn define_guests(
     info: &StartInfo,
     toolstack: &mut Toolstack,
-) -> (Vec<usize>, Option<ApplianceConfig>) {
+) -> (Vec<usize>, Option<ApplianceConfig>, Vec<GuestFile>) {
     let mut defined = Vec::new();
     let mut appliance: Option<ApplianceConfig> = None;
     for (index, module) in info.modules.iter().enumerate() {
@@ -124,8 +130,9 @@ fn define_guests(
     }
     let from_store = crate::store_guests::define(toolstack);
     defined.extend(from_store.defined);
+    let store_files = from_store.files;
     let Some(appliance) = appliance.or(from_store.appliance) else {
-        return (defined, None);
+        return (defined, None, store_files);
     };
     let start = appliance
         .boot_guests
@@ -138,7 +145,7 @@ fn define_guests(
             found
         })
         .collect();
-    (start, Some(appliance))
+    (start, Some(appliance), store_files)
 }
 
 /// `FILE:LINE:COLUMN: message`, or `FILE: message` without a position.

@@ -102,7 +102,7 @@ impl Dom0Network {
             if let Some(api) = &mut self.api {
                 let mut backend = ToolstackBackend {
                     toolstack: &mut *toolstack,
-                    files: &self.files,
+                    files: &mut self.files,
                 };
                 let now_ms = u64::try_from(now.total_millis()).unwrap_or(0);
                 if api.service(&mut self.ip.sockets, now_ms, &mut backend) {

@@ -33,10 +33,12 @@ const MAX_CONFIG_BYTES: u64 = 64 << 10;
 const CHUNK: usize = 256 << 10;
 
 /// What the store defines: guests (definition indices, in the store's
-/// order) and its appliance config, if it has one.
+/// order), its appliance config, if it has one, and the kernel and initrd
+/// volumes read for them (by name, for later creates).
 pub struct StoreGuests {
     pub defined: Vec<usize>,
     pub appliance: Option<ApplianceConfig>,
+    pub files: Vec<(String, &'static [u8])>,
 }
 
 /// Defines a guest for each config volume of the appliance disk's store.
@@ -45,6 +47,7 @@ pub fn define(toolstack: &mut Toolstack) -> StoreGuests {
     let mut found = StoreGuests {
         defined: Vec::new(),
         appliance: None,
+        files: Vec::new(),
     };
     let Some(store) = toolstack.blocks.store() else {
         return found;
@@ -102,7 +105,18 @@ pub fn define(toolstack: &mut Toolstack) -> StoreGuests {
             }
         }
     }
+    found.files = files.into_iter().collect();
     found
+}
+
+/// Reads kernel or initrd volume `name` for a guest defined later (the
+/// API's create), kept for good as a boot module would be.
+pub fn read_file(
+    store: &SharedStore,
+    name: &str,
+    kind: VolumeKind,
+) -> Result<&'static [u8], String> {
+    read_volume(store, name, kind, u64::MAX).map(|bytes| &*bytes.leak())
 }
 
 /// A definition from config volume `name`, its files read from the store.

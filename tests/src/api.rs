@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
@@ -88,6 +88,18 @@ pub fn boot_forwarding(
     let mut all: Vec<(&Path, &str)> = vec![(&config, "appliance-config appliance.cfg")];
     all.extend_from_slice(modules);
     let iso = make_iso_with_modules(dir, "--", &all)?;
+    let (qemu, port) = qemu_forwarding(iso, api_port)?;
+    Ok(ApiAppliance {
+        qemu: qemu.spawn()?,
+        port,
+        address: String::new(),
+    })
+}
+
+/// QEMU booting `iso` with a virtio NIC on its user network and a free
+/// host port forwarded to Dom0's `api_port`; returns it (to add arguments
+/// to) and the host port.
+pub fn qemu_forwarding(iso: PathBuf, api_port: u16) -> Result<(Qemu, u16), Failure> {
     let port = free_port()?;
     let qemu = Qemu::iso(iso)
         .arg("-netdev")
@@ -96,13 +108,8 @@ pub fn boot_forwarding(
         ))
         // No option ROM: the BIOS boots the CD and need not load iPXE.
         .arg("-device")
-        .arg("virtio-net-pci,netdev=net0,romfile=")
-        .spawn()?;
-    Ok(ApiAppliance {
-        qemu,
-        port,
-        address: String::new(),
-    })
+        .arg("virtio-net-pci,netdev=net0,romfile=");
+    Ok((qemu, port))
 }
 
 /// One HTTP response as the client read it.

@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use xenolith_img::VolumeKind;
 use xenolith_tests::api::{self, ApiAppliance, HttpResponse, TOKEN};
 use xenolith_tests::debian::{DETACH, attach, guest_files, guest_value, linux_timeout};
 use xenolith_tests::{Failure, Running, TempDir, boot_timeout};
@@ -447,6 +448,98 @@ fn a_guest_created_through_the_api_pings_dom0_reboots_and_powers_off_through_it(
     }
     let gone = send(qemu, port, "DELETE", "/v1/domains/web", None)?;
     expect(qemu, "destroying the guest that is gone", &gone, 404)?;
+    qemu.assert_serial_lacks(TROUBLE)?;
+    Ok(())
+}
+
+fn tool(result: Result<String, xenolith_img::ToolError>) -> Result<String, Failure> {
+    result.map_err(|error| Failure::new(format!("xenolith-img: {error}")))
+}
+
+#[test]
+fn an_appliance_disk_enables_the_api_and_creates_take_kernels_from_its_store() -> Result<(), Failure>
+{
+    // The disk alone: its appliance config turns the API on, its kernel
+    // volume is what a create names. The ISO carries no modules.
+    let dir = TempDir::new("dom0-api-store")?;
+    let disk = dir.path().join("appliance.img");
+    tool(xenolith_img::create(&disk, 64 << 20, false))?;
+    let images = xenolith_tests::images()?;
+    tool(xenolith_img::import(
+        &disk,
+        "tg-kernel",
+        &images.test_guest,
+        VolumeKind::Kernel,
+        false,
+    ))?;
+    let (_, initramfs) = guest_files()?;
+    tool(xenolith_img::import(
+        &disk,
+        "an-initrd",
+        &initramfs,
+        VolumeKind::Initrd,
+        false,
+    ))?;
+    let appliance = dir.write("appliance", api::appliance_config("").as_bytes())?;
+    tool(xenolith_img::import(
+        &disk,
+        "appliance",
+        &appliance,
+        VolumeKind::Config,
+        false,
+    ))?;
+    let iso = xenolith_tests::make_iso(&dir, "")?;
+    let (qemu, port) = api::qemu_forwarding(iso, api::API_PORT)?;
+    let mut qemu = qemu
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=none,format=raw,id=disk0",
+            disk.display()
+        ))
+        .arg("-device")
+        .arg("virtio-blk-pci,drive=disk0")
+        .spawn()?;
+    qemu.wait_for("dom0: management API on TCP port 8080", boot_timeout())?;
+    api::wait_for_api(port, boot_timeout()).map_err(|error| qemu.failure(error))?;
+
+    let config = |kernel: &str| {
+        format!("name = \"tg\"\ntype = \"pvh\"\nmemory = 32\nkernel = \"{kernel}\"\n")
+    };
+    // A volume of the wrong kind, and a name nothing has: 422, named.
+    let wrong = send(
+        &qemu,
+        port,
+        "POST",
+        "/v1/domains",
+        Some(("text/plain", &config("an-initrd"))),
+    )?;
+    expect(&qemu, "an initrd volume as the kernel", &wrong, 422)?;
+    if !wrong.body.contains("an-initrd") {
+        return Err(qemu.failure(format!(
+            "the refusal does not name the volume: {}",
+            wrong.body
+        )));
+    }
+    let missing = send(
+        &qemu,
+        port,
+        "POST",
+        "/v1/domains",
+        Some(("text/plain", &config("nowhere"))),
+    )?;
+    expect(&qemu, "a kernel nothing has", &missing, 422)?;
+
+    let created = send(
+        &qemu,
+        port,
+        "POST",
+        "/v1/domains",
+        Some(("text/plain", &config("tg-kernel"))),
+    )?;
+    expect(&qemu, "create from the store's kernel", &created, 201)?;
+    qemu.wait_for("dom0: created domain 1 (tg)", boot_timeout())?;
+    // The test guest runs its checks and powers itself off.
+    qemu.wait_for("dom0: domain 1 (tg) shut down (poweroff)", boot_timeout())?;
     qemu.assert_serial_lacks(TROUBLE)?;
     Ok(())
 }
