@@ -646,7 +646,13 @@ impl BlockService {
                 submitted
             });
             let Some(submitted) = submitted else {
-                return progress;
+                // No disk takes requests (the store's timed out): fail
+                // them rather than let the guests wait for good.
+                let failed: Vec<u64> = self.waiting.drain(..).map(|request| request.tag).collect();
+                for disk_tag in failed {
+                    self.fail_request(disk_tag, now, access);
+                }
+                return true;
             };
             progress |= submitted;
             if refused.is_empty() {
@@ -654,18 +660,7 @@ impl BlockService {
             }
             progress = true;
             for disk_tag in refused {
-                if let Some((parent, at)) = self.pieces.remove(&disk_tag) {
-                    let result = Err(dom0::virtio_blk::BlockError::DeviceIo);
-                    self.finish_piece(parent, at, result, &[], now, access);
-                    continue;
-                }
-                if let Some((serial, tag)) = self.tags.remove(&disk_tag) {
-                    let input = Input::Completed(Completion {
-                        tag,
-                        result: Err(DeviceError),
-                    });
-                    self.process(serial, input, now, access);
-                }
+                self.fail_request(disk_tag, now, access);
             }
         }
         progress
@@ -753,6 +748,21 @@ impl BlockService {
             },
         );
         None
+    }
+
+    /// Fails a disk request that will not reach the disk: its volume
+    /// request, or its whole-disk blkback request.
+    fn fail_request(&mut self, disk_tag: u64, now: Time, access: &mut StoreAccess<'_>) {
+        if let Some((parent, at)) = self.pieces.remove(&disk_tag) {
+            let result = Err(dom0::virtio_blk::BlockError::DeviceIo);
+            self.finish_piece(parent, at, result, &[], now, access);
+        } else if let Some((serial, tag)) = self.tags.remove(&disk_tag) {
+            let input = Input::Completed(Completion {
+                tag,
+                result: Err(DeviceError),
+            });
+            self.process(serial, input, now, access);
+        }
     }
 
     /// One piece of a volume request is done; the last one completes it.
