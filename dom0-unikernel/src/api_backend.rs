@@ -24,7 +24,8 @@ use crate::toolstack::{GuestDefinition, GuestState, Toolstack};
 /// Physical CPUs: the hypervisor runs every vCPU on the boot CPU.
 const PHYSICAL_CPUS: u32 = 1;
 
-/// A file a `guest-file` boot module carries: its name and bytes.
+/// A kernel or ramdisk a create may name: a `guest-file` boot module's
+/// name and bytes, or a store volume's.
 pub type GuestFile = (String, &'static [u8]);
 
 /// Most files kept for the API's creates: boot modules, and kernel and
@@ -33,6 +34,7 @@ const MAX_FILES: usize = 64;
 
 /// The toolstack, borrowed for one pass of the API.
 pub struct ToolstackBackend<'a> {
+    /// Every guest and the services they use.
     pub toolstack: &'a mut Toolstack,
     /// What `kernel` and `ramdisk` of a created config may name; kernel
     /// and initrd volumes of the store are read into it when named.

@@ -101,6 +101,13 @@ pub struct Dom0Ip {
     mac: [u8; 6],
     /// Frames dropped because smoltcp had not caught up.
     inbound_drops: u64,
+    /// Leases taken so far.
+    lease_changes: u64,
+}
+
+/// The first few events of a kind, then the powers of two.
+fn worth_logging(count: u64) -> bool {
+    count <= 4 || count.is_power_of_two()
 }
 
 impl Dom0Ip {
@@ -120,6 +127,7 @@ impl Dom0Ip {
             address: None,
             mac,
             inbound_drops: 0,
+            lease_changes: 0,
         };
         match *network {
             NetworkConfig::Dhcp => {
@@ -193,7 +201,7 @@ impl Dom0Ip {
             if self.device.inbound.len() >= INBOUND_FRAMES {
                 self.device.inbound.pop_front();
                 self.inbound_drops += 1;
-                if self.inbound_drops.is_power_of_two() {
+                if worth_logging(self.inbound_drops) {
                     warn!(
                         "dom0: {} frames for Dom0 dropped: it fell behind",
                         self.inbound_drops
@@ -227,14 +235,23 @@ impl Dom0Ip {
         match event {
             Some(Some((address, router))) => {
                 self.configure(address, router);
-                match router {
-                    Some(router) => info!("dom0: address {address} via dhcp, gateway {router}"),
-                    None => info!("dom0: address {address} via dhcp"),
+                self.lease_changes = self.lease_changes.saturating_add(1);
+                // Any host on the bridge, a guest too, may answer DHCP: a
+                // flapping lease is logged sparingly.
+                if worth_logging(self.lease_changes) {
+                    match router {
+                        Some(router) => {
+                            info!("dom0: address {address} via dhcp, gateway {router}")
+                        }
+                        None => info!("dom0: address {address} via dhcp"),
+                    }
                 }
                 true
             }
             Some(None) => {
-                if let Some(address) = self.address {
+                if let Some(address) = self.address
+                    && worth_logging(self.lease_changes)
+                {
                     warn!("dom0: the DHCP lease of {address} ended; asking again");
                 }
                 self.deconfigure();
