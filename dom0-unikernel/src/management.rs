@@ -278,4 +278,13 @@ fn info(toolstack: &Toolstack, network: Option<NetworkStatus>) {
     };
     say(&format!("dom0_address       : {address}"));
     say(&format!("management_api     : {api}"));
+    // Each vif's traffic and drops by reason, live.
+    for (name, connected, counters) in toolstack.nets.vif_counters() {
+        let state = if connected {
+            "connected"
+        } else {
+            "not connected"
+        };
+        say(&format!("{name:<19}: {state}; {counters}"));
+    }
 }

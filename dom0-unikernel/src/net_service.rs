@@ -316,6 +316,28 @@ impl NetService {
             .collect()
     }
 
+    /// Every guest vif's netback counters (those of its last connection
+    /// when it is not connected now), by name `vifD.N`, with whether it is
+    /// connected.
+    pub fn vif_counters(&self) -> Vec<(String, bool, VifCounters)> {
+        self.vifs
+            .values()
+            .map(|vif| {
+                let counters = vif
+                    .vif
+                    .as_ref()
+                    .map(|connected| *connected.counters())
+                    .or(vif.last_counters)
+                    .unwrap_or_default();
+                (
+                    format!("vif{}.{}", vif.domain.0, vif.device_id),
+                    vif.vif.is_some(),
+                    counters,
+                )
+            })
+            .collect()
+    }
+
     /// Hands the vifs what was forwarded to them since their last poll
     /// (Dom0's own frames), and takes what they sent meanwhile.
     pub fn deliver_pending(&mut self, xenstore: &mut XenstoreService) {

@@ -305,8 +305,17 @@ fn a_hostile_guest_is_refused_and_cut_off_while_another_guests_io_goes_on() -> R
         return Err(qemu.failure("the gateway no longer answers the Debian guest"));
     }
     qemu.send(DETACH)?;
-    qemu.send("list\r")?;
-    qemu.wait_for("debian", boot_timeout())?;
+    // The shell's `info` shows the Debian guest's vif, live, with its
+    // traffic and drops.
+    qemu.send("info\r")?;
+    let vif = qemu.wait_for(": connected; tx ", boot_timeout())?;
+    println!("{vif}");
+    let packets = number_after(&vif, "; tx").unwrap_or(0);
+    if !vif.starts_with("vif1.0 ") || packets == 0 {
+        return Err(qemu.failure(format!(
+            "`info` should show vif1.0 connected with packets sent: {vif:?}"
+        )));
+    }
     qemu.assert_serial_lacks(TROUBLE)?;
     qemu.kill();
     Ok(())
