@@ -77,9 +77,9 @@ fn boot_hvm_guest(
 }
 
 #[test]
-fn debian_boots_as_an_hvm_guest_to_a_shell() -> Result<(), Failure> {
+fn debian_boots_as_a_two_vcpu_hvm_guest_to_a_shell() -> Result<(), Failure> {
     let dir = TempDir::new("hvm-debian")?;
-    let mut qemu = boot_hvm_guest(&dir, "", None)?;
+    let mut qemu = boot_hvm_guest(&dir, "vcpus = 2\n", None)?;
     qemu.wait_for("dom0: created domain 1 (hvm)", linux_timeout())?;
     // The kernel decompressed itself (entered at code32_start) and the
     // Xen platform ports answered its probe (the hypervisor's line comes
@@ -92,6 +92,8 @@ fn debian_boots_as_an_hvm_guest_to_a_shell() -> Result<(), Failure> {
     // It found Xen through CPUID as an HVM guest, not PVH.
     qemu.wait_for("[hvm] [    0.000000] Linux version 6.1", linux_timeout())?;
     qemu.wait_for("Booting paravirtualized kernel on Xen HVM", linux_timeout())?;
+    // Its second vCPU came up by INIT/SIPI as on a PC.
+    qemu.wait_for("smp: Brought up 1 node, 2 CPUs", linux_timeout())?;
     // The platform PCI device's driver set up the grant table.
     qemu.wait_for(
         "xen-platform-pci 0000:00:02.0: enabling device",
