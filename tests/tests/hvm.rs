@@ -115,6 +115,12 @@ fn debian_boots_as_a_two_vcpu_hvm_guest_to_a_shell() -> Result<(), Failure> {
     if !name.contains("NAME=hvm") {
         return Err(qemu.failure(format!("xenstore-read name: {name:?}")));
     }
+    // An NMI to the other vCPU through the virtual x2APIC: sysrq-l has
+    // the CPU running the shell send an NMI to the other one, which prints
+    // its backtrace from its NMI handler.
+    qemu.send("echo l >/proc/sysrq-trigger\r")?;
+    qemu.wait_for("Sending NMI from CPU", linux_timeout())?;
+    qemu.wait_for("NMI backtrace for cpu", linux_timeout())?;
     qemu.send("poweroff\r")?;
     qemu.wait_for("dom0: domain 1 (hvm) shut down (poweroff)", linux_timeout())?;
     qemu.expect_exit(EXIT_POWEROFF, linux_timeout())?;
