@@ -14,10 +14,19 @@ struct Guest<'a> {
 }
 
 impl Guest<'_> {
-    fn range(&self, address: GuestVirtAddr, len: usize) -> Result<core::ops::Range<usize>, GuestFault> {
-        let start = address.0.checked_sub(0x1000).ok_or(GuestFault { address })? as usize;
+    fn range(
+        &self,
+        address: GuestVirtAddr,
+        len: usize,
+    ) -> Result<core::ops::Range<usize>, GuestFault> {
+        let start = address
+            .0
+            .checked_sub(0x1000)
+            .ok_or(GuestFault { address })? as usize;
         let end = start.checked_add(len).ok_or(GuestFault { address })?;
-        (end <= self.bytes.len()).then_some(start..end).ok_or(GuestFault { address })
+        (end <= self.bytes.len())
+            .then_some(start..end)
+            .ok_or(GuestFault { address })
     }
 }
 
@@ -42,7 +51,35 @@ fn word(data: &[u8], index: usize) -> u64 {
     }
     // Keep pointers near the guest buffer often enough to matter.
     let value = u64::from_le_bytes(bytes);
-    if value & 1 == 0 { 0x1000 + (value >> 1) % 0x2000 } else { value >> 1 }
+    if value & 1 == 0 {
+        0x1000 + (value >> 1) % 0x2000
+    } else {
+        value >> 1
+    }
+}
+
+/// Counts console output and offers a few bytes of input.
+struct FakeConsole {
+    written: usize,
+    input: Vec<u8>,
+}
+
+impl hypercall::Console for FakeConsole {
+    fn write(&mut self, bytes: &[u8]) {
+        self.written += bytes.len();
+    }
+
+    fn peek_input(&self, skip: usize, into: &mut [u8]) -> usize {
+        let waiting = self.input.get(skip..).unwrap_or(&[]);
+        let count = waiting.len().min(into.len());
+        into[..count].copy_from_slice(&waiting[..count]);
+        count
+    }
+
+    fn consume_input(&mut self, count: usize) {
+        let count = count.min(self.input.len());
+        self.input.drain(..count);
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -65,9 +102,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut memory = data[48..].to_vec();
     let mut guest = Guest { bytes: &mut memory };
-    let mut written = 0usize;
-    let _ = hypercall::dispatch(number, args, &caller, &mut guest, &mut |bytes: &[u8]| {
-        written += bytes.len();
-    });
-    assert!(written as u64 <= hypercall::CONSOLE_WRITE_MAX);
+    // Console input: the fuzzer's first bytes, taken from the front.
+    let mut console = FakeConsole {
+        written: 0,
+        input: data[..8].to_vec(),
+    };
+    let _ = hypercall::dispatch(number, args, &caller, &mut guest, &mut console);
+    assert!(console.written as u64 <= hypercall::CONSOLE_WRITE_MAX);
 });
