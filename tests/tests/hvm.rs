@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use xenolith_tests::debian::{attach, guest_files, guest_says, linux_timeout, write_filesystem};
+use xenolith_tests::debian::{
+    attach, guest_files, guest_says, guest_value, linux_timeout, write_filesystem,
+};
 use xenolith_tests::{
     EXIT_POWEROFF, Failure, Qemu, Running, TempDir, boot_timeout, images, make_iso_with_modules,
 };
@@ -38,13 +40,22 @@ fn a_guest_touching_the_xapic_page_is_stopped_with_a_clear_reason() -> Result<()
     qemu.assert_serial_lacks(&["xAPIC page: 0x"])
 }
 
+/// What the appliance gets besides the guest.
+#[derive(Clone, Copy)]
+enum Device<'a> {
+    None,
+    /// This image as its virtio disk.
+    Disk(&'a Path),
+    /// A virtio NIC on QEMU's user network.
+    Nic,
+}
+
 /// Boots the appliance with one HVM guest `hvm` booting Debian's kernel
-/// and initramfs, `extra_config` added to its xl.cfg, and `disk` (if any)
-/// as the appliance's virtio disk.
+/// and initramfs, `extra_config` added to its xl.cfg, and `device`.
 fn boot_hvm_guest(
     dir: &TempDir,
     extra_config: &str,
-    disk: Option<&Path>,
+    device: Device<'_>,
 ) -> Result<Running, Failure> {
     let (kernel, initramfs) = guest_files()?;
     let config = format!(
@@ -62,24 +73,30 @@ fn boot_hvm_guest(
             (&initramfs, "guest-file initramfs.cpio.gz"),
         ],
     )?;
-    let mut qemu = Qemu::iso(iso);
-    if let Some(disk) = disk {
-        qemu = qemu
+    let qemu = Qemu::iso(iso);
+    let qemu = match device {
+        Device::None => qemu,
+        Device::Disk(disk) => qemu
             .arg("-drive")
             .arg(format!(
                 "file={},if=none,format=raw,id=disk0",
                 disk.display()
             ))
             .arg("-device")
-            .arg("virtio-blk-pci,drive=disk0");
-    }
+            .arg("virtio-blk-pci,drive=disk0"),
+        Device::Nic => qemu
+            .arg("-netdev")
+            .arg("user,id=net0")
+            .arg("-device")
+            .arg("virtio-net-pci,netdev=net0,romfile="),
+    };
     qemu.spawn()
 }
 
 #[test]
 fn debian_boots_as_a_two_vcpu_hvm_guest_to_a_shell() -> Result<(), Failure> {
     let dir = TempDir::new("hvm-debian")?;
-    let mut qemu = boot_hvm_guest(&dir, "vcpus = 2\n", None)?;
+    let mut qemu = boot_hvm_guest(&dir, "vcpus = 2\n", Device::None)?;
     qemu.wait_for("dom0: created domain 1 (hvm)", linux_timeout())?;
     // The kernel decompressed itself (entered at code32_start) and the
     // Xen platform ports answered its probe (the hypervisor's line comes
@@ -136,7 +153,7 @@ fn an_hvm_guest_writes_a_filesystem_on_its_pv_disk() -> Result<(), Failure> {
     let mut qemu = boot_hvm_guest(
         &dir,
         "disk = [ \"vdev=xvda, access=rw, target=virtio0\" ]\n",
-        Some(&disk),
+        Device::Disk(&disk),
     )?;
     qemu.wait_for("dom0: created domain 1 (hvm)", linux_timeout())?;
     // blkfront loaded (the platform ports answered) and connected through
@@ -157,4 +174,33 @@ fn an_hvm_guest_writes_a_filesystem_on_its_pv_disk() -> Result<(), Failure> {
         return Err(qemu.failure("the marker file's bytes are not in the disk image"));
     }
     qemu.assert_serial_lacks(&["I/O error", "EXT4-fs error", "dom0 crashed"])
+}
+
+#[test]
+fn an_hvm_guest_takes_a_dhcp_lease_and_pings_the_gateway_over_its_vif() -> Result<(), Failure> {
+    let dir = TempDir::new("hvm-vif")?;
+    let mut qemu = boot_hvm_guest(
+        &dir,
+        "vif = [ \"mac=00:16:3e:00:00:4d, bridge=xenbr0\" ]\n",
+        Device::Nic,
+    )?;
+    qemu.wait_for("dom0: created domain 1 (hvm)", linux_timeout())?;
+    // netfront loaded (the platform ports answered) and connected.
+    qemu.wait_for("dom0: domain 1: vif1.0 connected", linux_timeout())?;
+    qemu.wait_for("[hvm] XENOLITH-GUEST: shell", linux_timeout())?;
+    attach(&mut qemu, "hvm", 1)?;
+    qemu.send("ip link set eth0 up && udhcpc -i eth0 -n -q -t 10 -T 3\r")?;
+    qemu.wait_for("udhcpc: lease of 10.0.2.", linux_timeout())?;
+    let status = guest_value(
+        &mut qemu,
+        "ping -c 3 -W 10 10.0.2.2; echo \"PI\"\"NGED=$?\"",
+        "PINGED",
+    )?;
+    if status != "0" {
+        return Err(qemu.failure(format!("the gateway did not answer: status {status}")));
+    }
+    qemu.send("poweroff\r")?;
+    qemu.wait_for("dom0: domain 1 (hvm) shut down (poweroff)", linux_timeout())?;
+    qemu.expect_exit(EXIT_POWEROFF, linux_timeout())?;
+    qemu.assert_serial_lacks(&["dom0 crashed", "disconnected:"])
 }
