@@ -685,6 +685,10 @@ fn carry_out(guest: &mut GuestVif, actions: Vec<HandshakeAction>, keys: &mut Key
                         warn!("dom0: {}: connecting failed: {why}", guest.name());
                         guest.unbind();
                         follow_up.extend(guest.handshake.fail(&why));
+                        // What followed the connect (the switch to
+                        // Connected) must not happen: the front end would
+                        // see a back end that is not there.
+                        break;
                     }
                 }
                 HandshakeAction::Disconnect => guest.unbind(),

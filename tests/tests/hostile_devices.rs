@@ -217,6 +217,7 @@ fn a_hostile_guest_is_refused_and_cut_off_while_another_guests_io_goes_on() -> R
         "hostile-vif-valid-after",
         "hostile-vif-rx-bad-page",
         "hostile-vif-flood-cut-off",
+        "hostile-vif-reconnect",
     ] {
         let pass = format!("(d2) test-guest: PASS {check}");
         if !qemu.serial().contains(&pass) {
@@ -253,6 +254,18 @@ fn a_hostile_guest_is_refused_and_cut_off_while_another_guests_io_goes_on() -> R
     if number_after(&detached, "flushes,").unwrap_or(0) < 16 {
         return Err(qemu.failure(format!(
             "the vbd's detach line should count the refused requests: {detached:?}"
+        )));
+    }
+    // No refused handshake ever showed as connected; cut off, the vif came
+    // back when the guest started over.
+    let serial = qemu.serial();
+    let connections = (
+        serial.matches("dom0: domain 2: xvda connected").count(),
+        serial.matches("dom0: domain 2: vif2.0 connected").count(),
+    );
+    if connections != (1, 2) {
+        return Err(qemu.failure(format!(
+            "the hostile vbd and vif connected {connections:?} times, expected (1, 2)"
         )));
     }
     // What the operator sees (shown with --nocapture).

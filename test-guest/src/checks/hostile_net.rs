@@ -12,7 +12,8 @@
 //! answered ERROR, and a good page afterwards receives the gateway's
 //! reply to an ARP request. Then it floods the ring with bad packets: the
 //! back end must answer them and cut the vif off (state Closing or Closed)
-//! and stop answering. Layout: `io/netif.h`.
+//! and stop answering; started over, it is served again. Layout:
+//! `io/netif.h`.
 
 use core::sync::atomic::{Ordering, fence};
 
@@ -651,5 +652,36 @@ pub fn flood_cut_off(context: &mut Context) -> Outcome {
             "the back end still served a good frame after cutting the vif off: {late:?}"
         );
         Ok(())
+    })
+}
+
+/// After the cut-off the front end starts over as a reloaded driver does
+/// (Closed, Initialising, the handshake again): the back end must serve
+/// it again, and a good frame goes.
+pub fn reconnect(context: &mut Context) -> Outcome {
+    let old = context.net.take().ok_or_else(|| {
+        detail(format_args!(
+            "the vif is not connected (hostile-vif-connect)"
+        ))
+    })?;
+    let mut store = Store::open(context)?;
+    write_key(context, &mut store, &old.device, "state", format_args!("6"))?;
+    let (state, closed) =
+        store.wait_state(context, &old.device.backend, STATE_TIMEOUT, |state| {
+            state == XenbusState::Closed
+        })?;
+    ensure!(closed, "the back end is {state:?} after 30 s, not Closed");
+    let _ = event_channel::close(old.port);
+    write_key(context, &mut store, &old.device, "state", format_args!("1"))?;
+    connect(context)?;
+    with_front(context, |front, context| {
+        let frame = front.good_frame();
+        front.expect(
+            context,
+            "a good frame after reconnecting",
+            &[frame],
+            &[],
+            RSP_OKAY,
+        )
     })
 }

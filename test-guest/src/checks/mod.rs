@@ -229,6 +229,11 @@ pub const CHECKS: &[Check] = &[
         when: When::HostileVif,
     },
     Check {
+        name: "hostile-vif-reconnect",
+        run: hostile_net::reconnect,
+        when: When::HostileVif,
+    },
+    Check {
         name: "rings-store-read",
         run: rings::store_read,
         when: When::AnyRingAbuse,
