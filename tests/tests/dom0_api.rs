@@ -540,6 +540,24 @@ fn an_appliance_disk_enables_the_api_and_creates_take_kernels_from_its_store() -
     qemu.wait_for("dom0: created domain 1 (tg)", boot_timeout())?;
     // The test guest runs its checks and powers itself off.
     qemu.wait_for("dom0: domain 1 (tg) shut down (poweroff)", boot_timeout())?;
+    // The same as JSON: the keys are xl.cfg's.
+    let json = r#"{"name": "tg-json", "type": "pvh", "memory": 32, "kernel": "tg-kernel"}"#;
+    let created = send(
+        &qemu,
+        port,
+        "POST",
+        "/v1/domains",
+        Some(("application/json", json)),
+    )?;
+    expect(&qemu, "create from JSON", &created, 201)?;
+    if api::json_string(&created.body, "name").as_deref() != Some("tg-json") {
+        return Err(qemu.failure(format!("create from JSON: {}", created.body)));
+    }
+    qemu.wait_for("dom0: created domain 2 (tg-json)", boot_timeout())?;
+    qemu.wait_for(
+        "dom0: domain 2 (tg-json) shut down (poweroff)",
+        boot_timeout(),
+    )?;
     qemu.assert_serial_lacks(TROUBLE)?;
     Ok(())
 }
