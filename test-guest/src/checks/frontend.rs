@@ -9,7 +9,7 @@ use core::fmt::Write;
 
 use arrayvec::{ArrayString, ArrayVec};
 use xen_guest::hvm::{self, HvmParamIndex};
-use xen_guest::{DomainId, FrameSlot, Port, event_channel};
+use xen_guest::{DomainId, FrameSlot, GrantRef, Port, event_channel};
 use xenolith_abi::xenbus::XenbusState;
 
 use super::rings::{HEADER_SIZE, REQUESTS, RESPONSES, XS_ERROR, XS_READ, XS_WRITE, message};
@@ -291,6 +291,112 @@ pub fn write_key(
     store.write(context, &path, &text(value))
 }
 
+/// Grants the back end of `device` each `(reference, page, read-only)`.
+pub fn grant_pages(
+    context: &Context,
+    device: &Device,
+    pages: &[(GrantRef, FrameSlot, bool)],
+) -> Outcome {
+    let grants = context.grants()?;
+    for &(gref, page, readonly) in pages {
+        ensure!(
+            grants.grant_access(gref, device.backend_domain, page.frame(), readonly),
+            "could not write grant entry {}",
+            gref.0
+        );
+    }
+    Ok(())
+}
+
+/// An unbound event channel for the back end of `device` (a `class`,
+/// `vbd` or `vif`) to bind to.
+pub fn backend_port(device: &Device, class: &str) -> Result<Port, Detail> {
+    ok(
+        &text(format_args!("alloc_unbound({class} back end)")),
+        event_channel::alloc_unbound(DomainId::SELF, device.backend_domain),
+    )
+}
+
+/// Waits for the back end to reach Connected after our keys and state.
+pub fn wait_connected(context: &Context, store: &mut Store, device: &Device) -> Outcome {
+    let (state, connected) =
+        store.wait_state(context, &device.backend, STATE_TIMEOUT, |state| {
+            state == XenbusState::Connected
+        })?;
+    ensure!(
+        connected,
+        "the back end is in state {state:?} after 30 s, not Connected"
+    );
+    Ok(())
+}
+
+/// Waits for the back end to give the device up (Closing or Closed), as
+/// it must after a bad handshake or a misbehaving ring: (the state it is
+/// in, whether it gave up).
+pub fn wait_given_up(
+    context: &Context,
+    store: &mut Store,
+    device: &Device,
+) -> Result<(XenbusState, bool), Detail> {
+    store.wait_state(context, &device.backend, STATE_TIMEOUT, |state| {
+        matches!(state, XenbusState::Closing | XenbusState::Closed)
+    })
+}
+
+/// Starts over as a reloaded front-end driver does: Closed (and the back
+/// end must follow), `keys` removed, Initialising. `what` names the step
+/// in errors.
+pub fn start_over<'key>(
+    context: &Context,
+    store: &mut Store,
+    device: &Device,
+    what: &str,
+    keys: impl IntoIterator<Item = &'key str>,
+) -> Outcome {
+    write_key(context, store, device, "state", format_args!("6"))?;
+    let (reached, closed) = store.wait_state(context, &device.backend, STATE_TIMEOUT, |state| {
+        state == XenbusState::Closed
+    })?;
+    ensure!(
+        closed,
+        "{what}: the back end is {reached:?} after 30 s, not Closed"
+    );
+    for key in keys {
+        store.remove(context, &text(format_args!("{}/{key}", device.frontend)))?;
+    }
+    write_key(context, store, device, "state", format_args!("1"))
+}
+
+/// Takes the connected front end out of `slot` (the context's `block` or
+/// `net`); `connect_check` names the check that fills it.
+pub fn take_connected<Front>(
+    slot: &mut Option<Front>,
+    class: &str,
+    connect_check: &str,
+) -> Result<Front, Detail> {
+    slot.take().ok_or_else(|| {
+        detail(format_args!(
+            "the {class} is not connected ({connect_check})"
+        ))
+    })
+}
+
+/// Runs `run` with the connected front end taken out of the context's
+/// `slot` (see [`take_connected`]) and put back after, whatever `run`
+/// returns.
+pub fn with_connected<Front>(
+    context: &mut Context,
+    slot: fn(&mut Context) -> &mut Option<Front>,
+    class: &str,
+    connect_check: &str,
+    run: impl FnOnce(&mut Front, &Context) -> Outcome,
+) -> Outcome {
+    let mut front = take_connected(slot(context), class, connect_check)?;
+    let result = run(&mut front, context);
+    *slot(context) = Some(front);
+    result
+}
+
 /// Offers the back end `keys` (one bad handshake), switches to `state`
 /// (Initialised or Connected, as the front end's driver would), and
 /// checks the back end refuses: it must go to Closing or Closed rather
@@ -315,26 +421,18 @@ pub fn refused_handshake(
         "state",
         format_args!("{}", state.as_raw()),
     )?;
-    let (reached, refused) =
-        store.wait_state(context, &device.backend, STATE_TIMEOUT, |state| {
-            matches!(state, XenbusState::Closing | XenbusState::Closed)
-        })?;
+    let (reached, refused) = wait_given_up(context, store, device)?;
     ensure!(
         refused,
         "{what}: the back end is {reached:?} after 30 s, not Closing"
     );
-    write_key(context, store, device, "state", format_args!("6"))?;
-    let (reached, closed) = store.wait_state(context, &device.backend, STATE_TIMEOUT, |state| {
-        state == XenbusState::Closed
-    })?;
-    ensure!(
-        closed,
-        "{what}: the back end is {reached:?} after 30 s, not Closed"
-    );
-    for (key, _) in keys {
-        store.remove(context, &text(format_args!("{}/{key}", device.frontend)))?;
-    }
-    write_key(context, store, device, "state", format_args!("1"))?;
+    start_over(
+        context,
+        store,
+        device,
+        what,
+        keys.iter().map(|(key, _)| *key),
+    )?;
     let (reached, again) = store.wait_state(context, &device.backend, STATE_TIMEOUT, |state| {
         state == XenbusState::InitWait
     })?;

@@ -18,7 +18,7 @@ use core::sync::atomic::{Ordering, fence};
 use xen_guest::{FrameSlot, GrantRef, Port, event_channel};
 use xenolith_abi::xenbus::XenbusState;
 
-use super::frontend::{self, Device, STATE_TIMEOUT, Store, init_ring, ring, text, write_key};
+use super::frontend::{self, Device, Store, init_ring, ring, text, write_key};
 use super::{Context, MILLISECOND, POLL_SLICE, WAIT_ROUNDS_MAX};
 use crate::report::{self, Detail, Outcome, detail, ensure, fail, ok};
 
@@ -240,14 +240,13 @@ fn with_front(
     context: &mut Context,
     run: impl FnOnce(&mut BlockFront, &Context) -> Outcome,
 ) -> Outcome {
-    let mut front = context.block.take().ok_or_else(|| {
-        detail(format_args!(
-            "the vbd is not connected (hostile-vbd-connect)"
-        ))
-    })?;
-    let result = run(&mut front, context);
-    context.block = Some(front);
-    result
+    frontend::with_connected(
+        context,
+        |context| &mut context.block,
+        "vbd",
+        "hostile-vbd-connect",
+        run,
+    )
 }
 
 /// Bad handshakes, each refused (back end to Closing) and recovered from
@@ -255,10 +254,7 @@ fn with_front(
 pub fn handshake(context: &mut Context) -> Outcome {
     let mut store = Store::open(context)?;
     let device = frontend::find_device(context, &mut store, "vbd")?;
-    let port = ok(
-        "alloc_unbound(vbd back end)",
-        event_channel::alloc_unbound(xen_guest::DomainId::SELF, device.backend_domain),
-    )?;
+    let port = frontend::backend_port(&device, "vbd")?;
     let mut port_text = frontend::Text::new();
     let _ = core::fmt::Write::write_fmt(&mut port_text, format_args!("{}", port.0));
     let cases: [(&str, &[(&str, &str)]); 5] = [
@@ -307,27 +303,20 @@ pub fn connect(context: &mut Context) -> Outcome {
     let mut store = Store::open(context)?;
     let device = frontend::find_device(context, &mut store, "vbd")?;
     let pages = context.pages()?;
-    let grants = context.grants()?;
     let [ring_page, data, indirect_page, ..] = pages.device;
     init_ring(&ring_page);
     data.fill(0);
     indirect_page.fill(0);
-    let peer = device.backend_domain;
-    for (gref, page) in [
-        (RING_GREF, ring_page),
-        (DATA_GREF, data),
-        (INDIRECT_GREF, indirect_page),
-    ] {
-        ensure!(
-            grants.grant_access(gref, peer, page.frame(), false),
-            "could not write grant entry {}",
-            gref.0
-        );
-    }
-    let port = ok(
-        "alloc_unbound(vbd back end)",
-        event_channel::alloc_unbound(xen_guest::DomainId::SELF, peer),
+    frontend::grant_pages(
+        context,
+        &device,
+        &[
+            (RING_GREF, ring_page, false),
+            (DATA_GREF, data, false),
+            (INDIRECT_GREF, indirect_page, false),
+        ],
     )?;
+    let port = frontend::backend_port(&device, "vbd")?;
     write_key(
         context,
         &mut store,
@@ -350,14 +339,7 @@ pub fn connect(context: &mut Context) -> Outcome {
         format_args!("x86_64-abi"),
     )?;
     write_key(context, &mut store, &device, "state", format_args!("3"))?;
-    let (state, connected) =
-        store.wait_state(context, &device.backend, STATE_TIMEOUT, |state| {
-            state == XenbusState::Connected
-        })?;
-    ensure!(
-        connected,
-        "the back end is in state {state:?} after 30 s, not Connected"
-    );
+    frontend::wait_connected(context, &mut store, &device)?;
     write_key(context, &mut store, &device, "state", format_args!("4"))?;
     // The back end writes the disk's keys when it connects.
     let backend = &device.backend;
@@ -575,10 +557,7 @@ pub fn ring_cut_off(context: &mut Context) -> Outcome {
         fence(Ordering::SeqCst);
         ok("EVTCHNOP_send(vbd)", event_channel::send(front.port))?;
         let mut store = Store::open(context)?;
-        let (state, closed) =
-            store.wait_state(context, &front.device.backend, STATE_TIMEOUT, |state| {
-                matches!(state, XenbusState::Closing | XenbusState::Closed)
-            })?;
+        let (state, closed) = frontend::wait_given_up(context, &mut store, &front.device)?;
         ensure!(
             closed,
             "after an impossible producer index the back end is still {state:?} after 30 s"

@@ -18,10 +18,10 @@
 use core::sync::atomic::{Ordering, fence};
 
 use arrayvec::ArrayVec;
-use xen_guest::{DomainId, FrameSlot, GrantRef, Port, event_channel};
+use xen_guest::{FrameSlot, GrantRef, Port, event_channel};
 use xenolith_abi::xenbus::XenbusState;
 
-use super::frontend::{self, Device, STATE_TIMEOUT, Store, init_ring, ring, text, write_key};
+use super::frontend::{self, Device, Store, init_ring, ring, text, write_key};
 use super::{Context, MILLISECOND, POLL_SLICE, WAIT_ROUNDS_MAX};
 use crate::report::{self, Detail, Outcome, detail, ensure, fail, ok};
 
@@ -274,24 +274,20 @@ fn with_front(
     context: &mut Context,
     run: impl FnOnce(&mut NetFront, &Context) -> Outcome,
 ) -> Outcome {
-    let mut front = context.net.take().ok_or_else(|| {
-        detail(format_args!(
-            "the vif is not connected (hostile-vif-connect)"
-        ))
-    })?;
-    let result = run(&mut front, context);
-    context.net = Some(front);
-    result
+    frontend::with_connected(
+        context,
+        |context| &mut context.net,
+        "vif",
+        "hostile-vif-connect",
+        run,
+    )
 }
 
 /// Bad handshakes, each refused (back end to Closing) and recovered from.
 pub fn handshake(context: &mut Context) -> Outcome {
     let mut store = Store::open(context)?;
     let device = frontend::find_device(context, &mut store, "vif")?;
-    let port = ok(
-        "alloc_unbound(vif back end)",
-        event_channel::alloc_unbound(DomainId::SELF, device.backend_domain),
-    )?;
+    let port = frontend::backend_port(&device, "vif")?;
     let mut port_text = frontend::Text::new();
     let _ = core::fmt::Write::write_fmt(&mut port_text, format_args!("{}", port.0));
     let port_text = port_text.as_str();
@@ -353,7 +349,6 @@ pub fn connect(context: &mut Context) -> Outcome {
     let mac = parse_mac(&mac_text)
         .ok_or_else(|| detail(format_args!("{}/mac is {mac_text:?}", device.frontend)))?;
     let pages = context.pages()?;
-    let grants = context.grants()?;
     let [.., tx, rx, frame, received] = pages.device;
     init_ring(&tx);
     init_ring(&rx);
@@ -364,7 +359,6 @@ pub fn connect(context: &mut Context) -> Outcome {
     frame.write(6, &mac);
     frame.write(12, &[0x88, 0xb5]);
     frame.write(14, b"xenolith hostile-vif");
-    let peer = device.backend_domain;
     // An ARP request for the gateway (QEMU's user network answers it),
     // from 10.0.2.99, at offset 2048 of the frame page.
     frame.write(ARP_OFFSET, &[0xff; 6]);
@@ -376,22 +370,17 @@ pub fn connect(context: &mut Context) -> Outcome {
         &[10, 0, 2, 99, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2],
     );
     received.fill(0);
-    for (gref, page, readonly) in [
-        (TX_RING_GREF, tx, false),
-        (RX_RING_GREF, rx, false),
-        (FRAME_GREF, frame, true),
-        (RECEIVE_GREF, received, false),
-    ] {
-        ensure!(
-            grants.grant_access(gref, peer, page.frame(), readonly),
-            "could not write grant entry {}",
-            gref.0
-        );
-    }
-    let port = ok(
-        "alloc_unbound(vif back end)",
-        event_channel::alloc_unbound(DomainId::SELF, peer),
+    frontend::grant_pages(
+        context,
+        &device,
+        &[
+            (TX_RING_GREF, tx, false),
+            (RX_RING_GREF, rx, false),
+            (FRAME_GREF, frame, true),
+            (RECEIVE_GREF, received, false),
+        ],
     )?;
+    let port = frontend::backend_port(&device, "vif")?;
     for (key, value) in [
         ("tx-ring-ref", TX_RING_GREF.0),
         ("rx-ring-ref", RX_RING_GREF.0),
@@ -403,14 +392,7 @@ pub fn connect(context: &mut Context) -> Outcome {
         write_key(context, &mut store, &device, key, format_args!("{value}"))?;
     }
     write_key(context, &mut store, &device, "state", format_args!("4"))?;
-    let (state, connected) =
-        store.wait_state(context, &device.backend, STATE_TIMEOUT, |state| {
-            state == XenbusState::Connected
-        })?;
-    ensure!(
-        connected,
-        "the back end is in state {state:?} after 30 s, not Connected"
-    );
+    frontend::wait_connected(context, &mut store, &device)?;
     report::line(format_args!(
         "vif {} connected, mac {mac_text}",
         device.frontend
@@ -616,10 +598,7 @@ pub fn flood_cut_off(context: &mut Context) -> Outcome {
         }
         front.publish(&slots)?;
         let mut store = Store::open(context)?;
-        let (state, cut_off) =
-            store.wait_state(context, &front.device.backend, STATE_TIMEOUT, |state| {
-                matches!(state, XenbusState::Closing | XenbusState::Closed)
-            })?;
+        let (state, cut_off) = frontend::wait_given_up(context, &mut store, &front.device)?;
         let mut responses = ArrayVec::<(u16, i16), { FLOOD_PACKETS as usize }>::new();
         front.take_responses(&mut responses);
         let errors = responses
@@ -659,20 +638,16 @@ pub fn flood_cut_off(context: &mut Context) -> Outcome {
 /// (Closed, Initialising, the handshake again): the back end must serve
 /// it again, and a good frame goes.
 pub fn reconnect(context: &mut Context) -> Outcome {
-    let old = context.net.take().ok_or_else(|| {
-        detail(format_args!(
-            "the vif is not connected (hostile-vif-connect)"
-        ))
-    })?;
+    let old = frontend::take_connected(&mut context.net, "vif", "hostile-vif-connect")?;
     let mut store = Store::open(context)?;
-    write_key(context, &mut store, &old.device, "state", format_args!("6"))?;
-    let (state, closed) =
-        store.wait_state(context, &old.device.backend, STATE_TIMEOUT, |state| {
-            state == XenbusState::Closed
-        })?;
-    ensure!(closed, "the back end is {state:?} after 30 s, not Closed");
+    frontend::start_over(
+        context,
+        &mut store,
+        &old.device,
+        "starting over after the cut-off",
+        [],
+    )?;
     let _ = event_channel::close(old.port);
-    write_key(context, &mut store, &old.device, "state", format_args!("1"))?;
     connect(context)?;
     with_front(context, |front, context| {
         let frame = front.good_frame();
