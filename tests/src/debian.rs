@@ -2,10 +2,10 @@
 //! initramfs `scripts/fetch-guest` leaves, how long Linux takes under TCG,
 //! and typing into a guest's shell through Dom0's `console` verb.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{Failure, Running, boot_timeout, repo_root};
+use crate::{Failure, Running, TempDir, boot_timeout, make_iso_with_modules, repo_root};
 
 /// Ctrl-], which detaches from a guest console in Dom0's shell.
 pub const DETACH: &str = "\x1d";
@@ -24,6 +24,27 @@ pub fn guest_files() -> Result<(PathBuf, PathBuf), Failure> {
         }
     }
     Ok((kernel, initramfs))
+}
+
+/// An ISO whose Dom0 (command line `cmdline`) has one Debian guest: its
+/// xl.cfg `config` as `<name>.cfg`, followed by the kernel and initramfs
+/// the config names `vmlinuz` and `initramfs.cpio.gz`.
+pub fn guest_iso(
+    dir: &TempDir,
+    cmdline: &str,
+    name: &str,
+    config: &str,
+) -> Result<PathBuf, Failure> {
+    let (kernel, initramfs) = guest_files()?;
+    let file_name = format!("{name}.cfg");
+    let config = dir.write(&file_name, config.as_bytes())?;
+    let config_module = format!("guest-config {file_name}");
+    let modules: [(&Path, &str); 3] = [
+        (&config, &config_module),
+        (&kernel, "guest-file vmlinuz"),
+        (&initramfs, "guest-file initramfs.cpio.gz"),
+    ];
+    make_iso_with_modules(dir, cmdline, &modules)
 }
 
 /// How long a Linux guest may take to reach a line: tens of seconds under

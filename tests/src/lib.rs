@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod debian;
+pub mod disks;
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -178,6 +179,17 @@ impl Drop for TempDir {
     }
 }
 
+/// The first number after `label` in `line` (a figure in a log line).
+pub fn number_after(line: &str, label: &str) -> Option<u64> {
+    let rest = &line[line.find(label)? + label.len()..];
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 /// Makes a GRUB ISO with `scripts/mkiso` whose hypervisor command line is
 /// `cmdline`, inside `dir`.
 pub fn make_iso(dir: &TempDir, cmdline: &str) -> Result<PathBuf, Failure> {
@@ -306,6 +318,18 @@ impl Qemu {
     pub fn without_debug_exit(mut self) -> Self {
         self.debug_exit = false;
         self
+    }
+
+    /// `disk`, a raw image file, as the virtio-blk disk Dom0 names
+    /// `virtio0`.
+    pub fn virtio_disk(self, disk: &Path) -> Self {
+        self.arg("-drive")
+            .arg(format!(
+                "file={},if=none,format=raw,id=disk0",
+                disk.display()
+            ))
+            .arg("-device")
+            .arg("virtio-blk-pci,drive=disk0")
     }
 
     /// One more QEMU argument, appended after the defaults.
@@ -660,18 +684,41 @@ impl Running {
         }
     }
 
-    /// Fails unless the serial log so far contains every one of `needles`.
-    pub fn assert_serial_contains(&self, needles: &[&str]) -> Result<(), Failure> {
+    /// Those of `needles` the serial log so far does not contain.
+    fn missing<'a>(&self, needles: &[&'a str]) -> Vec<&'a str> {
         let serial = self.serial();
-        let missing: Vec<&str> = needles
+        needles
             .iter()
             .copied()
             .filter(|needle| !serial.contains(needle))
-            .collect();
+            .collect()
+    }
+
+    /// Fails unless the serial log so far contains every one of `needles`.
+    pub fn assert_serial_contains(&self, needles: &[&str]) -> Result<(), Failure> {
+        let missing = self.missing(needles);
         if missing.is_empty() {
             Ok(())
         } else {
             Err(self.failure(format!("serial console lacks {missing:?}")))
+        }
+    }
+
+    /// Waits until the serial log holds every one of `needles`, in any
+    /// order (unlike [`Running::wait_for`], whose matches follow each
+    /// other). Fails with the full log, naming those still missing, on
+    /// timeout or if QEMU exits first.
+    pub fn wait_for_all(&mut self, needles: &[&str], timeout: Duration) -> Result<(), Failure> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let missing = self.missing(needles);
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline || !self.is_running()? {
+                return Err(self.failure(format!("the serial console never showed {missing:?}")));
+            }
+            thread::sleep(Duration::from_millis(50));
         }
     }
 

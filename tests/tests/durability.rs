@@ -12,10 +12,10 @@
 //! again.
 
 use std::path::Path;
-use std::process::Command;
 
-use xenolith_tests::debian::{attach, guest_files, guest_value, linux_timeout};
-use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
+use xenolith_tests::debian::{attach, guest_iso, guest_value, linux_timeout};
+use xenolith_tests::disks::{appliance_disk, img, qemu_img_check_after_crash};
+use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout};
 
 const MARKER: &str = "XENOLITH-DURABLE-MARKER-7c03";
 const TROUBLE: &[&str] = &[
@@ -27,44 +27,20 @@ const TROUBLE: &[&str] = &[
     "EXT4-fs error",
 ];
 
-fn tool(result: Result<String, xenolith_img::ToolError>) -> Result<String, Failure> {
-    result.map_err(|error| Failure::new(format!("xenolith-img: {error}")))
-}
-
-fn path_text(path: &Path) -> Result<&str, Failure> {
-    path.to_str()
-        .ok_or_else(|| Failure::new(format!("{} is not UTF-8", path.display())))
-}
-
 /// An ISO whose Dom0 starts guest `crash` with volume `data` (qcow2) as
 /// its xvda.
 fn iso(dir: &TempDir) -> Result<std::path::PathBuf, Failure> {
-    let (kernel, initramfs) = guest_files()?;
     let config = "name = \"crash\"\ntype = \"pvh\"\nmemory = 256\nkernel = \"vmlinuz\"\n\
                   ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
                   disk = [ \"format=qcow2, vdev=xvda, access=rw, target=data\" ]\n\
                   on_poweroff = \"destroy\"\n";
-    let config = dir.write("crash.cfg", config.as_bytes())?;
-    let modules: [(&Path, &str); 3] = [
-        (&config, "guest-config crash.cfg"),
-        (&kernel, "guest-file vmlinuz"),
-        (&initramfs, "guest-file initramfs.cpio.gz"),
-    ];
-    make_iso_with_modules(dir, "--", &modules)
+    guest_iso(dir, "--", "crash", config)
 }
 
 /// Boots the ISO with `disk` as the virtio disk and waits for the guest's
 /// shell with its disk connected; attaches to it.
 fn boot(iso: &Path, disk: &Path) -> Result<Running, Failure> {
-    let mut qemu = Qemu::iso(iso)
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=none,format=raw,id=disk0",
-            disk.display()
-        ))
-        .arg("-device")
-        .arg("virtio-blk-pci,drive=disk0")
-        .spawn()?;
+    let mut qemu = Qemu::iso(iso).virtio_disk(disk).spawn()?;
     qemu.wait_for(
         "dom0: disk virtio0: Xenolith store: 1 volumes",
         boot_timeout(),
@@ -80,12 +56,33 @@ fn is_md5(text: &str) -> bool {
     text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
+/// An appliance disk with an empty 48 MiB qcow2 volume `data`.
+fn disk_with_data_volume(dir: &TempDir) -> Result<std::path::PathBuf, Failure> {
+    let disk = appliance_disk(dir, 128 << 20)?;
+    img(xenolith_img::new_qcow2(&disk, "data", 48 << 20))?;
+    Ok(disk)
+}
+
+/// After QEMU was killed: `xenolith-img check` of the appliance disk must
+/// pass, and `qemu-img check` of volume `data` exported must find it clean
+/// or with leaked clusters only (`what` names the moment in the failure).
+/// Returns `xenolith-img check`'s report.
+fn check_after_kill(dir: &TempDir, disk: &Path, what: &str) -> Result<String, Failure> {
+    let report = img(xenolith_img::check(disk))?;
+    let exported = dir.path().join("data.qcow2");
+    img(xenolith_img::export(disk, "data", &exported, false))?;
+    qemu_img_check_after_crash(
+        &exported,
+        what,
+        &format!("xenolith-img check said:\n{report}"),
+    )?;
+    Ok(report)
+}
+
 #[test]
 fn data_synced_before_qemu_is_killed_survives_and_the_disk_checks_clean() -> Result<(), Failure> {
     let dir = TempDir::new("durability")?;
-    let disk = dir.path().join("appliance.img");
-    tool(xenolith_img::create(&disk, 128 << 20, false))?;
-    tool(xenolith_img::new_qcow2(&disk, "data", 48 << 20))?;
+    let disk = disk_with_data_volume(&dir)?;
     let iso = iso(&dir)?;
 
     let mut qemu = boot(&iso, &disk)?;
@@ -108,25 +105,10 @@ fn data_synced_before_qemu_is_killed_survives_and_the_disk_checks_clean() -> Res
     qemu.assert_serial_lacks(TROUBLE)?;
 
     // The store's metadata and the image inside are consistent.
-    let report = tool(xenolith_img::check(&disk))?;
+    let report = check_after_kill(&dir, &disk, "of the volume after the kill")?;
     if !report.contains("volume data: qcow2:") {
         return Err(Failure::new(format!(
             "the check did not look at the qcow2 volume:\n{report}"
-        )));
-    }
-    let exported = dir.path().join("data.qcow2");
-    tool(xenolith_img::export(&disk, "data", &exported, false))?;
-    let output = Command::new("qemu-img")
-        .args(["check", path_text(&exported)?])
-        .output()
-        .map_err(|error| Failure::new(format!("cannot run qemu-img: {error}")))?;
-    // 0: clean; 3: leaked clusters only, which a crash may leave.
-    if !matches!(output.status.code(), Some(0 | 3)) {
-        return Err(Failure::new(format!(
-            "qemu-img check of the volume after the kill failed ({:?}):\n{}{}\nxenolith-img check said:\n{report}",
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
         )));
     }
 
@@ -147,16 +129,14 @@ fn data_synced_before_qemu_is_killed_survives_and_the_disk_checks_clean() -> Res
     }
     qemu.assert_serial_lacks(TROUBLE)?;
     qemu.kill();
-    tool(xenolith_img::check(&disk))?;
+    img(xenolith_img::check(&disk))?;
     Ok(())
 }
 
 #[test]
 fn a_kill_in_the_middle_of_writes_leaves_a_consistent_disk() -> Result<(), Failure> {
     let dir = TempDir::new("durability-burst")?;
-    let disk = dir.path().join("appliance.img");
-    tool(xenolith_img::create(&disk, 128 << 20, false))?;
-    tool(xenolith_img::new_qcow2(&disk, "data", 48 << 20))?;
+    let disk = disk_with_data_volume(&dir)?;
     let iso = iso(&dir)?;
 
     let mut qemu = boot(&iso, &disk)?;
@@ -176,21 +156,7 @@ fn a_kill_in_the_middle_of_writes_leaves_a_consistent_disk() -> Result<(), Failu
         .lines()
         .any(|line| line.contains("dom0: volume grown to"));
 
-    let report = tool(xenolith_img::check(&disk))?;
-    let exported = dir.path().join("data.qcow2");
-    tool(xenolith_img::export(&disk, "data", &exported, false))?;
-    let output = Command::new("qemu-img")
-        .args(["check", path_text(&exported)?])
-        .output()
-        .map_err(|error| Failure::new(format!("cannot run qemu-img: {error}")))?;
-    if !matches!(output.status.code(), Some(0 | 3)) {
-        return Err(Failure::new(format!(
-            "qemu-img check after a kill mid-write failed ({:?}):\n{}{}\nxenolith-img check said:\n{report}",
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )));
-    }
+    let report = check_after_kill(&dir, &disk, "after a kill mid-write")?;
     eprintln!(
         "durability: killed mid-write (volume grown before the kill: {grown}); check said:\n{report}"
     );

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::process::Command;
 
 use xenolith_tests::debian::{
-    DETACH, attach, destroy_with_disk, guest_files, guest_value, linux_timeout,
+    DETACH, attach, destroy_with_disk, guest_iso, guest_value, linux_timeout,
     recreate_and_read_back, write_filesystem,
 };
-use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
+use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout};
 
 /// The appliance disk: 64 MiB.
 const DISK_BYTES: usize = 64 << 20;
@@ -31,27 +31,12 @@ const TROUBLE: &[&str] = &[
 /// `disk` as its virtio disk and a guest `store` whose xl.cfg gives it
 /// that disk as xvda.
 fn boot(dir: &TempDir, disk: &Path) -> Result<Running, Failure> {
-    let (kernel, initramfs) = guest_files()?;
     let config = "name = \"store\"\ntype = \"pvh\"\nmemory = 256\nkernel = \"vmlinuz\"\n\
                   ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
                   disk = [ \"vdev=xvda, access=rw, target=virtio0\" ]\n\
                   on_poweroff = \"destroy\"\n";
-    let config = dir.write("store.cfg", config.as_bytes())?;
-    let modules: [(&Path, &str); 3] = [
-        (&config, "guest-config store.cfg"),
-        (&kernel, "guest-file vmlinuz"),
-        (&initramfs, "guest-file initramfs.cpio.gz"),
-    ];
-    let iso = make_iso_with_modules(dir, "--", &modules)?;
-    Qemu::iso(iso)
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=none,format=raw,id=disk0",
-            disk.display()
-        ))
-        .arg("-device")
-        .arg("virtio-blk-pci,drive=disk0")
-        .spawn()
+    let iso = guest_iso(dir, "--", "store", config)?;
+    Qemu::iso(iso).virtio_disk(disk).spawn()
 }
 
 /// The host's md5sum of `file`.
@@ -119,26 +104,11 @@ fn a_guest_filesystem_survives_destroy_and_create() -> Result<(), Failure> {
 fn a_disk_target_other_than_virtio0_is_refused() -> Result<(), Failure> {
     let dir = TempDir::new("storage-refused")?;
     let disk = dir.write("disk.img", &vec![0u8; 1 << 20])?;
-    let (kernel, initramfs) = guest_files()?;
     let config = "name = \"other\"\ntype = \"pvh\"\nmemory = 64\nkernel = \"vmlinuz\"\n\
                   ramdisk = \"initramfs.cpio.gz\"\n\
                   disk = [ \"vdev=xvda, access=rw, target=guests/debian\" ]\n";
-    let config = dir.write("other.cfg", config.as_bytes())?;
-    let modules: [(&Path, &str); 3] = [
-        (&config, "guest-config other.cfg"),
-        (&kernel, "guest-file vmlinuz"),
-        (&initramfs, "guest-file initramfs.cpio.gz"),
-    ];
-    let iso = make_iso_with_modules(&dir, "-- exit-when-idle", &modules)?;
-    let mut qemu = Qemu::iso(iso)
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=none,format=raw,id=disk0",
-            disk.display()
-        ))
-        .arg("-device")
-        .arg("virtio-blk-pci,drive=disk0")
-        .spawn()?;
+    let iso = guest_iso(&dir, "-- exit-when-idle", "other", config)?;
+    let mut qemu = Qemu::iso(iso).virtio_disk(&disk).spawn()?;
     let line = qemu.wait_for("disk target \"guests/debian\"", boot_timeout())?;
     if !line.contains("nor a volume name") {
         return Err(qemu.failure(format!("unclear refusal: {line:?}")));

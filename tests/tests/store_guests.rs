@@ -9,25 +9,21 @@ use std::path::Path;
 
 use xenolith_img::VolumeKind;
 use xenolith_tests::debian::{attach, guest_files, guest_value, linux_timeout};
+use xenolith_tests::disks::{appliance_disk, img};
 use xenolith_tests::{Failure, Qemu, TempDir, boot_timeout, make_iso};
 
-fn tool(result: Result<String, xenolith_img::ToolError>) -> Result<String, Failure> {
-    result.map_err(|error| Failure::new(format!("xenolith-img: {error}")))
-}
-
 fn import(disk: &Path, name: &str, file: &Path, kind: VolumeKind) -> Result<(), Failure> {
-    tool(xenolith_img::import(disk, name, file, kind, false)).map(drop)
+    img(xenolith_img::import(disk, name, file, kind, false)).map(drop)
 }
 
 #[test]
 fn an_appliance_disk_made_with_xenolith_img_alone_starts_its_guests() -> Result<(), Failure> {
     let dir = TempDir::new("store-guests")?;
-    let disk = dir.path().join("appliance.img");
-    tool(xenolith_img::create(&disk, 128 << 20, false))?;
+    let disk = appliance_disk(&dir, 128 << 20)?;
     let (kernel, initramfs) = guest_files()?;
     import(&disk, "debian-vmlinuz", &kernel, VolumeKind::Kernel)?;
     import(&disk, "busybox-initrd", &initramfs, VolumeKind::Initrd)?;
-    tool(xenolith_img::new_qcow2(&disk, "data", 16 << 20))?;
+    img(xenolith_img::new_qcow2(&disk, "data", 16 << 20))?;
     let shell = dir.write(
         "shell.cfg",
         b"name = \"shell\"\ntype = \"pvh\"\nmemory = 256\nkernel = \"debian-vmlinuz\"\n\
@@ -45,22 +41,14 @@ fn an_appliance_disk_made_with_xenolith_img_alone_starts_its_guests() -> Result<
     import(&disk, "appliance", &appliance, VolumeKind::Config)?;
 
     // The tool agrees the disk is whole and its configs resolve.
-    let report = tool(xenolith_img::check(&disk))?;
+    let report = img(xenolith_img::check(&disk))?;
     if !report.contains("volume shell.cfg: config of guest shell") {
         return Err(Failure::new(format!(
             "check did not vouch for shell.cfg:\n{report}"
         )));
     }
     let iso = make_iso(&dir, "")?;
-    let mut qemu = Qemu::iso(iso)
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=none,format=raw,id=disk0",
-            disk.display()
-        ))
-        .arg("-device")
-        .arg("virtio-blk-pci,drive=disk0")
-        .spawn()?;
+    let mut qemu = Qemu::iso(iso).virtio_disk(&disk).spawn()?;
     qemu.wait_for(
         "dom0: disk virtio0: Xenolith store: 6 volumes",
         boot_timeout(),

@@ -9,8 +9,9 @@
 //! the same commands `scripts/bench` times on the whole disk.
 
 use xenolith_img::VolumeKind;
-use xenolith_tests::debian::{DETACH, attach, guest_files, guest_value, linux_timeout};
-use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
+use xenolith_tests::debian::{DETACH, attach, guest_iso, guest_value, linux_timeout};
+use xenolith_tests::disks::{appliance_disk, img};
+use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout};
 
 const TROUBLE: &[&str] = &[
     "dom0 crashed",
@@ -19,10 +20,6 @@ const TROUBLE: &[&str] = &[
     "request failed",
     "I/O error",
 ];
-
-fn tool(result: Result<String, xenolith_img::ToolError>) -> Result<String, Failure> {
-    result.map_err(|error| Failure::new(format!("xenolith-img: {error}")))
-}
 
 /// Runs `body` in the guest timed by /proc/uptime; returns seconds.
 fn timed(qemu: &mut Running, label: &str, body: &str) -> Result<f64, Failure> {
@@ -60,43 +57,26 @@ fn most_in_flight(qemu: &Running, vdev: &str) -> usize {
 #[test]
 fn volume_disks_keep_many_requests_in_flight() -> Result<(), Failure> {
     let dir = TempDir::new("volume-queue")?;
-    let disk = dir.path().join("appliance.img");
-    tool(xenolith_img::create(&disk, 256 << 20, false))?;
+    let disk = appliance_disk(&dir, 256 << 20)?;
     let raw = dir.write("raw.img", &vec![0u8; 64 << 20])?;
-    tool(xenolith_img::import(
+    img(xenolith_img::import(
         &disk,
         "raw",
         &raw,
         VolumeKind::DiskImage,
         false,
     ))?;
-    tool(xenolith_img::new_qcow2(&disk, "qcow", 64 << 20))?;
-    let (kernel, initramfs) = guest_files()?;
-    let config = dir.write(
-        "queue.cfg",
-        b"name = \"queue\"\ntype = \"pvh\"\nmemory = 256\nkernel = \"vmlinuz\"\n\
+    img(xenolith_img::new_qcow2(&disk, "qcow", 64 << 20))?;
+    let iso = guest_iso(
+        &dir,
+        "--",
+        "queue",
+        "name = \"queue\"\ntype = \"pvh\"\nmemory = 256\nkernel = \"vmlinuz\"\n\
           ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
           disk = [ \"format=raw, vdev=xvda, access=rw, target=raw\",\n\
                    \"format=qcow2, vdev=xvdb, access=rw, target=qcow\" ]\n",
     )?;
-    let iso = make_iso_with_modules(
-        &dir,
-        "--",
-        &[
-            (&config, "guest-config queue.cfg"),
-            (&kernel, "guest-file vmlinuz"),
-            (&initramfs, "guest-file initramfs.cpio.gz"),
-        ],
-    )?;
-    let mut qemu = Qemu::iso(iso)
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=none,format=raw,id=disk0",
-            disk.display()
-        ))
-        .arg("-device")
-        .arg("virtio-blk-pci,drive=disk0")
-        .spawn()?;
+    let mut qemu = Qemu::iso(iso).virtio_disk(&disk).spawn()?;
     qemu.wait_for("dom0: created domain 1 (queue)", linux_timeout())?;
     qemu.wait_for("dom0: domain 1: xvdb connected", linux_timeout())?;
     qemu.wait_for("[queue] XENOLITH-GUEST: shell", linux_timeout())?;

@@ -6,13 +6,13 @@
 //! passes `qemu-img check` and its raw conversion holds the marker.
 
 use std::path::Path;
-use std::process::Command;
 
 use xenolith_tests::debian::{
-    DETACH, attach, destroy_with_disk, guest_files, guest_value, linux_timeout,
+    DETACH, attach, destroy_with_disk, guest_iso, guest_value, linux_timeout,
     recreate_and_read_back, write_filesystem,
 };
-use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
+use xenolith_tests::disks::{appliance_disk, img, import_qemu_qcow2, path_text, run};
+use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout};
 
 /// Written into a file on the guest's filesystem, looked for in the export.
 const MARKER: &str = "XENOLITH-VOLUME-MARKER-5d21";
@@ -25,73 +25,22 @@ const TROUBLE: &[&str] = &[
     "EXT4-fs error",
 ];
 
-fn tool(result: Result<String, xenolith_img::ToolError>) -> Result<String, Failure> {
-    result.map_err(|error| Failure::new(format!("xenolith-img: {error}")))
-}
-
-fn run(program: &str, arguments: &[&str]) -> Result<String, Failure> {
-    let output = Command::new(program)
-        .args(arguments)
-        .output()
-        .map_err(|error| Failure::new(format!("cannot run {program}: {error}")))?;
-    if !output.status.success() {
-        return Err(Failure::new(format!(
-            "{program} {arguments:?} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn path_text(path: &Path) -> Result<&str, Failure> {
-    path.to_str()
-        .ok_or_else(|| Failure::new(format!("{} is not UTF-8", path.display())))
-}
-
 /// Boots the appliance (interactive) with `disk` as its virtio disk and a
 /// guest `store` whose disk is volume `data` as qcow2.
 fn boot(dir: &TempDir, disk: &Path) -> Result<Running, Failure> {
-    let (kernel, initramfs) = guest_files()?;
     let config = "name = \"store\"\ntype = \"pvh\"\nmemory = 256\nkernel = \"vmlinuz\"\n\
                   ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
                   disk = [ \"format=qcow2, vdev=xvda, access=rw, target=data\" ]\n\
                   on_poweroff = \"destroy\"\n";
-    let config = dir.write("store.cfg", config.as_bytes())?;
-    let modules: [(&Path, &str); 3] = [
-        (&config, "guest-config store.cfg"),
-        (&kernel, "guest-file vmlinuz"),
-        (&initramfs, "guest-file initramfs.cpio.gz"),
-    ];
-    let iso = make_iso_with_modules(dir, "--", &modules)?;
-    Qemu::iso(iso)
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=none,format=raw,id=disk0",
-            disk.display()
-        ))
-        .arg("-device")
-        .arg("virtio-blk-pci,drive=disk0")
-        .spawn()
+    let iso = guest_iso(dir, "--", "store", config)?;
+    Qemu::iso(iso).virtio_disk(disk).spawn()
 }
 
 #[test]
 fn a_qcow2_volume_keeps_a_guest_filesystem_and_exports_valid() -> Result<(), Failure> {
     let dir = TempDir::new("volumes")?;
-    let disk = dir.path().join("appliance.img");
-    tool(xenolith_img::create(&disk, 128 << 20, false))?;
-    let qcow2 = dir.path().join("data.qcow2");
-    run(
-        "qemu-img",
-        &["create", "-f", "qcow2", path_text(&qcow2)?, "48M"],
-    )?;
-    tool(xenolith_img::import(
-        &disk,
-        "data",
-        &qcow2,
-        xenolith_img::VolumeKind::DiskImage,
-        false,
-    ))?;
+    let disk = appliance_disk(&dir, 128 << 20)?;
+    import_qemu_qcow2(&disk, &dir, "data", "48M")?;
 
     let mut qemu = boot(&dir, &disk)?;
     qemu.wait_for(
@@ -124,7 +73,7 @@ fn a_qcow2_volume_keeps_a_guest_filesystem_and_exports_valid() -> Result<(), Fai
 
     // The volume is a valid qcow2 holding what the guest wrote.
     let exported = dir.path().join("exported.qcow2");
-    tool(xenolith_img::export(&disk, "data", &exported, false))?;
+    img(xenolith_img::export(&disk, "data", &exported, false))?;
     run("qemu-img", &["check", path_text(&exported)?])?;
     let raw = dir.path().join("exported.raw");
     run(

@@ -1,0 +1,89 @@
+//! Disks for the integration tests: the appliance disk `xenolith-img`
+//! builds, qcow2 images `qemu-img` makes and checks, and the host programs
+//! that do it, each failure a [`Failure`] that says what failed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::{Failure, TempDir};
+
+/// A `xenolith-img` library call, its error as a failure.
+pub fn img<T>(result: Result<T, xenolith_img::ToolError>) -> Result<T, Failure> {
+    result.map_err(|error| Failure::new(format!("xenolith-img: {error}")))
+}
+
+/// A path as text for a host program's command line.
+pub fn path_text(path: &Path) -> Result<&str, Failure> {
+    path.to_str()
+        .ok_or_else(|| Failure::new(format!("{} is not UTF-8", path.display())))
+}
+
+/// Runs a host program to its end, whatever its exit status.
+fn output(program: &str, arguments: &[&str]) -> Result<Output, Failure> {
+    Command::new(program)
+        .args(arguments)
+        .output()
+        .map_err(|error| Failure::new(format!("cannot run {program}: {error}")))
+}
+
+/// Runs a host program that must succeed; its standard output.
+pub fn run(program: &str, arguments: &[&str]) -> Result<String, Failure> {
+    let output = output(program, arguments)?;
+    if !output.status.success() {
+        return Err(Failure::new(format!(
+            "{program} {arguments:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// An empty appliance disk (GPT and an empty store) of `bytes`,
+/// `appliance.img` in `dir`.
+pub fn appliance_disk(dir: &TempDir, bytes: u64) -> Result<PathBuf, Failure> {
+    let disk = dir.path().join("appliance.img");
+    img(xenolith_img::create(&disk, bytes, false))?;
+    Ok(disk)
+}
+
+/// Makes an empty qcow2 image of `size` (qemu-img's syntax, `48M`) with
+/// `qemu-img`, as a user would, and imports it into `disk` as disk-image
+/// volume `name`.
+pub fn import_qemu_qcow2(
+    disk: &Path,
+    dir: &TempDir,
+    name: &str,
+    size: &str,
+) -> Result<(), Failure> {
+    let image = dir.path().join(format!("{name}.qcow2"));
+    run(
+        "qemu-img",
+        &["create", "-f", "qcow2", path_text(&image)?, size],
+    )?;
+    img(xenolith_img::import(
+        disk,
+        name,
+        &image,
+        xenolith_img::VolumeKind::DiskImage,
+        false,
+    ))?;
+    Ok(())
+}
+
+/// `qemu-img check` of a qcow2 image after QEMU was killed: clean, or
+/// leaked clusters only (exit status 3), which a crash may leave.
+/// `what` and `context` (say, `xenolith-img check`'s report) go into the
+/// failure.
+pub fn qemu_img_check_after_crash(image: &Path, what: &str, context: &str) -> Result<(), Failure> {
+    let output = output("qemu-img", &["check", path_text(image)?])?;
+    if !matches!(output.status.code(), Some(0 | 3)) {
+        return Err(Failure::new(format!(
+            "qemu-img check {what} failed ({:?}):\n{}{}\n{context}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(())
+}
