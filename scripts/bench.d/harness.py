@@ -1590,7 +1590,7 @@ def main() -> int:
         help="the Xen Dom0 initramfs with the toolstack and the bench guests' files under /bench "
         "(scripts/bench makes it); without it the Xen toolstack boot is skipped",
     )
-    parser.add_argument("--xen-toolstack-timeout", type=float, default=600.0, help="seconds for the whole Xen toolstack boot")
+    parser.add_argument("--xen-toolstack-timeout", type=float, default=1200.0, help="seconds for the whole Xen toolstack boot")
     args = parser.parse_args()
     # A SIGTERM (a timeout around the whole script) unwinds like Ctrl-C, so
     # the QEMU being run is stopped on the way out.
