@@ -1451,7 +1451,8 @@ def table(sides: dict[str, Side]) -> list[str]:
             elif not a and figure.xen_missing:
                 left += f" ({figure.xen_missing})"
             right = cell(b, figure) if b else "not yet measurable"
-            lines.append(f"| {figure.title} | {left} | {right} | not yet measurable |")
+            last = "—" if not a and figure.key in xen.skipped else "not yet measurable"
+            lines.append(f"| {figure.title} | {left} | {right} | {last} |")
             continue
         lines.append(f"| {figure.title} | {cell(a, figure)} | {cell(b, figure)} | {ratio(a, b)} |")
     for title, why in NOT_YET:
