@@ -755,6 +755,28 @@ impl Running {
             .map(str::to_string)
     }
 
+    /// Waits until a line of the serial log holds every one of `needles`,
+    /// in that order (see [`Running::serial_line_with`]), and returns it.
+    /// Fails with the full log, saying there was no `what`, on timeout or
+    /// if QEMU exits first.
+    pub fn wait_for_line_with(
+        &mut self,
+        needles: &[&str],
+        timeout: Duration,
+        what: &str,
+    ) -> Result<String, Failure> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.serial_line_with(needles) {
+                return Ok(line);
+            }
+            if Instant::now() >= deadline || !self.is_running()? {
+                return Err(self.failure(format!("no {what}")));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// CPU time (user + system) QEMU has used so far, from `/proc/PID/stat`.
     pub fn cpu_time(&self) -> Result<Duration, Failure> {
         let path = format!("/proc/{}/stat", self.pid());

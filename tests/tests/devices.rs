@@ -23,13 +23,7 @@ fn boot_with_devices(dir: &TempDir, disk: &std::path::Path) -> Result<Running, F
 fn devices(dir: &TempDir, disk: &std::path::Path) -> Result<Qemu, Failure> {
     let iso = make_iso(dir, "-- devcheck poweroff")?;
     Ok(Qemu::iso(iso)
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=none,format=raw,id=disk0",
-            disk.display()
-        ))
-        .arg("-device")
-        .arg("virtio-blk-pci,drive=disk0")
+        .virtio_disk(disk)
         .arg("-netdev")
         .arg("user,id=net0")
         // No option ROM: the BIOS boots the CD and need not load iPXE.

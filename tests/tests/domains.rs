@@ -6,18 +6,8 @@ use std::time::Duration;
 
 use xenolith_tests::{
     EXIT_POWEROFF, Failure, Qemu, TempDir, boot_timeout, images, make_iso_with_modules,
+    number_after,
 };
-
-/// The first number after `label` in `line`.
-fn number_after(line: &str, label: &str) -> Option<u64> {
-    let rest = &line[line.find(label)? + label.len()..];
-    let digits: String = rest
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
 
 /// Checks a Dom0 report "free memory N KiB before, M KiB after".
 fn check_no_leak(qemu: &xenolith_tests::Running, line: &str) -> Result<(), Failure> {

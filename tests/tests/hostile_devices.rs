@@ -10,12 +10,11 @@
 //! lives on and says what it refused and cut off, and why.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use xenolith_tests::debian::{DETACH, attach, guest_files, guest_value, linux_timeout};
+use xenolith_tests::disks::{appliance_disk, import_qemu_qcow2};
 use xenolith_tests::{
-    Failure, Qemu, Running, TempDir, boot_timeout, images, make_iso_with_modules,
+    Failure, Qemu, Running, TempDir, boot_timeout, images, make_iso_with_modules, number_after,
 };
 
 /// Lines that must never appear: Dom0 going down, or the Debian guest's
@@ -36,44 +35,12 @@ const FILES: u32 = 6;
 /// Pings the Debian guest sends meanwhile, one each half second.
 const PINGS: u32 = 40;
 
-fn run(program: &str, arguments: &[&str]) -> Result<(), Failure> {
-    let output = Command::new(program)
-        .args(arguments)
-        .output()
-        .map_err(|error| Failure::new(format!("cannot run {program}: {error}")))?;
-    if !output.status.success() {
-        return Err(Failure::new(format!(
-            "{program} {arguments:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )));
-    }
-    Ok(())
-}
-
-fn tool(result: Result<String, xenolith_img::ToolError>) -> Result<(), Failure> {
-    result
-        .map(|_| ())
-        .map_err(|error| Failure::new(format!("xenolith-img: {error}")))
-}
-
 /// An appliance disk holding qcow2 volumes `data` (Debian's) and
 /// `hostile` (the test guest's).
-fn appliance_disk(dir: &TempDir) -> Result<std::path::PathBuf, Failure> {
-    let disk = dir.path().join("appliance.img");
-    tool(xenolith_img::create(&disk, 128 << 20, false))?;
+fn appliance_disk_with_volumes(dir: &TempDir) -> Result<std::path::PathBuf, Failure> {
+    let disk = appliance_disk(dir, 128 << 20)?;
     for (name, size) in [("data", "48M"), ("hostile", "8M")] {
-        let image = dir.path().join(format!("{name}.qcow2"));
-        let text = image
-            .to_str()
-            .ok_or_else(|| Failure::new("the temporary directory is not UTF-8"))?;
-        run("qemu-img", &["create", "-f", "qcow2", text, size])?;
-        tool(xenolith_img::import(
-            &disk,
-            name,
-            &image,
-            xenolith_img::VolumeKind::DiskImage,
-            false,
-        ))?;
+        import_qemu_qcow2(&disk, dir, name, size)?;
     }
     Ok(disk)
 }
@@ -107,13 +74,7 @@ fn boot(dir: &TempDir, disk: &Path) -> Result<Running, Failure> {
     ];
     let iso = make_iso_with_modules(dir, "--", &modules)?;
     Qemu::iso(iso)
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=none,format=raw,id=disk0",
-            disk.display()
-        ))
-        .arg("-device")
-        .arg("virtio-blk-pci,drive=disk0")
+        .virtio_disk(disk)
         .arg("-netdev")
         .arg("user,id=net0")
         .arg("-device")
@@ -121,49 +82,17 @@ fn boot(dir: &TempDir, disk: &Path) -> Result<Running, Failure> {
         .spawn()
 }
 
-/// Waits until the serial log holds every one of `needles`.
-fn wait_for_all(qemu: &mut Running, needles: &[&str], timeout: Duration) -> Result<(), Failure> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let serial = qemu.serial();
-        let missing: Vec<&str> = needles
-            .iter()
-            .copied()
-            .filter(|needle| !serial.contains(needle))
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline || !qemu.is_running()? {
-            return Err(qemu.failure(format!("the serial console never showed {missing:?}")));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The first number after `label` in `line`.
-fn number_after(line: &str, label: &str) -> Option<u64> {
-    let rest = &line[line.find(label)? + label.len()..];
-    let digits: String = rest
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
 #[test]
 fn a_hostile_guest_is_refused_and_cut_off_while_another_guests_io_goes_on() -> Result<(), Failure> {
     let dir = TempDir::new("hostile-devices")?;
-    let disk = appliance_disk(&dir)?;
+    let disk = appliance_disk_with_volumes(&dir)?;
     let mut qemu = boot(&dir, &disk)?;
     qemu.wait_for(
         "dom0: disk virtio0: Xenolith store: 2 volumes",
         boot_timeout(),
     )?;
     qemu.wait_for("dom0: created domain 1 (debian)", linux_timeout())?;
-    wait_for_all(
-        &mut qemu,
+    qemu.wait_for_all(
         &[
             "dom0: domain 1: xvda connected",
             "dom0: domain 1: vif1.0 connected",
@@ -196,16 +125,11 @@ fn a_hostile_guest_is_refused_and_cut_off_while_another_guests_io_goes_on() -> R
     // The hostile guest, while that runs.
     qemu.send("create hostile\r")?;
     qemu.wait_for("dom0: created domain 2 (hostile)", boot_timeout())?;
-    let deadline = Instant::now() + linux_timeout();
-    let verdict = loop {
-        if let Some(line) = qemu.serial_line_with(&["(d2) test-guest: ", " passed, ", " failed"]) {
-            break line;
-        }
-        if Instant::now() >= deadline || !qemu.is_running()? {
-            return Err(qemu.failure("no verdict from the hostile guest"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let verdict = qemu.wait_for_line_with(
+        &["(d2) test-guest: ", " passed, ", " failed"],
+        linux_timeout(),
+        "verdict from the hostile guest",
+    )?;
     for check in [
         "hostile-vbd-handshake",
         "hostile-vif-handshake",
@@ -228,8 +152,7 @@ fn a_hostile_guest_is_refused_and_cut_off_while_another_guests_io_goes_on() -> R
         return Err(qemu.failure(format!("the hostile guest failed checks: {verdict:?}")));
     }
     // Dom0 says what it refused and cut off, with the drop counters.
-    wait_for_all(
-        &mut qemu,
+    qemu.wait_for_all(
         &[
             "dom0: domain 2: xvda: mapping ring grant 1000000",
             "dom0: domain 2: xvda: unsupported protocol",

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -188,27 +188,6 @@ fn boot(dir: &TempDir) -> Result<Running, Failure> {
         .spawn()
 }
 
-/// Waits until the serial console has printed every one of `needles`, in
-/// any order.
-fn wait_for_all(qemu: &mut Running, needles: &[&str]) -> Result<(), Failure> {
-    let deadline = Instant::now() + linux_timeout();
-    loop {
-        let serial = qemu.serial();
-        let missing: Vec<&str> = needles
-            .iter()
-            .copied()
-            .filter(|needle| !serial.contains(needle))
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if !qemu.is_running()? || Instant::now() >= deadline {
-            return Err(qemu.failure(format!("the serial console never printed {missing:?}")));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Attaches to `name`'s console and gets a fresh prompt.
 fn attach(qemu: &mut Running, name: &str, domain: u16) -> Result<(), Failure> {
     qemu.send(&format!("console {name}\r"))?;
@@ -263,14 +242,14 @@ fn guests_get_a_lease_ping_the_gateway_fetch_over_http_and_ping_each_other() -> 
     qemu.wait_for("dom0: created domain 1 (alpha)", linux_timeout())?;
     qemu.wait_for("dom0: created domain 2 (beta)", linux_timeout())?;
     // The two guests boot side by side: their lines come in either order.
-    wait_for_all(
-        &mut qemu,
+    qemu.wait_for_all(
         &[
             "dom0: domain 1: vif1.0 connected",
             "dom0: domain 2: vif2.0 connected",
             "[alpha] XENOLITH-GUEST: shell",
             "[beta] XENOLITH-GUEST: shell",
         ],
+        linux_timeout(),
     )?;
 
     // Alpha: a lease from QEMU's DHCP server through the bridge, then the

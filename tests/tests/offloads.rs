@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use xenolith_tests::debian::{DETACH, attach, guest_files, guest_value, linux_timeout};
-use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
+use xenolith_tests::{
+    Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules, number_after,
+};
 
 const TROUBLE: &[&str] = &[
     "dom0 crashed",
@@ -107,17 +109,6 @@ fn boot(dir: &TempDir) -> Result<Running, Failure> {
         .arg("-device")
         .arg("virtio-net-pci,netdev=net0,romfile=")
         .spawn()
-}
-
-/// The first number after `label` in `line`.
-fn number_after(line: &str, label: &str) -> Option<u64> {
-    let rest = &line[line.find(label)? + label.len()..];
-    let digits: String = rest
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
 }
 
 #[test]

@@ -13,11 +13,10 @@
 //! when they choose), `shutdown=crash`, `rings=indices|protocol`.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use xenolith_tests::{
     EXIT_POWEROFF, EXIT_POWEROFF_FAILURE, Failure, Qemu, Running, TempDir, boot_timeout, images,
-    make_iso_with_modules,
+    make_iso_with_modules, number_after,
 };
 
 /// What the test guest's kernel module is called in every config.
@@ -88,32 +87,16 @@ fn test_guest(name: &str, extra: &str, more: &str) -> String {
     )
 }
 
-/// The first number after `label` in `line`.
-fn number_after(line: &str, label: &str) -> Option<u64> {
-    let rest = &line[line.find(label)? + label.len()..];
-    let digits: String = rest
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
 /// Waits for domain `domain`'s verdict, `test-guest: N passed, M failed`,
 /// and fails unless it passed at least `at_least` checks and failed none.
 fn expect_clean_verdict(qemu: &mut Running, domain: u16, at_least: u64) -> Result<(), Failure> {
     let prefix = format!("(d{domain}) test-guest: ");
-    let deadline = Instant::now() + boot_timeout();
-    let line = loop {
-        // " failed" too: the line may still be arriving.
-        if let Some(line) = qemu.serial_line_with(&[&prefix, " passed, ", " failed"]) {
-            break line;
-        }
-        if Instant::now() >= deadline || !qemu.is_running()? {
-            return Err(qemu.failure(format!("no verdict from domain {domain}")));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // " failed" too: the line may still be arriving.
+    let line = qemu.wait_for_line_with(
+        &[&prefix, " passed, ", " failed"],
+        boot_timeout(),
+        &format!("verdict from domain {domain}"),
+    )?;
     match (
         number_after(&line, "test-guest:"),
         number_after(&line, "passed,"),
@@ -126,31 +109,10 @@ fn expect_clean_verdict(qemu: &mut Running, domain: u16, at_least: u64) -> Resul
     }
 }
 
-/// Waits until the serial log holds every one of `needles`, in any order.
-fn wait_for_all(qemu: &mut Running, needles: &[&str], timeout: Duration) -> Result<(), Failure> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let serial = qemu.serial();
-        let missing: Vec<&str> = needles
-            .iter()
-            .copied()
-            .filter(|needle| !serial.contains(needle))
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline || !qemu.is_running()? {
-            return Err(qemu.failure(format!("the serial console never showed {missing:?}")));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Attaches to `name`'s console (domain `domain`) and types one byte: a
 /// guest in `await-input` goes on to its verdict.
 fn type_on_console(qemu: &mut Running, name: &str, domain: u16) -> Result<(), Failure> {
-    wait_for_all(
-        qemu,
+    qemu.wait_for_all(
         &[&format!(
             "(d{domain}) test-guest: waiting for a byte typed on the console"
         )],
@@ -357,8 +319,7 @@ fn a_guest_wrecking_its_rings_is_cut_off_and_the_rest_goes_on() -> Result<(), Fa
         .appliance_config("guests = [ \"hostile-indices\", \"hostile-protocol\" ]\n")?;
     let mut qemu = appliance.boot("exit-when-idle")?;
     // The guests' own view: each step Dom0 had to take, done.
-    wait_for_all(
-        &mut qemu,
+    qemu.wait_for_all(
         &[
             "(d1) test-guest: PASS rings-store-read",
             "(d1) test-guest: PASS rings-console-indices",
