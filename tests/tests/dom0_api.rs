@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use xenolith_img::VolumeKind;
 use xenolith_tests::api::{self, ApiAppliance, HttpResponse, TOKEN};
 use xenolith_tests::debian::{DETACH, attach, guest_files, guest_value, linux_timeout};
+use xenolith_tests::disks::{appliance_disk, img};
 use xenolith_tests::{Failure, Running, TempDir, boot_timeout};
 
 const TROUBLE: &[&str] = &["dom0 crashed", "panic", "dom0: api: cannot listen"];
@@ -214,6 +215,37 @@ fn send(
         .map_err(|error| qemu.failure(error))
 }
 
+/// `POST /v1/domains` with an xl.cfg body: a create.
+fn create(qemu: &Running, port: u16, config: &str) -> Result<HttpResponse, Failure> {
+    send(
+        qemu,
+        port,
+        "POST",
+        "/v1/domains",
+        Some(("text/plain", config)),
+    )
+}
+
+/// Expects a create of `config` refused as unprocessable (422), the
+/// refusal naming `name`, the file or volume it could not use.
+fn expect_create_refused(
+    qemu: &Running,
+    port: u16,
+    what: &str,
+    config: &str,
+    name: &str,
+) -> Result<(), Failure> {
+    let refused = create(qemu, port, config)?;
+    expect(qemu, what, &refused, 422)?;
+    if !refused.body.contains(name) {
+        return Err(qemu.failure(format!(
+            "{what}: the refusal does not name {name}: {}",
+            refused.body
+        )));
+    }
+    Ok(())
+}
+
 fn expect(qemu: &Running, what: &str, response: &HttpResponse, status: u16) -> Result<(), Failure> {
     if response.status != status {
         return Err(qemu.failure(format!("{what}: expected {status}, got {response:?}")));
@@ -251,29 +283,16 @@ fn a_guest_created_through_the_api_pings_dom0_reboots_and_powers_off_through_it(
     api::wait_for_api(port, boot_timeout()).map_err(|error| qemu.failure(error))?;
 
     // A kernel no boot module carries: refused, nothing created.
-    let unknown = send(
+    expect_create_refused(
         qemu,
         port,
-        "POST",
-        "/v1/domains",
-        Some(("text/plain", &web_config("bzImage-nowhere"))),
+        "create with an unknown kernel",
+        &web_config("bzImage-nowhere"),
+        "bzImage-nowhere",
     )?;
-    expect(qemu, "create with an unknown kernel", &unknown, 422)?;
-    if !unknown.body.contains("bzImage-nowhere") {
-        return Err(qemu.failure(format!(
-            "the refusal does not name the file: {}",
-            unknown.body
-        )));
-    }
 
     let started = Instant::now();
-    let created = send(
-        qemu,
-        port,
-        "POST",
-        "/v1/domains",
-        Some(("text/plain", &web_config("vmlinuz"))),
-    )?;
+    let created = create(qemu, port, &web_config("vmlinuz"))?;
     expect(qemu, "create", &created, 201)?;
     eprintln!(
         "POST /v1/domains answered in {} ms",
@@ -285,13 +304,7 @@ fn a_guest_created_through_the_api_pings_dom0_reboots_and_powers_off_through_it(
         return Err(qemu.failure(format!("create: {created:?}")));
     }
     qemu.wait_for("dom0: created domain 1 (web)", boot_timeout())?;
-    let again = send(
-        qemu,
-        port,
-        "POST",
-        "/v1/domains",
-        Some(("text/plain", &web_config("vmlinuz"))),
-    )?;
+    let again = create(qemu, port, &web_config("vmlinuz"))?;
     expect(qemu, "a second guest named web", &again, 409)?;
 
     qemu.wait_for("dom0: domain 1: vif1.0 connected", linux_timeout())?;
@@ -452,20 +465,15 @@ fn a_guest_created_through_the_api_pings_dom0_reboots_and_powers_off_through_it(
     Ok(())
 }
 
-fn tool(result: Result<String, xenolith_img::ToolError>) -> Result<String, Failure> {
-    result.map_err(|error| Failure::new(format!("xenolith-img: {error}")))
-}
-
 #[test]
 fn an_appliance_disk_enables_the_api_and_creates_take_kernels_from_its_store() -> Result<(), Failure>
 {
     // The disk alone: its appliance config turns the API on, its kernel
     // volume is what a create names. The ISO carries no modules.
     let dir = TempDir::new("dom0-api-store")?;
-    let disk = dir.path().join("appliance.img");
-    tool(xenolith_img::create(&disk, 64 << 20, false))?;
+    let disk = appliance_disk(&dir, 64 << 20)?;
     let images = xenolith_tests::images()?;
-    tool(xenolith_img::import(
+    img(xenolith_img::import(
         &disk,
         "tg-kernel",
         &images.test_guest,
@@ -473,7 +481,7 @@ fn an_appliance_disk_enables_the_api_and_creates_take_kernels_from_its_store() -
         false,
     ))?;
     let (_, initramfs) = guest_files()?;
-    tool(xenolith_img::import(
+    img(xenolith_img::import(
         &disk,
         "an-initrd",
         &initramfs,
@@ -481,7 +489,7 @@ fn an_appliance_disk_enables_the_api_and_creates_take_kernels_from_its_store() -
         false,
     ))?;
     let appliance = dir.write("appliance", api::appliance_config("").as_bytes())?;
-    tool(xenolith_img::import(
+    img(xenolith_img::import(
         &disk,
         "appliance",
         &appliance,
@@ -490,15 +498,7 @@ fn an_appliance_disk_enables_the_api_and_creates_take_kernels_from_its_store() -
     ))?;
     let iso = xenolith_tests::make_iso(&dir, "")?;
     let (qemu, port) = api::qemu_forwarding(iso, api::API_PORT)?;
-    let mut qemu = qemu
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=none,format=raw,id=disk0",
-            disk.display()
-        ))
-        .arg("-device")
-        .arg("virtio-blk-pci,drive=disk0")
-        .spawn()?;
+    let mut qemu = qemu.virtio_disk(&disk).spawn()?;
     qemu.wait_for("dom0: management API on TCP port 8080", boot_timeout())?;
     api::wait_for_api(port, boot_timeout()).map_err(|error| qemu.failure(error))?;
 
@@ -506,36 +506,17 @@ fn an_appliance_disk_enables_the_api_and_creates_take_kernels_from_its_store() -
         format!("name = \"tg\"\ntype = \"pvh\"\nmemory = 32\nkernel = \"{kernel}\"\n")
     };
     // A volume of the wrong kind, and a name nothing has: 422, named.
-    let wrong = send(
+    expect_create_refused(
         &qemu,
         port,
-        "POST",
-        "/v1/domains",
-        Some(("text/plain", &config("an-initrd"))),
+        "an initrd volume as the kernel",
+        &config("an-initrd"),
+        "an-initrd",
     )?;
-    expect(&qemu, "an initrd volume as the kernel", &wrong, 422)?;
-    if !wrong.body.contains("an-initrd") {
-        return Err(qemu.failure(format!(
-            "the refusal does not name the volume: {}",
-            wrong.body
-        )));
-    }
-    let missing = send(
-        &qemu,
-        port,
-        "POST",
-        "/v1/domains",
-        Some(("text/plain", &config("nowhere"))),
-    )?;
+    let missing = create(&qemu, port, &config("nowhere"))?;
     expect(&qemu, "a kernel nothing has", &missing, 422)?;
 
-    let created = send(
-        &qemu,
-        port,
-        "POST",
-        "/v1/domains",
-        Some(("text/plain", &config("tg-kernel"))),
-    )?;
+    let created = create(&qemu, port, &config("tg-kernel"))?;
     expect(&qemu, "create from the store's kernel", &created, 201)?;
     qemu.wait_for("dom0: created domain 1 (tg)", boot_timeout())?;
     // The test guest runs its checks and powers itself off.
