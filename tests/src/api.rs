@@ -101,14 +101,7 @@ pub fn boot_forwarding(
 /// to) and the host port.
 pub fn qemu_forwarding(iso: PathBuf, api_port: u16) -> Result<(Qemu, u16), Failure> {
     let port = free_port()?;
-    let qemu = Qemu::iso(iso)
-        .arg("-netdev")
-        .arg(format!(
-            "user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{api_port}"
-        ))
-        // No option ROM: the BIOS boots the CD and need not load iPXE.
-        .arg("-device")
-        .arg("virtio-net-pci,netdev=net0,romfile=");
+    let qemu = Qemu::iso(iso).user_nic_forwarding(port, api_port);
     Ok((qemu, port))
 }
 

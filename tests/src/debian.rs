@@ -76,7 +76,9 @@ pub fn guest_value(qemu: &mut Running, command: &str, label: &str) -> Result<Str
     Ok(value)
 }
 
-fn is_md5(text: &str) -> bool {
+/// Whether `text` is an md5 as `md5sum` prints it (32 hex digits), not an
+/// error message.
+pub fn is_md5(text: &str) -> bool {
     text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
@@ -117,6 +119,20 @@ pub fn write_filesystem(qemu: &mut Running, marker: &str) -> Result<String, Fail
     Ok(written)
 }
 
+/// In the attached guest: mounts /dev/xvda's ext4 on /mnt (and leaves it
+/// mounted), checks the file holding `marker` is there, and returns the
+/// md5 of the data file beside it (as [`write_filesystem`] wrote them).
+pub fn read_back(qemu: &mut Running, marker: &str) -> Result<String, Failure> {
+    guest_value(
+        qemu,
+        &format!(
+            "mkdir -p /mnt && mount -t ext4 /dev/xvda /mnt && grep -q {marker} /mnt/marker && \
+             echo \"READ\"\"BACK=$(md5sum </mnt/data | cut -c1-32)\""
+        ),
+        "READBACK",
+    )
+}
+
 /// Detaches and destroys guest `name` (domain `domain`, one xvda), waiting
 /// for its disk to detach and the domain to go.
 pub fn destroy_with_disk(qemu: &mut Running, name: &str, domain: u16) -> Result<(), Failure> {
@@ -154,14 +170,7 @@ pub fn recreate_and_read_back(
     )?;
     qemu.wait_for(&format!("[{name}] XENOLITH-GUEST: shell"), linux_timeout())?;
     attach(qemu, name, domain)?;
-    let read_back = guest_value(
-        qemu,
-        &format!(
-            "mkdir -p /mnt && mount -t ext4 /dev/xvda /mnt && grep -q {marker} /mnt/marker && \
-             echo \"READ\"\"BACK=$(md5sum </mnt/data | cut -c1-32)\""
-        ),
-        "READBACK",
-    )?;
+    let read_back = read_back(qemu, marker)?;
     if read_back != written {
         return Err(qemu.failure(format!(
             "the file changed across destroy and create: wrote {written}, read {read_back}"

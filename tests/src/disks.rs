@@ -7,6 +7,18 @@ use std::process::{Command, Output};
 
 use crate::{Failure, TempDir};
 
+/// Lines that must never appear while a guest uses its disk: Dom0 going
+/// down, the block back end refusing or failing a request, the guest's
+/// block layer or ext4 reporting an error.
+pub const DISK_TROUBLE: &[&str] = &[
+    "dom0 crashed",
+    "panic",
+    "refused a request",
+    "request failed",
+    "I/O error",
+    "EXT4-fs error",
+];
+
 /// A `xenolith-img` library call, its error as a failure.
 pub fn img<T>(result: Result<T, xenolith_img::ToolError>) -> Result<T, Failure> {
     result.map_err(|error| Failure::new(format!("xenolith-img: {error}")))

@@ -332,6 +332,28 @@ impl Qemu {
             .arg("virtio-blk-pci,drive=disk0")
     }
 
+    /// A virtio-net NIC on QEMU's user network (its DHCP server, gateway
+    /// 10.0.2.2), which Dom0 bridges to `xenbr0`.
+    pub fn user_nic(self) -> Self {
+        self.nic("user,id=net0".into())
+    }
+
+    /// Like [`Qemu::user_nic`], with TCP port `host_port` on the host's
+    /// 127.0.0.1 forwarded to port `guest_port` of Dom0.
+    pub fn user_nic_forwarding(self, host_port: u16, guest_port: u16) -> Self {
+        self.nic(format!(
+            "user,id=net0,hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"
+        ))
+    }
+
+    fn nic(self, netdev: String) -> Self {
+        self.arg("-netdev")
+            .arg(netdev)
+            // No option ROM: the BIOS boots the CD and need not load iPXE.
+            .arg("-device")
+            .arg("virtio-net-pci,netdev=net0,romfile=")
+    }
+
     /// One more QEMU argument, appended after the defaults.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.extra.push(arg.into());

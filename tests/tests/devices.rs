@@ -22,13 +22,7 @@ fn boot_with_devices(dir: &TempDir, disk: &std::path::Path) -> Result<Running, F
 
 fn devices(dir: &TempDir, disk: &std::path::Path) -> Result<Qemu, Failure> {
     let iso = make_iso(dir, "-- devcheck poweroff")?;
-    Ok(Qemu::iso(iso)
-        .virtio_disk(disk)
-        .arg("-netdev")
-        .arg("user,id=net0")
-        // No option ROM: the BIOS boots the CD and need not load iPXE.
-        .arg("-device")
-        .arg("virtio-net-pci,netdev=net0,romfile="))
+    Ok(Qemu::iso(iso).virtio_disk(disk).user_nic())
 }
 
 /// The figure just before `word` in `line` ("64 requests" -> 64).

@@ -13,19 +13,11 @@
 
 use std::path::Path;
 
-use xenolith_tests::debian::{attach, guest_iso, guest_value, linux_timeout};
-use xenolith_tests::disks::{appliance_disk, img, qemu_img_check_after_crash};
+use xenolith_tests::debian::{attach, guest_iso, guest_value, is_md5, linux_timeout, read_back};
+use xenolith_tests::disks::{DISK_TROUBLE, appliance_disk, img, qemu_img_check_after_crash};
 use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout};
 
 const MARKER: &str = "XENOLITH-DURABLE-MARKER-7c03";
-const TROUBLE: &[&str] = &[
-    "dom0 crashed",
-    "panic",
-    "refused a request",
-    "request failed",
-    "I/O error",
-    "EXT4-fs error",
-];
 
 /// An ISO whose Dom0 starts guest `crash` with volume `data` (qcow2) as
 /// its xvda.
@@ -50,10 +42,6 @@ fn boot(iso: &Path, disk: &Path) -> Result<Running, Failure> {
     qemu.wait_for("[crash] XENOLITH-GUEST: shell", linux_timeout())?;
     attach(&mut qemu, "crash", 1)?;
     Ok(qemu)
-}
-
-fn is_md5(text: &str) -> bool {
-    text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
 /// An appliance disk with an empty 48 MiB qcow2 volume `data`.
@@ -102,7 +90,7 @@ fn data_synced_before_qemu_is_killed_survives_and_the_disk_checks_clean() -> Res
     if !is_md5(&written) {
         return Err(qemu.failure(format!("writing the file failed: {written:?}")));
     }
-    qemu.assert_serial_lacks(TROUBLE)?;
+    qemu.assert_serial_lacks(DISK_TROUBLE)?;
 
     // The store's metadata and the image inside are consistent.
     let report = check_after_kill(&dir, &disk, "of the volume after the kill")?;
@@ -114,20 +102,13 @@ fn data_synced_before_qemu_is_killed_survives_and_the_disk_checks_clean() -> Res
 
     // The same disk file boots again and the file is there.
     let mut qemu = boot(&iso, &disk)?;
-    let read_back = guest_value(
-        &mut qemu,
-        &format!(
-            "mkdir -p /mnt && mount -t ext4 /dev/xvda /mnt && grep -q {MARKER} /mnt/marker && \
-             echo \"READ\"\"BACK=$(md5sum </mnt/data | cut -c1-32)\""
-        ),
-        "READBACK",
-    )?;
+    let read_back = read_back(&mut qemu, MARKER)?;
     if read_back != written {
         return Err(qemu.failure(format!(
             "the synced file changed across the kill: wrote {written}, read {read_back}"
         )));
     }
-    qemu.assert_serial_lacks(TROUBLE)?;
+    qemu.assert_serial_lacks(DISK_TROUBLE)?;
     qemu.kill();
     img(xenolith_img::check(&disk))?;
     Ok(())
@@ -150,7 +131,7 @@ fn a_kill_in_the_middle_of_writes_leaves_a_consistent_disk() -> Result<(), Failu
         "BURST",
     )?;
     qemu.kill();
-    qemu.assert_serial_lacks(TROUBLE)?;
+    qemu.assert_serial_lacks(DISK_TROUBLE)?;
     let grown = qemu
         .serial()
         .lines()
@@ -175,7 +156,7 @@ fn a_kill_in_the_middle_of_writes_leaves_a_consistent_disk() -> Result<(), Failu
             Err(Failure::new(format!("reading the disk back failed: {status}")))
         }
     })?;
-    qemu.assert_serial_lacks(TROUBLE)?;
+    qemu.assert_serial_lacks(DISK_TROUBLE)?;
     qemu.kill();
     Ok(())
 }

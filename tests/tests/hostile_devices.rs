@@ -73,13 +73,7 @@ fn boot(dir: &TempDir, disk: &Path) -> Result<Running, Failure> {
         (&appliance, "appliance-config appliance.cfg"),
     ];
     let iso = make_iso_with_modules(dir, "--", &modules)?;
-    Qemu::iso(iso)
-        .virtio_disk(disk)
-        .arg("-netdev")
-        .arg("user,id=net0")
-        .arg("-device")
-        .arg("virtio-net-pci,netdev=net0,romfile=")
-        .spawn()
+    Qemu::iso(iso).virtio_disk(disk).user_nic().spawn()
 }
 
 #[test]

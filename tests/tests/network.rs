@@ -179,13 +179,7 @@ fn boot(dir: &TempDir) -> Result<Running, Failure> {
         (&initramfs, "guest-file initramfs.cpio.gz"),
     ];
     let iso = make_iso_with_modules(dir, "--", &modules)?;
-    Qemu::iso(iso)
-        .arg("-netdev")
-        .arg("user,id=net0")
-        // No option ROM: the BIOS boots the CD and need not load iPXE.
-        .arg("-device")
-        .arg("virtio-net-pci,netdev=net0,romfile=")
-        .spawn()
+    Qemu::iso(iso).user_nic().spawn()
 }
 
 /// Attaches to `name`'s console and gets a fresh prompt.

@@ -9,15 +9,12 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use xenolith_tests::debian::{DETACH, attach, guest_files, guest_value, linux_timeout};
-use xenolith_tests::{
-    Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules, number_after,
-};
+use xenolith_tests::debian::{DETACH, attach, guest_iso, guest_value, linux_timeout};
+use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, number_after};
 
 const TROUBLE: &[&str] = &[
     "dom0 crashed",
@@ -91,24 +88,12 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn boot(dir: &TempDir) -> Result<Running, Failure> {
-    let (kernel, initramfs) = guest_files()?;
     let config = "name = \"sender\"\ntype = \"pvh\"\nmemory = 192\nkernel = \"vmlinuz\"\n\
                   ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
                   vif = [ \"mac=00:16:3e:00:00:1a, bridge=xenbr0\" ]\n\
                   on_poweroff = \"destroy\"\n";
-    let config = dir.write("sender.cfg", config.as_bytes())?;
-    let modules: [(&Path, &str); 3] = [
-        (&config, "guest-config sender.cfg"),
-        (&kernel, "guest-file vmlinuz"),
-        (&initramfs, "guest-file initramfs.cpio.gz"),
-    ];
-    let iso = make_iso_with_modules(dir, "--", &modules)?;
-    Qemu::iso(iso)
-        .arg("-netdev")
-        .arg("user,id=net0")
-        .arg("-device")
-        .arg("virtio-net-pci,netdev=net0,romfile=")
-        .spawn()
+    let iso = guest_iso(dir, "--", "sender", config)?;
+    Qemu::iso(iso).user_nic().spawn()
 }
 
 #[test]

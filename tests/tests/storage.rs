@@ -12,20 +12,13 @@ use xenolith_tests::debian::{
     DETACH, attach, destroy_with_disk, guest_iso, guest_value, linux_timeout,
     recreate_and_read_back, write_filesystem,
 };
+use xenolith_tests::disks::DISK_TROUBLE;
 use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout};
 
 /// The appliance disk: 64 MiB.
 const DISK_BYTES: usize = 64 << 20;
 /// Written into a file on the guest's filesystem, looked for in the image.
 const MARKER: &str = "XENOLITH-STORAGE-MARKER-7f3a";
-const TROUBLE: &[&str] = &[
-    "dom0 crashed",
-    "panic",
-    "refused a request",
-    "request failed",
-    "I/O error",
-    "EXT4-fs error",
-];
 
 /// Boots the appliance (interactive: destroy must not power it off) with
 /// `disk` as its virtio disk and a guest `store` whose xl.cfg gives it
@@ -95,7 +88,7 @@ fn a_guest_filesystem_survives_destroy_and_create() -> Result<(), Failure> {
     qemu.send(DETACH)?;
     qemu.send("destroy store\r")?;
     qemu.wait_for("dom0: destroyed domain 2 (store)", boot_timeout())?;
-    qemu.assert_serial_lacks(TROUBLE)?;
+    qemu.assert_serial_lacks(DISK_TROUBLE)?;
     qemu.kill();
     Ok(())
 }

@@ -10,16 +10,8 @@
 
 use xenolith_img::VolumeKind;
 use xenolith_tests::debian::{DETACH, attach, guest_iso, guest_value, linux_timeout};
-use xenolith_tests::disks::{appliance_disk, img};
+use xenolith_tests::disks::{DISK_TROUBLE, appliance_disk, img};
 use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout};
-
-const TROUBLE: &[&str] = &[
-    "dom0 crashed",
-    "panic",
-    "refused a request",
-    "request failed",
-    "I/O error",
-];
 
 /// Runs `body` in the guest timed by /proc/uptime; returns seconds.
 fn timed(qemu: &mut Running, label: &str, body: &str) -> Result<f64, Failure> {
@@ -133,7 +125,7 @@ fn volume_disks_keep_many_requests_in_flight() -> Result<(), Failure> {
     qemu.send("destroy queue\r")?;
     qemu.wait_for("dom0: domain 1: xvdb detached", boot_timeout())?;
     qemu.wait_for("dom0: destroyed domain 1 (queue)", boot_timeout())?;
-    qemu.assert_serial_lacks(TROUBLE)?;
+    qemu.assert_serial_lacks(DISK_TROUBLE)?;
     let most = most_in_flight(&qemu, "xvdb").max(most_in_flight(&qemu, "xvda"));
     for line in &figures {
         eprintln!("volume_queue: {line}");

@@ -11,19 +11,11 @@ use xenolith_tests::debian::{
     DETACH, attach, destroy_with_disk, guest_iso, guest_value, linux_timeout,
     recreate_and_read_back, write_filesystem,
 };
-use xenolith_tests::disks::{appliance_disk, img, import_qemu_qcow2, path_text, run};
+use xenolith_tests::disks::{DISK_TROUBLE, appliance_disk, img, import_qemu_qcow2, path_text, run};
 use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout};
 
 /// Written into a file on the guest's filesystem, looked for in the export.
 const MARKER: &str = "XENOLITH-VOLUME-MARKER-5d21";
-const TROUBLE: &[&str] = &[
-    "dom0 crashed",
-    "panic",
-    "refused a request",
-    "request failed",
-    "I/O error",
-    "EXT4-fs error",
-];
 
 /// Boots the appliance (interactive) with `disk` as its virtio disk and a
 /// guest `store` whose disk is volume `data` as qcow2.
@@ -68,7 +60,7 @@ fn a_qcow2_volume_keeps_a_guest_filesystem_and_exports_valid() -> Result<(), Fai
     qemu.send(DETACH)?;
     qemu.send("destroy store\r")?;
     qemu.wait_for("dom0: destroyed domain 2 (store)", boot_timeout())?;
-    qemu.assert_serial_lacks(TROUBLE)?;
+    qemu.assert_serial_lacks(DISK_TROUBLE)?;
     qemu.kill();
 
     // The volume is a valid qcow2 holding what the guest wrote.

@@ -255,8 +255,7 @@ pub fn handshake(context: &mut Context) -> Outcome {
     let mut store = Store::open(context)?;
     let device = frontend::find_device(context, &mut store, "vbd")?;
     let port = frontend::backend_port(&device, "vbd")?;
-    let mut port_text = frontend::Text::new();
-    let _ = core::fmt::Write::write_fmt(&mut port_text, format_args!("{}", port.0));
+    let port_text = text(format_args!("{}", port.0));
     let cases: [(&str, &[(&str, &str)]); 5] = [
         (
             "ring-ref 1000000",
