@@ -406,18 +406,7 @@ pub fn check(disk: &Path) -> Result<String, ToolError> {
             ),
         );
     }
-    let found: Vec<_> = store
-        .volumes()
-        .iter()
-        .map(|volume| {
-            (
-                volume.id,
-                volume.name.as_str().to_string(),
-                volume.kind,
-                volume.size,
-            )
-        })
-        .collect();
+    let found = volume_summaries(&store);
     for (id, name, kind, size) in found {
         if kind == VolumeKind::Config {
             match config_problems(&mut store, id, &name, size) {
@@ -770,10 +759,10 @@ pub struct Listing {
     pub size: u64,
 }
 
-/// The volumes on `disk`, with their probed formats.
-pub fn volumes(disk: &Path) -> Result<Vec<Listing>, ToolError> {
-    let mut store = open_store(disk)?;
-    let found: Vec<_> = store
+/// Each volume's id, name, kind and size, copied out of the store so that
+/// the store can then be borrowed to read each volume.
+fn volume_summaries(store: &DiskStore) -> Vec<(storage::store::VolumeId, String, VolumeKind, u64)> {
+    store
         .volumes()
         .iter()
         .map(|volume| {
@@ -784,7 +773,13 @@ pub fn volumes(disk: &Path) -> Result<Vec<Listing>, ToolError> {
                 volume.size,
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The volumes on `disk`, with their probed formats.
+pub fn volumes(disk: &Path) -> Result<Vec<Listing>, ToolError> {
+    let mut store = open_store(disk)?;
+    let found = volume_summaries(&store);
     let mut listings = Vec::new();
     for (id, name, kind, size) in found {
         let format = if kind == VolumeKind::DiskImage {

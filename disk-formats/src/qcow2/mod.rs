@@ -905,24 +905,15 @@ impl<S: Storage> DiskImage for Qcow2<S> {
         for (guest, _, size) in self.chunks(offset.0, length) {
             let within = guest % self.cluster_size;
             let piece = match self.lookup(guest)? {
-                // Written in place: the cluster is this image's alone.
-                L2Entry::Data {
-                    offset,
-                    copied: true,
-                } => {
-                    self.check_data_cluster(offset)?;
+                // Read where it is; written in place only when the cluster
+                // is this image's alone (copied), and then only once it is
+                // known to be no metadata cluster.
+                L2Entry::Data { offset, copied } if copied || !write => {
+                    if copied {
+                        self.check_data_cluster(offset)?;
+                    }
                     let start = offset + within;
                     // Past the file's end reads zeros through `read`.
-                    if start + size as u64 > self.file_length() {
-                        return Ok(None);
-                    }
-                    Placement::Stored {
-                        offset: StorageOffset(start),
-                        length: size as u64,
-                    }
-                }
-                L2Entry::Data { offset, .. } if !write => {
-                    let start = offset + within;
                     if start + size as u64 > self.file_length() {
                         return Ok(None);
                     }
