@@ -424,6 +424,18 @@ mod tests {
         parse_request(bytes, &Limits::DEFAULT)
     }
 
+    /// Each case's bytes are refused with its error.
+    fn assert_refused(cases: &[(&[u8], RequestError)]) {
+        for (bytes, error) in cases {
+            assert_eq!(
+                parse(bytes),
+                Err(*error),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
     fn complete(bytes: &[u8]) -> (Request, usize) {
         match parse(bytes) {
             Ok(Parsed::Complete { request, consumed }) => (request, consumed),
@@ -533,14 +545,7 @@ mod tests {
                 RequestError::UnsupportedTransferEncoding,
             ),
         ];
-        for (bytes, error) in cases {
-            assert_eq!(
-                parse(bytes),
-                Err(*error),
-                "{:?}",
-                String::from_utf8_lossy(bytes)
-            );
-        }
+        assert_refused(cases);
     }
 
     #[test]
@@ -564,14 +569,7 @@ mod tests {
             (b" /", RequestError::MalformedRequestLine),
             (b"GET / HTTP/2.0\r\n", RequestError::UnsupportedVersion),
         ];
-        for (bytes, error) in cases {
-            assert_eq!(
-                parse(bytes),
-                Err(*error),
-                "{:?}",
-                String::from_utf8_lossy(bytes)
-            );
-        }
+        assert_refused(cases);
         // Still incomplete, and possibly valid: keep reading.
         for bytes in [
             &b"GE"[..],
