@@ -175,7 +175,7 @@ impl Backend for ToolstackBackend<'_> {
             .toolstack
             .define_or_replace(definition)
             .map_err(BackendError::ResourceExhausted)?;
-        let domain = self.toolstack.create(index).map_err(create_error)?;
+        let domain = self.toolstack.create(index)?;
         self.info(domain)
     }
 
@@ -395,18 +395,5 @@ fn kind_name(kind: VolumeKind) -> &'static str {
     match kind {
         VolumeKind::Initrd => "ramdisk",
         _ => "kernel",
-    }
-}
-
-/// The toolstack's refusal to create, as the API answers it.
-fn create_error(why: String) -> BackendError {
-    if why.contains("refused the domain") {
-        BackendError::ResourceExhausted(why)
-    } else if why.contains("already exists") {
-        BackendError::DomainExists(why)
-    } else if why.starts_with("memory =") || why.starts_with("the kernel is unusable") {
-        BackendError::InvalidConfig(why)
-    } else {
-        BackendError::Internal(why)
     }
 }

@@ -3,6 +3,10 @@
 //! the create/destroy and foreign-mapping checks. Real guests go through
 //! the toolstack.
 
+use alloc::format;
+use alloc::string::String;
+
+use dom0::create_error::CreateError;
 use dom0::guest_builder::{self, BuildPlan, GuestSpec, KernelImage, Source};
 use dom0::start_info::{Module, StartInfo};
 use log::{error, info};
@@ -30,40 +34,45 @@ pub fn module_bytes(module: &Module) -> &'static [u8] {
 
 /// Loads a guest as `spec` says into paused domain `domain` and sets its
 /// entry point; returns the plan (for its special pages).
-pub fn build(domain: DomainId, spec: &GuestSpec<'_>) -> Result<BuildPlan, Errno> {
+pub fn build(domain: DomainId, spec: &GuestSpec<'_>) -> Result<BuildPlan, CreateError> {
     let initrd = spec.initrd.unwrap_or(&[]);
-    let plan = guest_builder::plan(spec).map_err(|build_error| {
-        error!("dom0: cannot build guest: {build_error}");
-        -22
-    })?;
+    let plan = guest_builder::plan(spec).map_err(CreateError::from_build)?;
+    // A copy the plan names but its source lacks: the plan is wrong, not
+    // the guest.
+    let misplanned = || CreateError::Internal(String::from("the build plan names missing bytes"));
     let mut scratch = alloc::vec::Vec::new();
     for copy in &plan.copies {
         let bytes = match (copy.source, spec.kernel) {
             (Source::Image { offset, length }, KernelImage::Elf(image))
             | (Source::Image { offset, length }, KernelImage::BzImage(image)) => {
-                image.get(offset..offset + length).ok_or(-22)?
+                image.get(offset..offset + length).ok_or_else(misplanned)?
             }
             (Source::CachedRun(index), KernelImage::Cached(kernel)) => {
-                let run = kernel.runs().get(index).ok_or(-22)?;
+                let run = kernel.runs().get(index).ok_or_else(misplanned)?;
                 scratch.resize(run.length, 0);
                 run.decompress(&mut scratch).map_err(|corrupt| {
-                    error!(
-                        "dom0: the kernel cache is corrupt at {:#x}",
+                    CreateError::Internal(format!(
+                        "the kernel cache is corrupt at {:#x}",
                         corrupt.address
-                    );
-                    -5
+                    ))
                 })?
             }
             (Source::Initrd { offset, length }, _) => {
-                initrd.get(offset..offset + length).ok_or(-22)?
+                initrd.get(offset..offset + length).ok_or_else(misplanned)?
             }
             (Source::StartInfo, _) => &plan.start_info[..],
             (Source::Acpi, _) => &plan.acpi[..],
-            _ => return Err(-22),
+            _ => return Err(misplanned()),
         };
-        write_nonzero(domain, copy.address, bytes)?;
+        write_nonzero(domain, copy.address, bytes).map_err(|errno| {
+            CreateError::hypervisor(
+                format!("writing guest memory at {:#x}", copy.address),
+                errno,
+            )
+        })?;
     }
-    control::set_vcpu_entry(domain, 0, u64::from(plan.entry), plan.start_info_address)?;
+    control::set_vcpu_entry(domain, 0, u64::from(plan.entry), plan.start_info_address)
+        .map_err(|errno| CreateError::hypervisor("setting the entry point", errno))?;
     Ok(plan)
 }
 
@@ -101,7 +110,10 @@ fn load(domain: DomainId, image: &[u8], cmdline: &str) -> Result<(), Errno> {
         cmdline,
         initrd: None,
     };
-    build(domain, &spec).map(drop)
+    build(domain, &spec).map(drop).map_err(|why| {
+        error!("dom0: cannot build test guest: {why}");
+        why.errno()
+    })
 }
 
 /// Builds and starts one test guest; returns its domain id.

@@ -10,6 +10,7 @@ extern crate alloc;
 pub mod api_service;
 pub mod cmdline;
 pub mod console_log;
+pub mod create_error;
 pub mod dom0_ip;
 pub mod domain_nodes;
 pub mod guest_builder;

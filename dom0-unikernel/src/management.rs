@@ -148,7 +148,8 @@ impl Management {
             Command::Create { config } => match toolstack.find_definition(config) {
                 Some(index) => toolstack
                     .create(index)
-                    .map(|domain| say(&format!("created domain {}", domain.0))),
+                    .map(|domain| say(&format!("created domain {}", domain.0)))
+                    .map_err(|why| format!("{why}")),
                 None => Err(format!(
                     "no guest config named {config:?} among the boot modules"
                 )),

@@ -14,6 +14,7 @@ use alloc::vec::Vec;
 use alloc::borrow::Cow;
 
 use config::{DomainConfig, GuestType, ShutdownAction, Uuid};
+use dom0::create_error::CreateError;
 use dom0::domain_nodes::{self, GuestRecord};
 use dom0::guest_builder::{GuestSpec, KernelImage};
 use dom0::kernel_cache::{CachedKernel, Compressor};
@@ -281,33 +282,40 @@ impl Toolstack {
     }
 
     /// Creates and starts the guest of definition `index`.
-    pub fn create(&mut self, index: usize) -> Result<DomainId, String> {
+    /// The error says what went wrong, by kind (the API's status code
+    /// follows it) and in words; it is logged here too.
+    pub fn create(&mut self, index: usize) -> Result<DomainId, CreateError> {
         let definition = self
             .definitions
             .get(index)
             .cloned()
-            .ok_or("no such definition")?;
+            .ok_or_else(|| CreateError::BadConfig(String::from("no such definition")))?;
         if self.find_guest(&definition.name).is_some() {
             self.outcomes.failed += 1;
-            return Err(format!(
-                "{}: a guest named {:?} already exists",
-                definition.source, definition.name
-            ));
+            return Err(CreateError::NameInUse {
+                source: definition.source.clone(),
+                name: definition.name.clone(),
+            });
         }
         let result = self.build(index, &definition);
-        if result.is_err() {
+        if let Err(why) = &result {
             self.outcomes.failed += 1;
+            error!("dom0: cannot create {}: {why}", definition.name);
         }
         result
     }
 
-    fn build(&mut self, index: usize, definition: &GuestDefinition) -> Result<DomainId, String> {
+    fn build(
+        &mut self,
+        index: usize,
+        definition: &GuestDefinition,
+    ) -> Result<DomainId, CreateError> {
         let started = baremetal::cpu::rdtsc();
         if !(2..=MEMORY_MAX_MIB).contains(&definition.memory_mib) {
-            return Err(format!(
+            return Err(CreateError::BadConfig(format!(
                 "memory = {} MiB: give 2 to {MEMORY_MAX_MIB}",
                 definition.memory_mib
-            ));
+            )));
         }
         // Every vCPU has a slot in shared_info up to 32 (Xen's legacy
         // limit, and the hypervisor's per-domain maximum).
@@ -339,7 +347,9 @@ impl Toolstack {
             Some(_) => Cow::Borrowed(&[][..]),
             None if definition.hvm => Cow::Borrowed(&[][..]),
             None => pvh::bzimage::vmlinux(definition.kernel, pvh::bzimage::SUGGESTED_LIMIT)
-                .map_err(|error| format!("the kernel is unusable: {error:?}"))?,
+                .map_err(|error| {
+                    CreateError::BadImage(format!("the kernel is unusable: {error:?}"))
+                })?,
         };
         let decompressed = guests::milliseconds_since(started);
         let memory_kib = definition.memory_mib * 1024;
@@ -349,7 +359,7 @@ impl Toolstack {
             control::create(vcpus, memory_kib)
         };
         let domain =
-            created.map_err(|code| format!("the hypervisor refused the domain: error {code}"))?;
+            created.map_err(|code| CreateError::domain_refused(definition.memory_mib, code))?;
         self.created += 1;
         let uuid = match definition.uuid {
             Some(uuid) => uuid.to_string(),
@@ -377,9 +387,8 @@ impl Toolstack {
             cmdline: &definition.cmdline,
             initrd: definition.ramdisk,
         };
-        let set_up = guests::build(domain, &spec)
-            .map_err(|code| format!("loading failed: error {code}"))
-            .and_then(|plan| self.set_up(&guest, &spec, &plan));
+        let set_up =
+            guests::build(domain, &spec).and_then(|plan| self.set_up(&guest, &spec, &plan));
         self.kernels.extend(cached_kernel);
         if let Err(why) = set_up {
             self.tear_down(&guest);
@@ -390,7 +399,7 @@ impl Toolstack {
             if let Some(guest) = self.guests.remove(&domain) {
                 self.tear_down(&guest);
             }
-            return Err(format!("unpausing failed: error {code}"));
+            return Err(CreateError::hypervisor("unpausing", code));
         }
         let created = guests::milliseconds_since(started);
         // A decompressed bzImage is worth keeping for the next create: it
@@ -424,7 +433,7 @@ impl Toolstack {
         guest: &Guest,
         spec: &GuestSpec<'_>,
         plan: &dom0::guest_builder::BuildPlan,
-    ) -> Result<(), String> {
+    ) -> Result<(), CreateError> {
         let domain = guest.domain;
         let store_port = offer_port(domain)?;
         let console_port = offer_port(domain)?;
@@ -434,12 +443,13 @@ impl Toolstack {
             (hvm_param::CONSOLE_PFN, plan.console_frame),
             (hvm_param::CONSOLE_EVTCHN, u64::from(console_port.0)),
         ] {
-            control::set_hvm_param(domain, index, value)
-                .map_err(|code| format!("setting HVM param {index} failed: error {code}"))?;
+            control::set_hvm_param(domain, index, value).map_err(|code| {
+                CreateError::hypervisor(format!("setting HVM param {index}"), code)
+            })?;
         }
         self.consoles
             .connect(domain, &guest.name, plan.console_frame, console_port)
-            .map_err(|code| format!("connecting the console failed: error {code}"))?;
+            .map_err(|code| CreateError::hypervisor("connecting the console", code))?;
         let record = GuestRecord {
             domain,
             name: &guest.name,
@@ -456,7 +466,9 @@ impl Toolstack {
             &record,
             (GuestFrame(plan.store_frame), store_port),
         )
-        .map_err(|error| format!("writing its xenstore nodes failed: {error:?}"))?;
+        .map_err(|error| {
+            CreateError::Internal(format!("writing its xenstore nodes failed: {error:?}"))
+        })?;
         let disks = self
             .definitions
             .get(guest.definition)
@@ -465,7 +477,7 @@ impl Toolstack {
         for disk in &disks {
             self.blocks
                 .attach(&mut self.xenstore, domain, disk)
-                .map_err(|why| format!("{}: {why}", disk.vdev))?;
+                .map_err(|why| CreateError::BadDevice(format!("{}: {why}", disk.vdev)))?;
         }
         let vifs = self
             .definitions
@@ -475,7 +487,7 @@ impl Toolstack {
         for (index, vif) in vifs.iter().enumerate() {
             self.nets
                 .attach(&mut self.xenstore, domain, index, vif)
-                .map_err(|why| format!("vif {index}: {why}"))?;
+                .map_err(|why| CreateError::BadDevice(format!("vif {index}: {why}")))?;
         }
         // Maps and binds the ring now, before the guest runs.
         self.xenstore.service();
@@ -717,10 +729,10 @@ impl Toolstack {
 
 /// A port of `domain` that Dom0 may bind (Dom0 serves both its console
 /// and its xenstore).
-fn offer_port(domain: DomainId) -> Result<Port, String> {
+fn offer_port(domain: DomainId) -> Result<Port, CreateError> {
     hypercall::alloc_unbound(domain.0, 0)
         .map(Port)
-        .map_err(|code| format!("allocating an event channel failed: error {code}"))
+        .map_err(|code| CreateError::hypervisor("allocating an event channel", code))
 }
 
 /// A UUID for a guest whose config gives none: random-looking, not

@@ -461,6 +461,27 @@ fn a_guest_created_through_the_api_pings_dom0_reboots_and_powers_off_through_it(
     }
     let gone = send(qemu, port, "DELETE", "/v1/domains/web", None)?;
     expect(qemu, "destroying the guest that is gone", &gone, 404)?;
+
+    // The same kernel in 64 MiB: it does not fit, and the answer says
+    // where it ends and how much RAM there is (not an error number).
+    let small = "name = \"small\"\ntype = \"pvh\"\nmemory = 64\nkernel = \"vmlinuz\"\n";
+    let too_small = create(qemu, port, small)?;
+    expect(
+        qemu,
+        "a kernel beyond a 64 MiB guest's RAM",
+        &too_small,
+        422,
+    )?;
+    if !(too_small.body.contains("guest image ends at 0x")
+        && too_small.body.contains("beyond its 0x4000000 bytes of RAM"))
+    {
+        return Err(qemu.failure(format!(
+            "the refusal does not name the image's end and the RAM: {}",
+            too_small.body
+        )));
+    }
+    let nothing = send(qemu, port, "GET", "/v1/domains/small", None)?;
+    expect(qemu, "the guest that did not fit", &nothing, 404)?;
     qemu.assert_serial_lacks(TROUBLE)?;
     Ok(())
 }
