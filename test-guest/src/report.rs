@@ -4,12 +4,21 @@
 //! with the domain id. In bench mode, `test-guest: bench <name> <value>
 //! <unit> (<how>)` lines take the place of the PASS lines. Also the
 //! helpers checks use to build details.
+//!
+//! Lines go out through `console_io`. A hypervisor that refuses it to
+//! DomUs (a release build of Xen: -EPERM) gets them on the PV console ring
+//! instead, which xenconsoled serves (`xl console`). The ring is the
+//! fallback rather than a second copy: Xenolith's Dom0 would show every
+//! line twice, and no command-line word is needed to run on either.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use xen_guest::console::LineBuffer;
-use xen_guest::{GrantError, GrantStatus, XenError};
+use xen_guest::console::{self, ConsoleRing, LineBuffer};
+use xen_guest::hvm::{self, HvmParamIndex};
+use xen_guest::{DomainId, GrantError, GrantStatus, Port, XenError, event_channel, sched};
+
+use crate::memory;
 
 /// Why a check failed: a short, truncated text.
 #[derive(Clone)]
@@ -144,13 +153,108 @@ static FAILED: AtomicU32 = AtomicU32::new(0);
 /// Index + 1 of the check running now (0: none), for crash reports.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 
+/// Where lines go: not yet decided, `console_io`, the console ring (its
+/// frame and port in `RING_FRAME` and `RING_PORT`), or nowhere.
+static OUTPUT: AtomicU8 = AtomicU8::new(OUTPUT_UNDECIDED);
+const OUTPUT_UNDECIDED: u8 = 0;
+const OUTPUT_CONSOLE_IO: u8 = 1;
+const OUTPUT_RING: u8 = 2;
+const OUTPUT_NONE: u8 = 3;
+static RING_FRAME: AtomicU64 = AtomicU64::new(0);
+static RING_PORT: AtomicU32 = AtomicU32::new(0);
+/// Bytes dropped because the console ring stayed full.
+static RING_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Kicks (notify, then yield) a full ring gets before the rest of a line
+/// is dropped: xenconsoled drains it far sooner, a stuck one never does.
+const RING_PATIENCE: u32 = 10_000;
+/// Longest line: the prefix, a 200-byte detail and a check name fit.
+const LINE_MAX: usize = 320;
+
+/// The console ring the HVM params name, if it is a page we can reach.
+fn open_ring() -> Option<(ConsoleRing, Port)> {
+    let frame = hvm::get_param(DomainId::SELF, HvmParamIndex::CONSOLE_PFN).ok()?;
+    let port = hvm::get_param(DomainId::SELF, HvmParamIndex::CONSOLE_EVTCHN).ok()?;
+    let port = u32::try_from(port).ok().filter(|&port| port != 0)?;
+    let slot = memory::shared_ring_slot(frame)?;
+    RING_FRAME.store(frame, Ordering::Relaxed);
+    RING_PORT.store(port, Ordering::Relaxed);
+    Some((ConsoleRing::new(slot), Port(port)))
+}
+
+/// The ring chosen earlier.
+fn ring() -> Option<(ConsoleRing, Port)> {
+    let slot = memory::shared_ring_slot(RING_FRAME.load(Ordering::Relaxed))?;
+    Some((
+        ConsoleRing::new(slot),
+        Port(RING_PORT.load(Ordering::Relaxed)),
+    ))
+}
+
+fn write_ring(ring: ConsoleRing, port: Port, bytes: &[u8]) {
+    let dropped = ring.write_all(bytes, RING_PATIENCE, || {
+        let _ = event_channel::send(port);
+        let _ = sched::yield_now();
+    });
+    RING_DROPPED.fetch_add(dropped as u64, Ordering::Relaxed);
+}
+
+/// Sends one whole line where lines go, choosing on the first one.
+fn output(bytes: &[u8]) {
+    match OUTPUT.load(Ordering::Relaxed) {
+        OUTPUT_CONSOLE_IO => {
+            let _ = console::write(bytes);
+        }
+        OUTPUT_RING => {
+            if let Some((ring, port)) = ring() {
+                write_ring(ring, port, bytes);
+            }
+        }
+        OUTPUT_UNDECIDED => match console::write(bytes) {
+            Err(XenError::EPERM | XenError::ENOSYS) => match open_ring() {
+                Some((ring, port)) => {
+                    OUTPUT.store(OUTPUT_RING, Ordering::Relaxed);
+                    write_ring(ring, port, bytes);
+                }
+                None => OUTPUT.store(OUTPUT_NONE, Ordering::Relaxed),
+            },
+            // Any other answer: console_io is there (a transient error
+            // is no reason to switch).
+            _ => OUTPUT.store(OUTPUT_CONSOLE_IO, Ordering::Relaxed),
+        },
+        _ => {}
+    }
+}
+
+/// A line's text, truncated to `LINE_MAX` bytes.
+struct Line {
+    bytes: [u8; LINE_MAX],
+    length: usize,
+}
+
+impl Write for Line {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let room = LINE_MAX.saturating_sub(self.length);
+        let count = text.len().min(room);
+        if let Some(slot) = self.bytes.get_mut(self.length..self.length + count) {
+            slot.copy_from_slice(&text.as_bytes()[..count]);
+            self.length += count;
+        }
+        Ok(())
+    }
+}
+
 /// Writes `test-guest: <text>` as one console line.
 pub fn line(args: fmt::Arguments<'_>) {
-    let mut buffer = LineBuffer::<320>::new();
-    let _ = buffer.write_str("test-guest: ");
-    let _ = buffer.write_fmt(args);
-    let _ = buffer.write_str("\n");
-    let _ = buffer.flush();
+    let mut text = Line {
+        bytes: [0; LINE_MAX],
+        length: 0,
+    };
+    let _ = text.write_str("test-guest: ");
+    let _ = text.write_fmt(args);
+    // The newline survives truncation.
+    text.length = text.length.min(LINE_MAX - 1);
+    let _ = text.write_str("\n");
+    output(&text.bytes[..text.length]);
 }
 
 /// Runs one check and prints its line.
@@ -249,8 +353,15 @@ impl Write for LineSplitter {
     }
 }
 
-/// The last line: `<N> passed, <M> failed`.
+/// The last line: `<N> passed, <M> failed` (after a line saying how
+/// much output the console ring dropped, if any).
 pub fn summary() {
+    let dropped = RING_DROPPED.load(Ordering::Relaxed);
+    if dropped > 0 {
+        line(format_args!(
+            "{dropped} bytes of output dropped: the console ring stayed full"
+        ));
+    }
     line(format_args!(
         "{} passed, {} failed",
         PASSED.load(Ordering::Relaxed),
