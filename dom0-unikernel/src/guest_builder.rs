@@ -62,6 +62,8 @@ pub enum Source {
     },
     StartInfo,
     Acpi,
+    /// An HVM guest's reset vector stub (`pvh::acpi::RESET_VECTOR`).
+    ResetVector,
 }
 
 /// Where an HVM guest's zero page and command line go: low RAM, clear of
@@ -218,6 +220,13 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
         address: ACPI_ADDRESS,
         source: Source::Acpi,
     });
+    if boot_image.is_some() {
+        // No firmware: Linux's real-mode restart lands on this instead.
+        copies.push(Copy {
+            address: pvh::acpi::RESET_VECTOR_ADDRESS,
+            source: Source::ResetVector,
+        });
+    }
     if copies.len() > MAX_COPIES {
         return Err(BuildError::TooManyPieces);
     }
@@ -346,6 +355,13 @@ mod tests {
                 .iter()
                 .any(|copy| copy.source == Source::Acpi && copy.address == ACPI_ADDRESS)
         );
+        // A PVH guest reboots by hypercall: nothing at the reset vector.
+        assert!(
+            !plan
+                .copies
+                .iter()
+                .any(|copy| copy.source == Source::ResetVector)
+        );
         assert_eq!(&plan.acpi[0..8], b"RSD PTR ");
         assert_eq!(
             u64::from_le_bytes(plan.start_info[32..40].try_into().unwrap()),
@@ -409,6 +425,14 @@ mod tests {
             plan.copies
                 .iter()
                 .any(|copy| copy.source == Source::StartInfo && copy.address == ZERO_PAGE_ADDRESS)
+        );
+        // No firmware: the reset vector holds the stub that resets
+        // through port 0xCF9 (Linux's real-mode restart lands there).
+        assert!(
+            plan.copies
+                .iter()
+                .any(|copy| copy.source == Source::ResetVector
+                    && copy.address == pvh::acpi::RESET_VECTOR_ADDRESS)
         );
         // The zero page: the image's header, the command line after it,
         // the initrd above the kernel's boot memory (16 + 40 MiB).

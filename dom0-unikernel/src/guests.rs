@@ -62,6 +62,7 @@ pub fn build(domain: DomainId, spec: &GuestSpec<'_>) -> Result<BuildPlan, Create
             }
             (Source::StartInfo, _) => &plan.start_info[..],
             (Source::Acpi, _) => &plan.acpi[..],
+            (Source::ResetVector, _) => &pvh::acpi::RESET_VECTOR[..],
             _ => return Err(misplanned()),
         };
         write_nonzero(domain, copy.address, bytes).map_err(|errno| {

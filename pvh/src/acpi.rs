@@ -28,6 +28,40 @@ const FADT_BOOT_ARCH: u16 = (1 << 2) | (1 << 5);
 /// guests (hvmloader's FADT). Linux takes a guest whose FADT says neither
 /// a VGA nor a CMOS RTC is there for PVH (`xen_hvm_guest_late_init`).
 const FADT_BOOT_ARCH_HVM: u16 = 1 << 5;
+/// FADT flags: RESET_REG_SUP (bit 10), the reset register is there.
+const FADT_RESET_REG_SUP: u32 = 1 << 10;
+/// The reset register an HVM guest gets: port 0xCF9 (the chipset's reset
+/// control, which the hypervisor takes as a reboot request), written with
+/// 0x06 (full reset): what `reboot=acpi` uses; otherwise Linux jumps to the
+/// BIOS reset vector ([`RESET_VECTOR`]), as it does by default on
+/// hardware-reduced ACPI.
+const RESET_PORT: u64 = 0xcf9;
+const RESET_VALUE: u8 = 0x06;
+/// Where real mode's reset vector (F000:FFF0) is in an HVM guest's RAM.
+pub const RESET_VECTOR_ADDRESS: u64 = 0xf_fff0;
+/// What an HVM guest finds at its reset vector in place of firmware:
+/// `mov al, 0x06; mov dx, 0xcf9; out dx, al; cli; hlt` and a jump back
+/// to the `hlt`. Linux 6.1 on hardware-reduced ACPI without EFI restarts
+/// by jumping there in real mode (`reboot_init` picks BOOT_EFI, which falls back to BOOT_BIOS,
+/// `machine_real_restart`); over zeroed RAM it would run for ever.
+pub const RESET_VECTOR: [u8; 16] = [
+    0xb0,
+    RESET_VALUE,
+    0xba,
+    RESET_PORT as u8,
+    (RESET_PORT >> 8) as u8,
+    0xee,
+    0xfa,
+    0xf4,
+    0xeb,
+    0xfd,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+];
 /// The local APIC's address, in the MADT header.
 const LOCAL_APIC_ADDRESS: u32 = 0xfee0_0000;
 
@@ -39,7 +73,7 @@ pub fn build(base: u64, vcpus: u32) -> ([u8; BLOCK_SIZE], u64) {
 }
 
 /// [`build`] for an HVM guest (`hvm`) or a PVH one: they differ only in
-/// the FADT's boot architecture flags.
+/// the FADT's boot architecture flags and reset register.
 pub fn build_for(base: u64, vcpus: u32, hvm: bool) -> ([u8; BLOCK_SIZE], u64) {
     let boot_arch = if hvm {
         FADT_BOOT_ARCH_HVM
@@ -88,11 +122,19 @@ pub fn build_for(base: u64, vcpus: u32, hvm: bool) -> ([u8; BLOCK_SIZE], u64) {
         &((base + dsdt_offset as u64) as u32).to_le_bytes(),
     );
     put(&mut block, FADT_OFFSET + 109, &boot_arch.to_le_bytes());
-    put(
-        &mut block,
-        FADT_OFFSET + 112,
-        &FADT_HW_REDUCED.to_le_bytes(),
-    );
+    let flags = if hvm {
+        FADT_HW_REDUCED | FADT_RESET_REG_SUP
+    } else {
+        FADT_HW_REDUCED
+    };
+    put(&mut block, FADT_OFFSET + 112, &flags.to_le_bytes());
+    if hvm {
+        // RESET_REG: a generic address in system I/O space, 8 bits wide,
+        // byte access; then RESET_VALUE. (PVH guests reboot by hypercall.)
+        put(&mut block, FADT_OFFSET + 116, &[1, 8, 0, 1]);
+        put(&mut block, FADT_OFFSET + 120, &RESET_PORT.to_le_bytes());
+        block[FADT_OFFSET + 128] = RESET_VALUE;
+    }
     block[FADT_OFFSET + 131] = 5; // minor version (FADT 6.5 layout)
     put(
         &mut block,
@@ -314,6 +356,15 @@ mod tests {
             u16::from_le_bytes([hvm[FADT_OFFSET + 109], hvm[FADT_OFFSET + 110]]),
             0x20
         );
+        // An HVM guest resets through port 0xCF9 (Linux's acpi_reboot);
+        // a PVH guest's FADT names no reset register.
+        assert_ne!(u32_at(&hvm, FADT_OFFSET + 112) & (1 << 10), 0);
+        assert_eq!(&hvm[FADT_OFFSET + 116..FADT_OFFSET + 120], &[1, 8, 0, 1]);
+        assert_eq!(u64_at(&hvm, FADT_OFFSET + 120), 0xcf9);
+        assert_eq!(hvm[FADT_OFFSET + 128], 0x06);
+        assert!(sums_to_zero(&hvm[FADT_OFFSET..FADT_OFFSET + FADT_SIZE]));
+        assert_eq!(u32_at(&block, FADT_OFFSET + 112) & (1 << 10), 0);
+        assert_eq!(u64_at(&block, FADT_OFFSET + 120), 0);
         let dsdt = (u64_at(&block, FADT_OFFSET + 140) - base) as usize;
         assert_eq!(&block[dsdt..dsdt + 4], b"DSDT");
         assert_eq!(

@@ -8,7 +8,8 @@ use xenolith_tests::debian::{
     attach, guest_files, guest_says, guest_value, linux_timeout, write_filesystem,
 };
 use xenolith_tests::{
-    EXIT_POWEROFF, Failure, Qemu, Running, TempDir, boot_timeout, images, make_iso_with_modules,
+    EXIT_POWEROFF, EXIT_POWEROFF_FAILURE, Failure, Qemu, Running, TempDir, boot_timeout, images,
+    make_iso_with_modules,
 };
 
 #[test]
@@ -96,7 +97,7 @@ fn boot_hvm_guest(
 #[test]
 fn debian_boots_as_a_two_vcpu_hvm_guest_to_a_shell() -> Result<(), Failure> {
     let dir = TempDir::new("hvm-debian")?;
-    let mut qemu = boot_hvm_guest(&dir, "vcpus = 2\n", Device::None)?;
+    let mut qemu = boot_hvm_guest(&dir, "vcpus = 2\non_reboot = \"destroy\"\n", Device::None)?;
     qemu.wait_for("dom0: created domain 1 (hvm)", linux_timeout())?;
     // The kernel decompressed itself (entered at code32_start) and the
     // Xen platform ports answered its probe (the hypervisor's line comes
@@ -138,10 +139,18 @@ fn debian_boots_as_a_two_vcpu_hvm_guest_to_a_shell() -> Result<(), Failure> {
     qemu.send("echo l >/proc/sysrq-trigger\r")?;
     qemu.wait_for("Sending NMI from CPU", linux_timeout())?;
     qemu.wait_for("NMI backtrace for cpu", linux_timeout())?;
-    qemu.send("poweroff\r")?;
-    qemu.wait_for("dom0: domain 1 (hvm) shut down (poweroff)", linux_timeout())?;
-    qemu.expect_exit(EXIT_POWEROFF, linux_timeout())?;
-    qemu.assert_serial_lacks(&["Booting paravirtualized kernel on Xen PVH"])
+    // Rebooting from inside: Linux's native restart (a real-mode jump to
+    // the reset vector, where the guest has a stub instead of firmware)
+    // resets through port 0xCF9, a reboot for on_reboot.
+    qemu.send("reboot\r")?;
+    qemu.wait_for("reboot: machine restart", linux_timeout())?;
+    qemu.wait_for("domain 1 reset itself through port 0xcf9", linux_timeout())?;
+    qemu.wait_for("dom0: domain 1 (hvm) shut down (reboot)", linux_timeout())?;
+    qemu.wait_for("dom0: destroyed domain 1 (hvm)", boot_timeout())?;
+    // The appliance then stops, reporting the guest that did not power off.
+    qemu.wait_for("all guests done (0 powered off, 1 did not)", boot_timeout())?;
+    qemu.expect_exit(EXIT_POWEROFF_FAILURE, boot_timeout())?;
+    qemu.assert_serial_lacks(&["Booting paravirtualized kernel on Xen PVH", "crashed"])
 }
 
 const MARKER: &str = "XENOLITH-HVM-DISK-MARKER-51c9";
