@@ -136,7 +136,11 @@ fn debian_boots_as_a_two_vcpu_hvm_guest_to_a_shell() -> Result<(), Failure> {
     // An NMI to the other vCPU through the virtual x2APIC: sysrq-l has
     // the CPU running the shell send an NMI to the other one, which prints
     // its backtrace from its NMI handler.
-    qemu.send("echo l >/proc/sysrq-trigger\r")?;
+    // The shell's next prompt waits a second, so it cannot split the other
+    // CPU's line (it once did, right after that line's "N"). The sending
+    // CPU prints its own backtrace first, so only a line after "Sending
+    // NMI" proves the NMI arrived.
+    qemu.send("echo l >/proc/sysrq-trigger; sleep 1\r")?;
     qemu.wait_for("Sending NMI from CPU", linux_timeout())?;
     qemu.wait_for("NMI backtrace for cpu", linux_timeout())?;
     // Rebooting from inside: Linux's native restart (a real-mode jump to
