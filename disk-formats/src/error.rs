@@ -32,6 +32,11 @@ pub enum ImageError {
     BackingUnavailable,
     /// The backing chain is deeper than [`crate::MAX_BACKING_DEPTH`] (or loops).
     BackingChainTooDeep,
+    /// The backing chain names an image already in it.
+    BackingLoop,
+    /// The image names its backing image without recording a format
+    /// `raw` or `qcow2` (formats are never guessed from backing content).
+    BackingFormatUnknown,
 }
 
 impl From<StorageError> for ImageError {
@@ -65,6 +70,10 @@ impl fmt::Display for ImageError {
             Self::ReadOnly => formatter.write_str("the image is read-only"),
             Self::BackingUnavailable => formatter.write_str("the backing image cannot be opened"),
             Self::BackingChainTooDeep => formatter.write_str("the backing chain is too deep"),
+            Self::BackingLoop => formatter.write_str("the backing chain loops"),
+            Self::BackingFormatUnknown => {
+                formatter.write_str("the backing image's format is not recorded as raw or qcow2")
+            }
         }
     }
 }

@@ -21,7 +21,9 @@ pub mod qcow2;
 mod raw;
 mod storage;
 
-pub use backing::{BackingFormat, BackingReference, BackingResolver, MAX_BACKING_DEPTH, NoBacking};
+pub use backing::{
+    BackingFormat, BackingReference, BackingResolver, MAX_BACKING_DEPTH, NamedBacking, NoBacking,
+};
 pub use error::{ImageError, MetadataKind, Qcow2Error};
 pub use qcow2::{CreateOptions, OpenOptions, Qcow2};
 pub use raw::Raw;

@@ -24,8 +24,8 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use disk_formats::{
-    DiskImage, ImageFormat, NoBacking, OpenOptions, Qcow2, Raw, Storage, StorageError,
-    StorageOffset,
+    DiskImage, ImageError, ImageFormat, NamedBacking, OpenOptions, Qcow2, Raw, Storage,
+    StorageError, StorageOffset,
 };
 use dom0::virtio_blk::Operation;
 use log::{info, warn};
@@ -296,6 +296,10 @@ pub struct VolumeStorage {
 /// The least a growing volume grows by (each resize rewrites metadata).
 pub const GROWTH_STEP: u64 = 8 << 20;
 
+/// How many backing volumes may sit under a qcow2 volume: each one opened
+/// holds its own tables and caches in Dom0's memory.
+pub const MAX_BACKING_VOLUMES: u32 = 4;
+
 fn storage_error(error: StoreError) -> StorageError {
     match error {
         StoreError::NoSpace { .. } | StoreError::TooFragmented => StorageError::NoSpace,
@@ -393,7 +397,12 @@ pub fn open_image(
                 read_only,
                 depth: 0,
             };
-            let image = Qcow2::open(storage, options, &mut NoBacking)
+            // A backing file name is a volume name, opened read-only in
+            // the format the header records.
+            let mut resolver = NamedBacking::new(name, MAX_BACKING_VOLUMES, |backing: &str| {
+                backing_storage(store, name, backing)
+            });
+            let image = Qcow2::open(storage, options, &mut resolver)
                 .map_err(|error| format!("volume {name:?} as qcow2: {error}"))?;
             if image.virtual_size() % 512 != 0 {
                 return Err(format!("volume {name:?}: virtual size not whole sectors"));
@@ -402,4 +411,36 @@ pub fn open_image(
         }
     };
     Ok((image, id))
+}
+
+/// The storage of volume `backing`, which the chain under volume `top`
+/// names; logs why when there is none.
+fn backing_storage(
+    store: &SharedStore,
+    top: &str,
+    backing: &str,
+) -> Result<VolumeStorage, ImageError> {
+    let found = store
+        .borrow()
+        .lookup(backing)
+        .map(|volume| (volume.id, volume.kind));
+    match found {
+        Ok((id, VolumeKind::DiskImage)) => {
+            info!("dom0: volume {top:?}: backing volume {backing:?}, read-only");
+            Ok(VolumeStorage {
+                store: store.clone(),
+                id,
+            })
+        }
+        Ok((_, kind)) => {
+            warn!(
+                "dom0: volume {top:?}: backing volume {backing:?} is a {kind:?}, not a disk image"
+            );
+            Err(ImageError::BackingUnavailable)
+        }
+        Err(_) => {
+            warn!("dom0: volume {top:?}: no backing volume {backing:?} in the store");
+            Err(ImageError::BackingUnavailable)
+        }
+    }
 }

@@ -20,8 +20,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use disk_formats::{
-    CreateOptions, DiskImage, DiskOffset, ImageError, ImageFormat, NoBacking, Qcow2, Storage,
-    StorageError, StorageOffset, probe_format,
+    BackingFormat, BackingReference, CreateOptions, DiskImage, DiskOffset, ImageError, ImageFormat,
+    Qcow2, Raw, Storage, StorageError, StorageOffset, probe_format,
 };
 use storage::gpt::{FindError, Gpt, GptError, GptReport, MbrKind};
 use storage::guid::Guid;
@@ -407,6 +407,7 @@ pub fn check(disk: &Path) -> Result<String, ToolError> {
         );
     }
     let found = volume_summaries(&store);
+    let disks = disk_volume_names(&store);
     for (id, name, kind, size) in found {
         if kind == VolumeKind::Config {
             match config_problems(&mut store, id, &name, size) {
@@ -427,8 +428,9 @@ pub fn check(disk: &Path) -> Result<String, ToolError> {
                     read_only: true,
                     depth: 0,
                 };
+                let mut backing = backing_checker(&disks, &name);
                 let checked =
-                    Qcow2::open(view, options, &mut NoBacking).and_then(|mut image| image.check());
+                    Qcow2::open(view, options, &mut backing).and_then(|mut image| image.check());
                 match checked {
                     Ok(report) => {
                         let line = format!("volume {name}: qcow2: {report}");
@@ -525,12 +527,23 @@ pub fn import(
                 read_only: true,
                 depth: 0,
             };
-            let mut image = Qcow2::open(&mut source, options, &mut NoBacking).map_err(|error| {
+            let disks = disk_volume_names(&store);
+            let mut backing = backing_checker(&disks, name.as_str());
+            let mut image = Qcow2::open(&mut source, options, &mut backing).map_err(|error| {
                 ToolError::Image {
-                    what: format!("{what} (qcow2; flatten backing files with qemu-img convert)"),
+                    what: format!(
+                        "{what} (qcow2; a backing file must be a disk volume already in the \
+                         store, its format recorded (qemu-img create -F raw|qcow2); or \
+                         flatten it with qemu-img convert)"
+                    ),
                     error,
                 }
             })?;
+            if convert_raw && image.backing_name().is_some() {
+                return Err(ToolError::Refused(format!(
+                    "{what}: --convert of a qcow2 with a backing file; flatten it with qemu-img convert"
+                )));
+            }
             if convert_raw {
                 let size = image.virtual_size();
                 let id = store.create(&name, kind, size)?;
@@ -774,6 +787,42 @@ fn volume_summaries(store: &DiskStore) -> Vec<(storage::store::VolumeId, String,
             )
         })
         .collect()
+}
+
+/// The names of the store's disk-image volumes.
+fn disk_volume_names(store: &DiskStore) -> Vec<String> {
+    store
+        .volumes()
+        .iter()
+        .filter(|volume| volume.kind == VolumeKind::DiskImage)
+        .map(|volume| volume.name.as_str().to_string())
+        .collect()
+}
+
+/// A resolver for opening qcow2 volume `top` to look at its structure:
+/// the backing image it names must be another disk volume in `disks`
+/// (Dom0 opens it by that name) with its format recorded (Dom0 never
+/// guesses one). Its data is not read here, so an empty stand-in is
+/// given; Dom0 checks the whole chain when it opens the disk.
+fn backing_checker<'a>(
+    disks: &'a [String],
+    top: &'a str,
+) -> impl FnMut(&BackingReference<'_>) -> Result<Box<dyn DiskImage>, ImageError> + 'a {
+    move |reference| {
+        if !matches!(
+            reference.format,
+            Some(BackingFormat::Raw | BackingFormat::Qcow2)
+        ) {
+            return Err(ImageError::BackingFormatUnknown);
+        }
+        if reference.name == top {
+            return Err(ImageError::BackingLoop);
+        }
+        if !disks.iter().any(|disk| disk == reference.name) {
+            return Err(ImageError::BackingUnavailable);
+        }
+        Ok(Box::new(Raw::new(MemoryStorage::default(), true)))
+    }
 }
 
 /// The volumes on `disk`, with their probed formats.

@@ -139,7 +139,7 @@ fn create_list_import_export_remove() {
             read_only: false,
             depth: 0,
         };
-        let mut image = Qcow2::open(volume, options, &mut NoBacking).unwrap();
+        let mut image = Qcow2::open(volume, options, &mut disk_formats::NoBacking).unwrap();
         assert_eq!(image.virtual_size(), 1 << 30);
         let mut buffer = vec![0xAAu8; 4096];
         image.read(DiskOffset(1 << 20), &mut buffer).unwrap();
@@ -260,7 +260,7 @@ fn check_passes_a_good_disk_and_names_what_is_wrong_with_a_bad_one() {
             read_only: false,
             depth: 0,
         };
-        let mut image = Qcow2::open(volume, options, &mut NoBacking).unwrap();
+        let mut image = Qcow2::open(volume, options, &mut disk_formats::NoBacking).unwrap();
         image.write(DiskOffset(5 << 20), &[9u8; 200_000]).unwrap();
         image.flush().unwrap();
     }

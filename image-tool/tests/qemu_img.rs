@@ -195,3 +195,56 @@ fn the_binary_refuses_foreign_disks_and_overwrites_with_clear_exit_codes() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("usage:"));
 }
+
+#[test]
+fn a_qcow2_overlay_imports_only_over_a_disk_volume_of_its_backing_name() {
+    let scratch = Scratch::new("overlay");
+    let disk = scratch.path("appliance.img");
+    let disk_name = text(&disk);
+    ok(tool(&["create", disk_name, "--size", "64M"]));
+    // qemu-img records the backing name as given: "base", a volume name.
+    std::fs::write(scratch.path("base"), vec![0x5a; 1 << 20]).unwrap();
+    std::fs::write(scratch.path("elsewhere"), vec![0x5a; 1 << 20]).unwrap();
+    let overlay = scratch.path("overlay.qcow2");
+    let stray = scratch.path("stray.qcow2");
+    for (file, backing) in [(&overlay, "base"), (&stray, "elsewhere")] {
+        qemu_img(&[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            backing,
+            "-F",
+            "raw",
+            text(file),
+        ]);
+    }
+
+    // Before its backing volume is in the store the overlay is refused.
+    let early = tool(&["import", disk_name, "overlay", text(&overlay)]);
+    assert!(!early.status.success());
+    let why = String::from_utf8_lossy(&early.stderr);
+    assert!(why.contains("backing"), "{why}");
+
+    ok(tool(&[
+        "import",
+        disk_name,
+        "base",
+        text(&scratch.path("base")),
+    ]));
+    ok(tool(&["import", disk_name, "overlay", text(&overlay)]));
+    let stray_import = tool(&["import", disk_name, "stray", text(&stray)]);
+    assert!(!stray_import.status.success());
+    let flattened = tool(&[
+        "import",
+        disk_name,
+        "flat",
+        text(&overlay),
+        "--convert",
+        "raw",
+    ]);
+    assert!(!flattened.status.success());
+    let report = ok(tool(&["check", disk_name]));
+    assert!(report.contains("volume overlay: qcow2"), "{report}");
+    assert!(report.contains("volume base: raw disk"), "{report}");
+}
