@@ -76,6 +76,26 @@ pub fn guest_value(qemu: &mut Running, command: &str, label: &str) -> Result<Str
     Ok(value)
 }
 
+/// In the attached guest: `/sys/hypervisor/type` says `xen` and
+/// `xenstore-read name` (the guest's own node, through /dev/xen/xenbus)
+/// gives `name`.
+pub fn expect_xen_guest_named(qemu: &mut Running, name: &str) -> Result<(), Failure> {
+    let kind = guest_says(qemu, "echo \"TYPE=$(cat /sys/hypervisor/type)\"", "TYPE=x")?;
+    if !kind.contains("TYPE=xen") {
+        return Err(qemu.failure(format!("/sys/hypervisor/type: {kind:?}")));
+    }
+    let first = &name[..name.len().min(1)];
+    let read = guest_says(
+        qemu,
+        "echo \"NAME=$(xenstore-read name)\"",
+        &format!("NAME={first}"),
+    )?;
+    if !read.contains(&format!("NAME={name}")) {
+        return Err(qemu.failure(format!("xenstore-read name: {read:?}")));
+    }
+    Ok(())
+}
+
 /// Whether `text` is an md5 as `md5sum` prints it (32 hex digits), not an
 /// error message.
 pub fn is_md5(text: &str) -> bool {

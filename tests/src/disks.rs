@@ -38,6 +38,29 @@ fn output(program: &str, arguments: &[&str]) -> Result<Output, Failure> {
         .map_err(|error| Failure::new(format!("cannot run {program}: {error}")))
 }
 
+/// Converts the qcow2 image `qcow2` to a raw image at `raw` with the real
+/// `qemu-img convert` (backing files and all) and returns the raw bytes.
+pub fn qcow2_as_raw(qcow2: &Path, raw: &Path) -> Result<Vec<u8>, Failure> {
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            path_text(qcow2)?,
+            path_text(raw)?,
+        ],
+    )?;
+    std::fs::read(raw).map_err(|error| {
+        Failure::new(format!(
+            "cannot read the converted image {}: {error}",
+            raw.display()
+        ))
+    })
+}
+
 /// Runs a host program that must succeed; its standard output.
 pub fn run(program: &str, arguments: &[&str]) -> Result<String, Failure> {
     let output = output(program, arguments)?;

@@ -5,7 +5,7 @@
 //! and the exported overlay (over the exported base) holds both.
 
 use xenolith_tests::debian::{DETACH, attach, guest_iso, guest_value, linux_timeout};
-use xenolith_tests::disks::{DISK_TROUBLE, appliance_disk, img, path_text, run};
+use xenolith_tests::disks::{DISK_TROUBLE, appliance_disk, img, path_text, qcow2_as_raw, run};
 use xenolith_tests::{Failure, Qemu, TempDir, boot_timeout};
 
 /// At 1 MiB in the base volume.
@@ -119,20 +119,7 @@ fn a_qcow2_overlay_reads_its_backing_volume_and_keeps_its_writes() -> Result<(),
         return Err(Failure::new("the base volume changed under the overlay"));
     }
     run("qemu-img", &["check", path_text(&exported_overlay)?])?;
-    let flat = dir.path().join("flat.raw");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "qcow2",
-            "-O",
-            "raw",
-            path_text(&exported_overlay)?,
-            path_text(&flat)?,
-        ],
-    )?;
-    let flat = read(&flat)?;
+    let flat = qcow2_as_raw(&exported_overlay, &dir.path().join("flat.raw"))?;
     if !contains(&flat, BASE_MARKER) || !contains(&flat, OVERLAY_MARKER) {
         return Err(Failure::new(
             "the overlay over its base lacks the base's or the guest's marker",

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use xenolith_tests::debian::{
-    attach, guest_files, guest_says, guest_value, linux_timeout, write_filesystem,
+    attach, expect_xen_guest_named, guest_files, guest_value, linux_timeout, write_filesystem,
 };
 use xenolith_tests::{
     EXIT_POWEROFF, EXIT_POWEROFF_FAILURE, Failure, Qemu, Running, TempDir, boot_timeout, images,
@@ -121,18 +121,7 @@ fn debian_boots_as_a_two_vcpu_hvm_guest_to_a_shell() -> Result<(), Failure> {
     qemu.wait_for("[hvm] XENOLITH-GUEST: shell", linux_timeout())?;
     qemu.send("console hvm\r")?;
     qemu.wait_for("attached to domain 1's console", boot_timeout())?;
-    let kind = guest_says(
-        &mut qemu,
-        "echo \"TYPE=$(cat /sys/hypervisor/type)\"",
-        "TYPE=x",
-    )?;
-    if !kind.contains("TYPE=xen") {
-        return Err(qemu.failure(format!("/sys/hypervisor/type: {kind:?}")));
-    }
-    let name = guest_says(&mut qemu, "echo \"NAME=$(xenstore-read name)\"", "NAME=h")?;
-    if !name.contains("NAME=hvm") {
-        return Err(qemu.failure(format!("xenstore-read name: {name:?}")));
-    }
+    expect_xen_guest_named(&mut qemu, "hvm")?;
     // An NMI to the other vCPU through the virtual x2APIC: sysrq-l has
     // the CPU running the shell send an NMI to the other one, which prints
     // its backtrace from its NMI handler.

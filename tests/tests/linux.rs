@@ -7,7 +7,9 @@
 
 use std::path::Path;
 
-use xenolith_tests::debian::{DETACH, guest_files, guest_says, linux_timeout};
+use xenolith_tests::debian::{
+    DETACH, expect_xen_guest_named, guest_files, guest_says, linux_timeout,
+};
 use xenolith_tests::{
     EXIT_POWEROFF, Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules,
 };
@@ -62,20 +64,9 @@ fn a_debian_guest_has_a_shell_xenstore_reboots_and_powers_off() -> Result<(), Fa
     // The operator attaches to the guest's console from Dom0's shell.
     qemu.send("console debian\r")?;
     qemu.wait_for("attached to domain 1's console", boot_timeout())?;
-    let kind = guest_says(
-        &mut qemu,
-        "echo \"TYPE=$(cat /sys/hypervisor/type)\"",
-        "TYPE=x",
-    )?;
-    if !kind.contains("TYPE=xen") {
-        return Err(qemu.failure(format!("/sys/hypervisor/type: {kind:?}")));
-    }
     // xenstore from inside: the guest's own nodes, read and written
     // through /dev/xen/xenbus.
-    let name = guest_says(&mut qemu, "echo \"NAME=$(xenstore-read name)\"", "NAME=d")?;
-    if !name.contains("NAME=debian") {
-        return Err(qemu.failure(format!("xenstore-read name: {name:?}")));
-    }
+    expect_xen_guest_named(&mut qemu, "debian")?;
     let echoed = guest_says(
         &mut qemu,
         "xenstore-write data/greeting hello && echo \"GOT=$(xenstore-read data/greeting)\"",

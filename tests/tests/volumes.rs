@@ -11,7 +11,9 @@ use xenolith_tests::debian::{
     DETACH, attach, destroy_with_disk, guest_iso, guest_value, linux_timeout,
     recreate_and_read_back, write_filesystem,
 };
-use xenolith_tests::disks::{DISK_TROUBLE, appliance_disk, img, import_qemu_qcow2, path_text, run};
+use xenolith_tests::disks::{
+    DISK_TROUBLE, appliance_disk, img, import_qemu_qcow2, path_text, qcow2_as_raw, run,
+};
 use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout};
 
 /// Written into a file on the guest's filesystem, looked for in the export.
@@ -67,21 +69,7 @@ fn a_qcow2_volume_keeps_a_guest_filesystem_and_exports_valid() -> Result<(), Fai
     let exported = dir.path().join("exported.qcow2");
     img(xenolith_img::export(&disk, "data", &exported, false))?;
     run("qemu-img", &["check", path_text(&exported)?])?;
-    let raw = dir.path().join("exported.raw");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "qcow2",
-            "-O",
-            "raw",
-            path_text(&exported)?,
-            path_text(&raw)?,
-        ],
-    )?;
-    let bytes = std::fs::read(&raw)
-        .map_err(|error| Failure::new(format!("cannot read the converted image: {error}")))?;
+    let bytes = qcow2_as_raw(&exported, &dir.path().join("exported.raw"))?;
     if !bytes
         .windows(MARKER.len())
         .any(|window| window == MARKER.as_bytes())
