@@ -111,6 +111,13 @@ enum Stage {
         then_flush: bool,
     },
     Flushing,
+    /// A discard waiting for every other request to finish: it goes to the
+    /// device alone.
+    DiscardWaiting {
+        sector: Sector,
+        sectors: u64,
+        secure: bool,
+    },
     Discarding,
 }
 
@@ -139,6 +146,9 @@ pub struct Blkback<G: Grants, E: Events, D: BlockDevice> {
     in_flight: usize,
     writes_in_flight: BTreeSet<u64>,
     draining: VecDeque<usize>,
+    /// The discard holding the disk: no request is taken from the rings
+    /// while it waits for the ones in flight or runs.
+    exclusive: Option<usize>,
     next_sequence: u64,
     close_to: Option<XenbusState>,
     actions: Vec<Action>,
@@ -177,6 +187,7 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
             in_flight: 0,
             writes_in_flight: BTreeSet::new(),
             draining: VecDeque::new(),
+            exclusive: None,
             next_sequence: 0,
             close_to: None,
             actions: Vec::new(),
@@ -457,7 +468,7 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
     /// slot at once — and would keep Dom0 here for ever; the rest of its
     /// requests wait for its next event.
     fn service(&mut self, queue: usize, now: Time) -> Result<(), ConnectError> {
-        if !self.accepting() {
+        if !self.accepting() || self.exclusive.is_some() {
             return Ok(());
         }
         let budget = self
@@ -467,6 +478,10 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
         let mut taken = 0u32;
         loop {
             while self.in_flight < self.config.queue_depth {
+                if self.exclusive.is_some() {
+                    // Taken again when the discard finishes.
+                    return Ok(());
+                }
                 if taken >= budget {
                     self.statistics.budget_exhausted += 1;
                     return Ok(());
@@ -668,15 +683,18 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
                     self.respond(queue, id, response_operation, Status::Okay);
                     return Ok(());
                 }
-                let slot = self.allocate(queue, id, response_operation, true, Stage::Discarding);
-                self.submit(
-                    slot,
-                    DeviceOperation::Discard {
-                        sector: Sector(sector),
-                        sectors,
-                        secure,
-                    },
-                );
+                // A discard may free what requests in flight still use
+                // (a qcow2 image reallocates freed clusters, even for its
+                // own tables): it waits until nothing else is in flight,
+                // and nothing new is taken until it is done.
+                let stage = Stage::DiscardWaiting {
+                    sector: Sector(sector),
+                    sectors,
+                    secure,
+                };
+                let slot = self.allocate(queue, id, response_operation, true, stage);
+                self.exclusive = Some(slot);
+                self.start_exclusive();
                 Ok(())
             }
         }
@@ -854,6 +872,38 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
         }
     }
 
+    /// Sends the waiting discard to the device once it is the only request
+    /// in flight.
+    fn start_exclusive(&mut self) {
+        let Some(slot) = self.exclusive else {
+            return;
+        };
+        if self.in_flight > 1 {
+            return;
+        }
+        let Some(pending) = self.pending.get_mut(slot).and_then(Option::as_mut) else {
+            self.exclusive = None;
+            return;
+        };
+        let Stage::DiscardWaiting {
+            sector,
+            sectors,
+            secure,
+        } = pending.stage
+        else {
+            return;
+        };
+        pending.stage = Stage::Discarding;
+        self.submit(
+            slot,
+            DeviceOperation::Discard {
+                sector,
+                sectors,
+                secure,
+            },
+        );
+    }
+
     fn complete(&mut self, completion: Completion, _now: Time) {
         let slot = (completion.tag.0 & 0xffff_ffff) as usize;
         let generation = (completion.tag.0 >> 32) as u32;
@@ -862,7 +912,11 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
             .get(slot)
             .and_then(Option::as_ref)
             .is_some_and(|pending| {
-                pending.generation == generation && !matches!(pending.stage, Stage::Draining { .. })
+                pending.generation == generation
+                    && !matches!(
+                        pending.stage,
+                        Stage::Draining { .. } | Stage::DiscardWaiting { .. }
+                    )
             });
         if !matches {
             self.statistics.unknown_completions += 1;
@@ -903,16 +957,20 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
             Stage::Writing { then_flush: false } | Stage::Flushing | Stage::Discarding => {
                 Status::Okay
             }
-            Stage::Draining { .. } => return,
+            Stage::Draining { .. } | Stage::DiscardWaiting { .. } => return,
         };
         self.finish(slot, status);
     }
 
-    /// Answers a request, frees its slot, and lets waiting flushes go.
+    /// Answers a request, frees its slot, and lets waiting flushes and a
+    /// waiting discard go.
     fn finish(&mut self, slot: usize, status: Status) {
         let Some(pending) = self.pending.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        if self.exclusive == Some(slot) {
+            self.exclusive = None;
+        }
         self.free_slots.push(slot);
         self.in_flight = self.in_flight.saturating_sub(1);
         if pending.is_write {
@@ -920,6 +978,7 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
         }
         self.respond(pending.queue, pending.id, pending.operation, status);
         self.start_drained();
+        self.start_exclusive();
     }
 
     fn publish(&mut self) {

@@ -28,6 +28,11 @@
 //! - `FLUSH_DISKCACHE` waits until every write accepted before it has
 //!   completed, writes its own data (if any), then flushes the device, and
 //!   only then answers: Linux's FUA and pre-flush writes are both honoured.
+//! - `DISCARD` (only when [`DiskInfo::discard`] is offered) goes to the
+//!   device alone: it waits until every request accepted before it has
+//!   completed, and no request is taken from the rings until it is done,
+//!   so a device that frees and reuses space (a qcow2 image) never has a
+//!   request in flight to a place the discard freed.
 //! - `WRITE_BARRIER` is not advertised and answered `EOPNOTSUPP`, as are
 //!   unknown operations, flushes and discards the disk does not offer, and
 //!   indirect requests when indirect segments are disabled.

@@ -7,7 +7,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::fake::{
-    FakeBlkfront, FakeBlockDevice, FakeEvents, FakeGrants, FakeXenstore, OperationKind,
+    DeviceEvent, FakeBlkfront, FakeBlockDevice, FakeEvents, FakeGrants, FakeXenstore, OperationKind,
 };
 use crate::wire::{RequestBuilder, Response, Status, encode_segment, operation};
 use crate::{
@@ -443,6 +443,169 @@ fn discard_zeroes_and_checks_its_range_and_flags() {
     let mut harness = connected_with(config(no_discard), 0, 1);
     let response = answer(&mut harness, RequestBuilder::discard(6, 0, 8, false));
     assert_eq!(status(&response), Some(Status::NotSupported));
+}
+
+#[test]
+fn discard_waits_alone_for_the_requests_before_it_and_holds_back_later_ones() {
+    let mut harness = connected();
+    let first = harness.page(0x11);
+    let second = harness.page(0x22);
+    let later = harness.page(0x33);
+    harness.send(&[
+        write(1, 0, &[(first, 0, 7)]),
+        read(2, 16, &[(second, 0, 7)]),
+        RequestBuilder::discard(3, 0, 64, false),
+        write(4, 64, &[(later, 0, 7)]),
+    ]);
+    // The discard waits for both; the write after it is not even taken.
+    assert_eq!(
+        harness.backend.device().queued_kinds(),
+        [OperationKind::Write, OperationKind::Read]
+    );
+    assert_eq!(harness.backend.in_flight(), 3);
+    // A notification meanwhile takes nothing either.
+    harness.input(Input::Notified(harness.backend.ports()[0]));
+    assert_eq!(harness.backend.device().in_flight(), 2);
+    assert!(harness.complete_next());
+    assert_eq!(
+        harness.backend.device().queued_kinds(),
+        [OperationKind::Read],
+        "one request is still in flight: no discard yet"
+    );
+    assert!(harness.complete_next());
+    assert_eq!(
+        harness.backend.device().queued_kinds(),
+        [OperationKind::Discard],
+        "the discard goes alone"
+    );
+    let ids: Vec<u64> = harness.responses().iter().map(|r| r.id).collect();
+    assert_eq!(ids, [1, 2]);
+    assert!(harness.complete_next());
+    // Answered, and the held-back write is taken now.
+    assert_eq!(
+        harness.backend.device().queued_kinds(),
+        [OperationKind::Write]
+    );
+    harness.complete_all();
+    let responses = harness.responses();
+    assert_eq!(
+        responses
+            .iter()
+            .map(|r| (r.id, r.status))
+            .collect::<Vec<_>>(),
+        [(3, 0), (4, 0)]
+    );
+    assert_eq!(responses[0].operation, operation::DISCARD);
+    let contents = &harness.backend.device().contents;
+    assert!(contents[..64 * 512].iter().all(|&byte| byte == 0));
+    assert!(
+        contents[64 * 512..72 * 512]
+            .iter()
+            .all(|&byte| byte == 0x33)
+    );
+    // The discard was alone on the device from submission to completion.
+    let mut on_device = 0usize;
+    let mut discarding = false;
+    for event in &harness.backend.device().events {
+        match event {
+            DeviceEvent::Submitted(_, kind) => {
+                assert!(!discarding, "{kind:?} submitted during the discard");
+                if *kind == OperationKind::Discard {
+                    assert_eq!(on_device, 0, "discard submitted beside another request");
+                    discarding = true;
+                }
+                on_device += 1;
+            }
+            DeviceEvent::Completed(_, kind) => {
+                discarding &= *kind != OperationKind::Discard;
+                on_device -= 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failed_or_refused_discard_lets_the_ring_go_on() {
+    let mut harness = connected();
+    let page = harness.page(0x44);
+    harness.backend.device_mut().refuse = true;
+    harness.send(&[
+        RequestBuilder::discard(1, 0, 8, false),
+        write(2, 8, &[(page, 0, 7)]),
+    ]);
+    // The device refused the discard: answered with an error, and the
+    // write behind it is taken (and refused too, the device being gone).
+    let responses = harness.responses();
+    assert_eq!(
+        responses
+            .iter()
+            .map(|r| (r.id, status(r)))
+            .collect::<Vec<_>>(),
+        [(1, Some(Status::Error)), (2, Some(Status::Error))]
+    );
+    harness.backend.device_mut().refuse = false;
+    harness.send(&[RequestBuilder::discard(3, 0, 8, false)]);
+    let tag = harness.backend.device().queued_tags()[0];
+    harness.backend.device_mut().fail.insert(tag.0);
+    harness.send(&[write(4, 8, &[(page, 0, 7)])]);
+    assert_eq!(
+        harness.backend.device().queued_kinds(),
+        [OperationKind::Discard]
+    );
+    harness.complete_all();
+    let responses = harness.responses();
+    assert_eq!(
+        responses
+            .iter()
+            .map(|r| (r.id, status(r)))
+            .collect::<Vec<_>>(),
+        [(3, Some(Status::Error)), (4, Some(Status::Okay))]
+    );
+    assert_eq!(harness.backend.in_flight(), 0);
+}
+
+#[test]
+fn discards_the_disk_cannot_take_are_refused_without_holding_the_ring() {
+    let mut harness = connected();
+    let page = harness.page(0x55);
+    // Out of range, wrapping, secure (not offered): refused at once, and
+    // the read behind them is served as usual.
+    harness.send(&[
+        RequestBuilder::discard(1, SECTORS, 8, false),
+        RequestBuilder::discard(2, u64::MAX - 7, 16, false),
+        RequestBuilder::discard(3, 0, 8, true),
+        read(4, 0, &[(page, 0, 7)]),
+    ]);
+    assert_eq!(
+        harness.backend.device().queued_kinds(),
+        [OperationKind::Read]
+    );
+    harness.complete_all();
+    let responses = harness.responses();
+    assert_eq!(
+        responses
+            .iter()
+            .map(|r| (r.id, status(r)))
+            .collect::<Vec<_>>(),
+        [
+            (1, Some(Status::Error)),
+            (2, Some(Status::Error)),
+            (3, Some(Status::NotSupported)),
+            (4, Some(Status::Okay))
+        ]
+    );
+    // A 4 KiB-sector disk refuses a discard that splits a sector.
+    let mut big_sectors = disk();
+    big_sectors.sector_size = 4096;
+    let mut harness = connected_with(config(big_sectors), 0, 1);
+    let misaligned = RequestBuilder::discard(5, 4, 8, false);
+    assert_eq!(
+        status(&answer(&mut harness, misaligned)),
+        Some(Status::Error)
+    );
+    let short = RequestBuilder::discard(6, 0, 4, false);
+    assert_eq!(status(&answer(&mut harness, short)), Some(Status::Error));
+    assert!(harness.backend.device().events.is_empty());
 }
 
 /// Builds an indirect request over `count` single-sector segments, each in
