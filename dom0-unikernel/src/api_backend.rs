@@ -91,7 +91,7 @@ impl ToolstackBackend<'_> {
             return Ok(DomainInfo {
                 id: domain,
                 name: DOM0_NAME.to_string(),
-                memory_mib: info.pages / 256,
+                memory_mib: info.memory_mib(),
                 vcpus: info.vcpus,
                 state: DomainState {
                     running: true,

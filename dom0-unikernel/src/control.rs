@@ -7,7 +7,9 @@ use xenolith_abi::domain::DomainId;
 
 use crate::hypercall;
 
-use abi::{Request, put_u32, put_u64, u32_at, u64_at};
+pub use dom0::domain_info::{DomainInfo, StopReason};
+
+use abi::{Request, put_u32, put_u64, u64_at};
 
 /// A negative Xen errno.
 pub type Errno = i64;
@@ -61,76 +63,11 @@ pub fn unpause(domain: DomainId) -> Result<(), Errno> {
     simple(abi::UNPAUSE, domain)
 }
 
-/// Why a domain stopped (Xen's `SHUTDOWN_*` codes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    Poweroff,
-    Reboot,
-    Suspend,
-    Crash,
-    Watchdog,
-    Other(u32),
-}
-
-impl StopReason {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Poweroff => "poweroff",
-            Self::Reboot => "reboot",
-            Self::Suspend => "suspend",
-            Self::Crash => "crash",
-            Self::Watchdog => "watchdog",
-            Self::Other(_) => "unknown",
-        }
-    }
-}
-
-/// GET_INFO's answer.
-#[derive(Clone, Copy, Debug)]
-pub struct DomainInfo {
-    pub domain: DomainId,
-    pub flags: u32,
-    pub vcpus: u32,
-    pub pages: u64,
-    pub cpu_time_ns: u64,
-}
-
-impl DomainInfo {
-    /// Why it stopped, if it did.
-    pub fn stopped(&self) -> Option<StopReason> {
-        if self.flags & (1 << 2) == 0 {
-            return None;
-        }
-        Some(match (self.flags >> 16) & 0xff {
-            0 => StopReason::Poweroff,
-            1 => StopReason::Reboot,
-            2 => StopReason::Suspend,
-            3 => StopReason::Crash,
-            4 => StopReason::Watchdog,
-            other => StopReason::Other(other),
-        })
-    }
-
-    pub fn paused(&self) -> bool {
-        self.flags & (1 << 3) != 0
-    }
-
-    pub fn running(&self) -> bool {
-        self.flags & (1 << 5) != 0
-    }
-}
-
 /// The first domain whose id is `from` or above.
 pub fn info_from(from: DomainId) -> Result<DomainInfo, Errno> {
     let mut get = request(abi::GET_INFO, from);
     hypercall::control(&mut get)?;
-    Ok(DomainInfo {
-        domain: domain_at(&get),
-        flags: u32_at(&get, 16),
-        vcpus: u32_at(&get, 20),
-        pages: u64_at(&get, 24),
-        cpu_time_ns: u64_at(&get, 40),
-    })
+    Ok(DomainInfo::decode(&get))
 }
 
 /// One domain's info (`-ESRCH` when it does not exist).

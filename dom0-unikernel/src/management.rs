@@ -221,7 +221,7 @@ fn list(toolstack: &Toolstack) {
         rows.push(DomainRow {
             name: "Domain-0",
             id: DomainId::DOM0,
-            memory_mib: dom0.pages / 256,
+            memory_mib: dom0.memory_mib(),
             vcpus: dom0.vcpus,
             state: DomainState::RUNNING,
             cpu_time_ns: dom0.cpu_time_ns,

@@ -777,6 +777,17 @@ impl Running {
             .map(str::to_string)
     }
 
+    /// The memory Dom0 says it was given on its `dom0 ready: memory N MiB`
+    /// line, for checking what `list` shows against it.
+    pub fn dom0_memory_mib(&self) -> Result<u64, Failure> {
+        self.serial_line_with(&["dom0 ready: memory "])
+            .and_then(|line| {
+                let rest = line.split("dom0 ready: memory ").nth(1)?;
+                rest.split(" MiB").next()?.parse().ok()
+            })
+            .ok_or_else(|| self.failure("no \"dom0 ready: memory N MiB\" line"))
+    }
+
     /// Waits until a line of the serial log holds every one of `needles`,
     /// in that order (see [`Running::serial_line_with`]), and returns it.
     /// Fails with the full log, saying there was no `what`, on timeout or

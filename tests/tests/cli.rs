@@ -207,6 +207,12 @@ fn the_cli_lists_creates_and_destroys_through_the_api() -> Result<(), Failure> {
     if !dom0.starts_with("Domain-0 ") {
         return Err(qemu.failure(format!("domain 0 is not called Domain-0: {dom0:?}")));
     }
+    let given = qemu.dom0_memory_mib()?;
+    if dom0.split_whitespace().nth(2) != Some(given.to_string().as_str()) {
+        return Err(qemu.failure(format!(
+            "Dom0 was given {given} MiB, xenolith list shows {dom0:?}"
+        )));
+    }
 
     let info = cli.ok(&qemu, &["info"])?;
     if !info.contains("nr_cpus                : 1\n") || !info.contains("total_memory") {
@@ -248,14 +254,18 @@ fn the_cli_lists_creates_and_destroys_through_the_api() -> Result<(), Failure> {
             return Err(qemu.failure(format!("xenolith {verb} printed {done:?}")));
         }
         let table = cli.ok(&qemu, &["list"])?;
-        let state = table
+        let web: Vec<&str> = table
             .lines()
             .find(|line| line.starts_with("web "))
-            .and_then(|line| line.split_whitespace().nth(4))
-            .unwrap_or_default()
-            .to_string();
+            .map(|line| line.split_whitespace().collect())
+            .unwrap_or_default();
+        let state = web.get(4).copied().unwrap_or_default();
         if state.len() != 6 || state.contains('p') != paused {
             return Err(qemu.failure(format!("after {verb}, web's state is {state:?}:\n{table}")));
+        }
+        // Its config's `memory = 32`.
+        if web.get(2) != Some(&"32") {
+            return Err(qemu.failure(format!("web was given 32 MiB:\n{table}")));
         }
     }
     let same_name = cli.run(TOKEN, &["create", config_path])?;

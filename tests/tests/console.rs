@@ -1,7 +1,8 @@
 //! The serial console as Dom0's management shell needs it: Dom0's output
 //! reaches the serial line as Dom0 wrote it (no "(d0) " prefix, no log
 //! timestamp), the hypervisor's own log lines still start at the margin,
-//! what is typed on the serial line reaches Dom0's shell, and Dom0 can
+//! what is typed on the serial line reaches Dom0's shell (whose `list`
+//! shows the memory Dom0 was given), and Dom0 can
 //! power off reporting failure (QEMU status 39).
 
 use xenolith_tests::{
@@ -54,6 +55,12 @@ fn the_shell_reads_what_is_typed_on_the_serial_line() -> Result<(), Failure> {
     let line = qemu.wait_for("Domain-0", boot_timeout())?;
     if !line.starts_with("Domain-0 ") {
         return Err(qemu.failure(format!("unexpected list line {line:?}")));
+    }
+    // xl's columns: name, id, memory in MiB: all Dom0 was given, not the
+    // pages it still holds after handing some back.
+    let given = qemu.dom0_memory_mib()?;
+    if line.split_whitespace().nth(2) != Some(given.to_string().as_str()) {
+        return Err(qemu.failure(format!("Dom0 was given {given} MiB, list shows {line:?}")));
     }
     qemu.assert_serial_lacks(TROUBLE)?;
     qemu.kill();
