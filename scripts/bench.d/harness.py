@@ -1408,6 +1408,10 @@ NO_UNPAUSE = "not measured: `xl create` prints nothing when it unpauses the gues
 NO_XL_ROW = "not measured in the toolstack boot"
 XL_CACHE = "; xl has no kernel cache: the second `xl create` of the same files"
 
+# The boots `--only` can name: the two plain boots, Xenolith's guest,
+# Debian, ten-guest, disk and network boots, and the Xen toolstack boot.
+BOOTS = ("plain", "guest", "debian", "ten", "disk", "net", "xen-toolstack")
+
 MEASURED = [
     Figure("size_hypervisor", "image size: hypervisor", "KiB", 0),
     Figure("size_dom0", "image size: Dom0 kernel", "KiB", 0),
@@ -1501,13 +1505,16 @@ def ratio(xen: list[float] | None, xenolith: list[float] | None) -> str:
     return fmt_ratio(a / b)
 
 
-def table(sides: dict[str, Side]) -> list[str]:
+def table(sides: dict[str, Side], only: set[str] | None = None) -> list[str]:
+    """The report's rows; with ONLY (figure keys), just those figures."""
     xen, xenolith = sides[XEN], sides[XENOLITH]
     lines = [
         f"| figure | {SIDE_TITLES[XEN]} | {SIDE_TITLES[XENOLITH]} | ratio Xen ÷ Xenolith |",
         "|---|---|---|---|",
     ]
     for figure in MEASURED:
+        if only is not None and figure.key not in only:
+            continue
         a, b = xen.results.get(figure.key), xenolith.results.get(figure.key)
         if figure.key in ("size_initrd", "size_toolstack") and a and b and max(b) == 0:
             right = "none (0 KiB)"
@@ -1525,7 +1532,7 @@ def table(sides: dict[str, Side]) -> list[str]:
             lines.append(f"| {figure.title} | {left} | {right} | {last} |")
             continue
         lines.append(f"| {figure.title} | {cell(a, figure)} | {cell(b, figure)} | {ratio(a, b)} |")
-    for title, why in NOT_YET:
+    for title, why in NOT_YET if only is None else ():
         lines.append(f"| {title} | not yet measurable ({why}) | not yet measurable | — |")
     return lines
 
@@ -1662,12 +1669,22 @@ def main() -> int:
         "(scripts/bench makes it); without it the Xen toolstack boot is skipped",
     )
     parser.add_argument("--xen-toolstack-timeout", type=float, default=1200.0, help="seconds for the whole Xen toolstack boot")
+    parser.add_argument(
+        "--only",
+        help="comma-separated boots to make, of " + ", ".join(BOOTS) + "; the report has only their figures",
+    )
     args = parser.parse_args()
     # A SIGTERM (a timeout around the whole script) unwinds like Ctrl-C, so
     # the QEMU being run is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    only = None
+    if args.only is not None:
+        only = set(args.only.split(","))
+        unknown = only - set(BOOTS)
+        if unknown:
+            parser.error(f"--only: no boot named {', '.join(sorted(unknown))} (give {', '.join(BOOTS)})")
 
     machine = Machine(args.memory, args.cpus, args.cpu, args.dom0_mem)
     sides = {XENOLITH: xenolith_side(args, machine), XEN: xen_side(args, machine)}
@@ -1706,6 +1723,7 @@ def main() -> int:
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
+    before = {side.name: set(side.results) for side in sides.values()}
     started = time.monotonic()
     for run in range(1, args.runs + 1):
         log(f"run {run}/{args.runs}")
@@ -1714,25 +1732,34 @@ def main() -> int:
             (SIDE_TITLES[XENOLITH], f"{XENOLITH}-{run}.log", lambda path: run_once(xenolith, machine, args, path)),
             (SIDE_TITLES[XEN], f"{XEN}-{run}.log", lambda path: run_once(xen, machine, args, path)),
         ]
+        names = ["plain", "plain"]
         if xenolith.guest_command:
             guests_title = f"{SIDE_TITLES[XENOLITH]} guest boot"
+            names.append("guest")
             boots.append((guests_title, f"{XENOLITH}-guests-{run}.log", lambda path: run_guest_bench(xenolith, args, path)))
         if xenolith.debian_command:
+            names.append("debian")
             boots.append((f"{SIDE_TITLES[XENOLITH]} Debian boot", f"{XENOLITH}-debian-{run}.log",
                           lambda path: run_debian_boot(xenolith, args, path)))
         if xenolith.ten_command:
+            names.append("ten")
             boots.append((f"{SIDE_TITLES[XENOLITH]} ten-guest boot", f"{XENOLITH}-ten-{run}.log",
                           lambda path: run_ten_boot(xenolith, args, path)))
         if xenolith.disk_command:
+            names.append("disk")
             boots.append((f"{SIDE_TITLES[XENOLITH]} disk boot", f"{XENOLITH}-disk-{run}.log",
                           lambda path: run_disk_boot(xenolith, args, path)))
         if xenolith.net_command:
+            names.append("net")
             boots.append((f"{SIDE_TITLES[XENOLITH]} network boot", f"{XENOLITH}-net-{run}.log",
                           lambda path: run_net_boot(xenolith, args, path)))
         if xen.toolstack_command:
+            names.append("xen-toolstack")
             boots.append((f"{SIDE_TITLES[XEN]} toolstack boot", f"{XEN}-toolstack-{run}.log",
                           lambda path: run_xen_toolstack_boot(xen, args, path)))
-        for title, log_name, boot in boots:
+        for name, (title, log_name, boot) in zip(names, boots):
+            if only is not None and name not in only:
+                continue
             log_path = log_dir / log_name
             try:
                 boot(log_path)
@@ -1743,7 +1770,11 @@ def main() -> int:
                 return 1
     log(f"all runs done in {time.monotonic() - started:.0f} s")
 
-    report = header(args, machine, load, os.getloadavg()) + [""] + table(sides)
+    figures = None
+    if only is not None:
+        # Only what these boots measured (the image sizes are always known).
+        figures = {key for side in sides.values() for key in side.results if key not in before[side.name]}
+    report = header(args, machine, load, os.getloadavg()) + [""] + table(sides, figures)
     text = "\n".join(report) + "\n"
     print(text, end="")
     if args.out:
