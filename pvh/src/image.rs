@@ -70,47 +70,23 @@ impl fmt::Display for ImageError {
 pub fn parse(bytes: &[u8]) -> Result<PvhImage, ImageError> {
     let file = ElfBytes::<LittleEndian>::minimal_parse(bytes)
         .map_err(|_| ImageError::NotElf("bad header"))?;
-    if file.ehdr.class != elf::file::Class::ELF64 || file.ehdr.e_machine != elf::abi::EM_X86_64 {
-        return Err(ImageError::NotElf("not an x86_64 ELF64"));
-    }
+    let segments = load_segments(&file, bytes.len() as u64)?;
     let program_headers = file.segments().ok_or(ImageError::NoLoadableSegment)?;
-    let mut segments = ArrayVec::new();
     let mut entry = None;
     for header in program_headers.iter() {
-        match header.p_type {
-            PT_LOAD if header.p_memsz > 0 => {
-                let file_end = header.p_offset.checked_add(header.p_filesz);
-                let memory_end = header.p_paddr.checked_add(header.p_memsz);
-                if header.p_filesz > header.p_memsz
-                    || file_end.is_none_or(|end| end > bytes.len() as u64)
-                    || memory_end.is_none()
-                {
-                    return Err(ImageError::SegmentOutsideFile);
-                }
-                let segment = Segment {
-                    start: header.p_paddr,
-                    memory_size: header.p_memsz,
-                    file_offset: header.p_offset,
-                    file_size: header.p_filesz,
-                };
-                segments
-                    .try_push(segment)
-                    .map_err(|_| ImageError::TooManySegments)?;
+        if header.p_type != PT_NOTE {
+            continue;
+        }
+        let Ok(notes) = file.segment_data_as_notes(&header) else {
+            continue;
+        };
+        for note in notes {
+            if let elf::note::Note::Unknown(any) = note
+                && any.name_str().is_ok_and(|name| name == "Xen")
+                && any.n_type == u64::from(XEN_ELFNOTE_PHYS32_ENTRY)
+            {
+                entry = read_entry(any.desc);
             }
-            PT_NOTE => {
-                let Ok(notes) = file.segment_data_as_notes(&header) else {
-                    continue;
-                };
-                for note in notes {
-                    if let elf::note::Note::Unknown(any) = note
-                        && any.name_str().is_ok_and(|name| name == "Xen")
-                        && any.n_type == u64::from(XEN_ELFNOTE_PHYS32_ENTRY)
-                    {
-                        entry = read_entry(any.desc);
-                    }
-                }
-            }
-            _ => {}
         }
     }
     let entry = entry.ok_or(ImageError::NoPvhEntry)?;
@@ -137,6 +113,67 @@ pub fn parse(bytes: &[u8]) -> Result<PvhImage, ImageError> {
         start,
         end,
     })
+}
+
+/// Where an image's segments lie in guest memory, `(start, end)`, from
+/// the start of the file alone: `prefix` holds at least its ELF and
+/// program headers, `file_length` is the whole file's size (a bzImage's
+/// size trailer), which the segments must lie within. Lets a caller check
+/// a kernel fits a guest before decompressing all of it; [`parse`] still
+/// checks the whole file (its entry note) afterwards.
+pub fn extent(prefix: &[u8], file_length: u64) -> Result<(u64, u64), ImageError> {
+    // The section headers sit at the end of the file, beyond the prefix,
+    // and loading does not use them: a copy without them parses.
+    let mut headers = alloc::vec::Vec::from(prefix);
+    for field in [SECTION_HEADERS_OFFSET, SECTION_HEADER_COUNT] {
+        if let Some(bytes) = headers.get_mut(field) {
+            bytes.fill(0);
+        }
+    }
+    let file = ElfBytes::<LittleEndian>::minimal_parse(&headers)
+        .map_err(|_| ImageError::NotElf("bad header"))?;
+    let segments = load_segments(&file, file_length)?;
+    let start = segments.iter().map(|s| s.start).min();
+    let end = segments.iter().map(Segment::end).max();
+    start.zip(end).ok_or(ImageError::NoLoadableSegment)
+}
+
+/// ELF64 header fields: `e_shoff`, and `e_shnum` with `e_shstrndx`.
+const SECTION_HEADERS_OFFSET: core::ops::Range<usize> = 0x28..0x30;
+const SECTION_HEADER_COUNT: core::ops::Range<usize> = 0x3c..0x40;
+
+/// The PT_LOAD segments of an x86_64 ELF64 file `file_length` bytes long.
+fn load_segments(
+    file: &ElfBytes<'_, LittleEndian>,
+    file_length: u64,
+) -> Result<ArrayVec<Segment, MAX_SEGMENTS>, ImageError> {
+    if file.ehdr.class != elf::file::Class::ELF64 || file.ehdr.e_machine != elf::abi::EM_X86_64 {
+        return Err(ImageError::NotElf("not an x86_64 ELF64"));
+    }
+    let program_headers = file.segments().ok_or(ImageError::NoLoadableSegment)?;
+    let mut segments = ArrayVec::new();
+    for header in program_headers.iter() {
+        if header.p_type != PT_LOAD || header.p_memsz == 0 {
+            continue;
+        }
+        let file_end = header.p_offset.checked_add(header.p_filesz);
+        let memory_end = header.p_paddr.checked_add(header.p_memsz);
+        if header.p_filesz > header.p_memsz
+            || file_end.is_none_or(|end| end > file_length)
+            || memory_end.is_none()
+        {
+            return Err(ImageError::SegmentOutsideFile);
+        }
+        segments
+            .try_push(Segment {
+                start: header.p_paddr,
+                memory_size: header.p_memsz,
+                file_offset: header.p_offset,
+                file_size: header.p_filesz,
+            })
+            .map_err(|_| ImageError::TooManySegments)?;
+    }
+    Ok(segments)
 }
 
 /// The entry note holds a 4- or 8-byte little-endian physical address

@@ -1,7 +1,7 @@
 //! gzip payloads (RFC 1952): the member header, raw DEFLATE through
 //! miniz_oxide, then the CRC-32 and length trailer, both checked.
 
-use super::output::{Output, STEP};
+use super::output::Output;
 use super::{BzImageError, Compression};
 use miniz_oxide::inflate::stream::{InflateState, inflate};
 use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
@@ -24,41 +24,67 @@ const TRUNCATED: BzImageError = BzImageError::Truncated {
     part: "gzip stream",
 };
 
-/// Decompresses one gzip member that fills `input`.
-pub(super) fn decompress(input: &[u8], output: &mut Output) -> Result<(), BzImageError> {
-    let body = skip_header(input)?;
-    let mut state = InflateState::new_boxed(DataFormat::Raw);
-    let mut position = 0;
-    loop {
-        let rest = body.get(position..).unwrap_or_default();
-        let (written, result) = output.fill_with(STEP, |space| {
-            let result = inflate(&mut state, rest, space, MZFlush::None);
+/// One gzip member that fills `input`, being decoded: the CRC-32 is
+/// summed as output arrives, so the last step checks it without reading
+/// the whole output again.
+pub(super) struct Decoder<'a> {
+    body: &'a [u8],
+    position: usize,
+    state: alloc::boxed::Box<InflateState>,
+    crc: u32,
+}
+
+impl<'a> Decoder<'a> {
+    pub(super) fn new(input: &'a [u8]) -> Result<Self, BzImageError> {
+        Ok(Self {
+            body: skip_header(input)?,
+            position: 0,
+            state: InflateState::new_boxed(DataFormat::Raw),
+            crc: CRC_START,
+        })
+    }
+
+    /// Decodes at most `budget` bytes more; true once the member ended
+    /// and its trailer matched.
+    pub(super) fn step(
+        &mut self,
+        output: &mut Output,
+        budget: usize,
+    ) -> Result<bool, BzImageError> {
+        let rest = self.body.get(self.position..).unwrap_or_default();
+        let before = output.len();
+        let state = &mut self.state;
+        let (written, result) = output.fill_with(budget, |space| {
+            let result = inflate(state, rest, space, MZFlush::None);
             Ok((result.bytes_written, result))
         })?;
-        position += result.bytes_consumed;
+        self.crc = crc32_update(self.crc, output.written().get(before..).unwrap_or_default());
+        self.position += result.bytes_consumed;
         match result.status {
-            Ok(MZStatus::StreamEnd) => break,
-            Ok(_) if written > 0 || result.bytes_consumed > 0 => {}
-            Ok(_) | Err(MZError::Buf) if position >= body.len() => return Err(TRUNCATED),
+            Ok(MZStatus::StreamEnd) => {}
+            Ok(_) if written > 0 || result.bytes_consumed > 0 => return Ok(false),
+            Ok(_) | Err(MZError::Buf) if self.position >= self.body.len() => {
+                return Err(TRUNCATED);
+            }
             Ok(_) | Err(MZError::Buf) => return Err(corrupt("the DEFLATE stream stalls")),
             Err(_) => return Err(corrupt("invalid DEFLATE data")),
         }
+        let trailer = self.body.get(self.position..).unwrap_or_default();
+        let (Some(crc), Some(size)) = (read_u32(trailer, 0), read_u32(trailer, 4)) else {
+            return Err(TRUNCATED);
+        };
+        if trailer.len() > 8 {
+            return Err(corrupt("data after the gzip member"));
+        }
+        if !self.crc != crc {
+            return Err(corrupt("CRC-32 mismatch"));
+        }
+        // The trailer holds the length modulo 2^32.
+        if output.len() as u32 != size {
+            return Err(corrupt("length mismatch"));
+        }
+        Ok(true)
     }
-    let trailer = body.get(position..).unwrap_or_default();
-    let (Some(crc), Some(size)) = (read_u32(trailer, 0), read_u32(trailer, 4)) else {
-        return Err(TRUNCATED);
-    };
-    if trailer.len() > 8 {
-        return Err(corrupt("data after the gzip member"));
-    }
-    if crc32(output.written()) != crc {
-        return Err(corrupt("CRC-32 mismatch"));
-    }
-    // The trailer holds the length modulo 2^32.
-    if output.len() as u32 != size {
-        return Err(corrupt("length mismatch"));
-    }
-    Ok(())
 }
 
 /// The bytes after the member header (RFC 1952 §2.3).
@@ -96,9 +122,18 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), one table
-/// lookup per byte.
+/// The CRC-32 register before any byte.
+const CRC_START: u32 = !0;
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320) of `bytes`.
+#[cfg(test)]
 pub(super) fn crc32(bytes: &[u8]) -> u32 {
+    !crc32_update(CRC_START, bytes)
+}
+
+/// Feeds `bytes` into the CRC-32 register `crc` (not inverted), one table
+/// lookup per byte.
+fn crc32_update(crc: u32, bytes: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
         let mut index = 0;
@@ -118,7 +153,7 @@ pub(super) fn crc32(bytes: &[u8]) -> u32 {
         }
         table
     };
-    !bytes.iter().fold(!0u32, |crc, &byte| {
+    bytes.iter().fold(crc, |crc, &byte| {
         TABLE[usize::from((crc as u8) ^ byte)] ^ (crc >> 8)
     })
 }

@@ -22,25 +22,42 @@ fn corrupt(reason: &'static str) -> BzImageError {
     }
 }
 
-/// Decompresses a legacy LZ4 frame that fills `input`.
-pub(super) fn decompress(input: &[u8], output: &mut Output) -> Result<(), BzImageError> {
-    let mut rest = input;
-    if read_u32(rest) != Some(MAGIC) {
-        return Err(corrupt("no legacy frame magic"));
+/// A legacy LZ4 frame that fills `input`, being decoded a block per step
+/// (a block is independent and decoded whole: up to 8 MiB of output, fast
+/// beside XZ's 1 MiB).
+pub(super) struct Decoder<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Decoder<'a> {
+    pub(super) fn new(input: &'a [u8]) -> Result<Self, BzImageError> {
+        if read_u32(input) != Some(MAGIC) {
+            return Err(corrupt("no legacy frame magic"));
+        }
+        Ok(Self {
+            rest: input.get(4..).unwrap_or_default(),
+        })
     }
-    rest = &rest[4..];
-    while !rest.is_empty() {
-        let length = read_u32(rest).ok_or(TRUNCATED)?;
-        rest = &rest[4..];
-        if length == MAGIC {
-            continue;
-        }
-        let length = usize::try_from(length).unwrap_or(usize::MAX);
-        if length == 0 || length > MAX_COMPRESSED_BLOCK {
-            return Err(corrupt("block length out of range"));
-        }
-        let block = rest.get(..length).ok_or(TRUNCATED)?;
-        rest = &rest[length..];
+
+    /// Decodes the next block; true once the input is used up.
+    pub(super) fn step(&mut self, output: &mut Output) -> Result<bool, BzImageError> {
+        let block = loop {
+            if self.rest.is_empty() {
+                return Ok(true);
+            }
+            let length = read_u32(self.rest).ok_or(TRUNCATED)?;
+            self.rest = self.rest.get(4..).unwrap_or_default();
+            if length == MAGIC {
+                continue;
+            }
+            let length = usize::try_from(length).unwrap_or(usize::MAX);
+            if length == 0 || length > MAX_COMPRESSED_BLOCK {
+                return Err(corrupt("block length out of range"));
+            }
+            let block = self.rest.get(..length).ok_or(TRUNCATED)?;
+            self.rest = self.rest.get(length..).unwrap_or_default();
+            break block;
+        };
         // A block is decoded whole, into space for 8 MiB (clipped to
         // what the output still accepts).
         output.fill_with(BLOCK_SIZE, |space| {
@@ -53,8 +70,8 @@ pub(super) fn decompress(input: &[u8], output: &mut Output) -> Result<(), BzImag
                 })?;
             Ok((written, ()))
         })?;
+        Ok(self.rest.is_empty())
     }
-    Ok(())
 }
 
 fn read_u32(bytes: &[u8]) -> Option<u32> {

@@ -1,14 +1,11 @@
 //! The decompressed kernel as it is written: a buffer allocated once for
 //! the size the payload declares (plus the one byte that shows a stream
 //! runs past it), whose allocation fails with an error instead of
-//! aborting, and which never grows.
+//! aborting, and which never grows. A prefix output (the first bytes
+//! only, for reading the ELF headers) stops at its limit instead.
 
 use super::BzImageError;
 use alloc::vec::Vec;
-
-/// What streaming decoders ask for at once: large enough that calls are
-/// few, small enough that zeroing the space ahead of them stays cheap.
-pub(super) const STEP: usize = 4 * 1024 * 1024;
 
 /// Where a decoder's output goes.
 pub(super) struct Output {
@@ -16,6 +13,8 @@ pub(super) struct Output {
     limit: usize,
     /// The error a stream longer than `limit` gets.
     overrun: BzImageError,
+    /// A prefix: output past `limit` is dropped, not an error.
+    prefix: bool,
 }
 
 impl Output {
@@ -29,7 +28,20 @@ impl Output {
             bytes,
             limit,
             overrun,
+            prefix: false,
         })
+    }
+
+    /// An output that keeps the first `limit` bytes and drops the rest.
+    pub(super) fn prefix(limit: usize, overrun: BzImageError) -> Result<Self, BzImageError> {
+        let mut output = Self::new(limit, overrun)?;
+        output.prefix = true;
+        Ok(output)
+    }
+
+    /// Whether this is a prefix output that is full.
+    pub(super) fn prefix_full(&self) -> bool {
+        self.prefix && self.bytes.len() >= self.limit
     }
 
     /// Bytes written so far.
@@ -53,11 +65,21 @@ impl Output {
     ) -> Result<(usize, R), BzImageError> {
         let start = self.bytes.len();
         let room = self.limit.saturating_add(1).saturating_sub(start);
-        let size = want.max(1).min(room);
+        // A prefix lends all that was asked for (an LZ4 block decodes
+        // only whole) and keeps what fits.
+        let size = if self.prefix {
+            self.bytes
+                .try_reserve(want.max(1))
+                .map_err(|_| BzImageError::OutOfMemory)?;
+            want.max(1)
+        } else {
+            want.max(1).min(room)
+        };
         if size == 0 {
             return Err(self.overrun);
         }
-        // Within the capacity reserved in `new`: no reallocation.
+        // Within the capacity reserved in `new` (or just above, for a
+        // prefix): no reallocation.
         self.bytes.resize(start + size, 0);
         let result = match self.bytes.get_mut(start..) {
             Some(space) => decode(space),
@@ -72,7 +94,10 @@ impl Output {
         };
         self.bytes.truncate(start + written.min(size));
         if self.bytes.len() > self.limit {
-            return Err(self.overrun);
+            if !self.prefix {
+                return Err(self.overrun);
+            }
+            self.bytes.truncate(self.limit);
         }
         Ok((written.min(size), value))
     }

@@ -575,3 +575,147 @@ fn write_fuzz_seeds() {
         std::fs::write(directory.join(compression.name()), image).expect("seed written");
     }
 }
+
+/// Runs `image`'s payload through [`Decompression::step`] to the end,
+/// checking each step's output stays within its bound; returns the bytes
+/// and the number of steps.
+fn decompress_in_steps(image: &[u8], limit: usize) -> Result<(Vec<u8>, usize), BzImageError> {
+    let found = payload(image)?;
+    let bound = match found.compression {
+        Compression::Lz4 => 8 * MIB,
+        _ => STEP_OUTPUT,
+    };
+    let mut decompression = found.start(limit)?;
+    let mut steps = 0;
+    loop {
+        let before = decompression.written();
+        let progress = decompression.step()?;
+        steps += 1;
+        let made = decompression.written() - before;
+        assert!(
+            made <= bound,
+            "{:?}: one step made {made} bytes",
+            found.compression
+        );
+        if progress == Progress::Done {
+            break;
+        }
+    }
+    // Done stays done.
+    assert_eq!(decompression.step(), Ok(Progress::Done));
+    decompression.finish().map(|bytes| (bytes, steps))
+}
+
+#[test]
+fn stepped_decompression_gives_the_one_shot_bytes_a_bounded_step_at_a_time() {
+    // Past 8 MiB so LZ4 has two blocks and the others many steps.
+    let data = vmlinux_like(9 * MIB, 13);
+    for compression in ALL {
+        let image = kernel_image(compression, &data);
+        let one_shot = vmlinux(&image, 16 * MIB).expect("decompresses");
+        let (stepped, steps) = decompress_in_steps(&image, 16 * MIB).expect("decompresses");
+        assert!(
+            stepped[..] == one_shot[..],
+            "{compression:?}: stepped bytes differ"
+        );
+        assert!(
+            stepped[..] == data[..],
+            "{compression:?}: bytes differ from the input"
+        );
+        let fewest = match compression {
+            Compression::Lz4 => 2,
+            _ => data.len() / STEP_OUTPUT,
+        };
+        assert!(steps >= fewest, "{compression:?}: {steps} steps");
+    }
+}
+
+#[test]
+fn a_corrupt_stream_fails_a_step_and_every_later_one() {
+    let data = vmlinux_like(3 * MIB, 14);
+    for compression in ALL {
+        let mut image = kernel_image(compression, &data);
+        let payload_start = (usize::from(SETUP_SECTORS) + 1) * 512 + 16;
+        // Damage the middle of the stream: some steps succeed first.
+        let compressed_length = payload(&image).unwrap().compressed.len();
+        let middle = payload_start + compressed_length / 2;
+        for byte in &mut image[middle..middle + 64] {
+            *byte ^= 0x5a;
+        }
+        let found = payload(&image).unwrap();
+        let mut decompression = found.start(16 * MIB).unwrap();
+        let error = loop {
+            match decompression.step() {
+                Ok(Progress::More) => {}
+                Ok(Progress::Done) => panic!("{compression:?}: a damaged stream decoded"),
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(decompression.step(), Err(error), "{compression:?}");
+        assert_eq!(decompression.finish(), Err(error), "{compression:?}");
+    }
+}
+
+#[test]
+fn a_prefix_reads_the_elf_headers_without_the_rest() {
+    let data = vmlinux_like(3 * MIB, 15);
+    let whole = crate::image::parse(&data).expect("a PVH ELF");
+    for compression in ALL {
+        let image = kernel_image(compression, &data);
+        let found = payload(&image).unwrap();
+        let prefix = found.decompress_prefix(64 * 1024).expect("a prefix");
+        assert_eq!(prefix.len(), 64 * 1024, "{compression:?}");
+        assert!(prefix[..] == data[..64 * 1024], "{compression:?}");
+        let extent = crate::image::extent(&prefix, u64::from(found.uncompressed_size));
+        assert_eq!(extent, Ok((whole.start, whole.end)), "{compression:?}");
+        // A prefix longer than the kernel is the kernel.
+        let all = found.decompress_prefix(16 * MIB).expect("the whole");
+        assert!(all[..] == data[..], "{compression:?}");
+    }
+    // Segments beyond the declared length are refused from the prefix too.
+    assert_eq!(
+        crate::image::extent(&data[..4096], 100),
+        Err(crate::image::ImageError::SegmentOutsideFile)
+    );
+    assert!(crate::image::extent(b"not an elf", 100).is_err());
+}
+
+/// Debian's kernel in steps: the same bytes as one-shot, each step's time
+/// printed (the slowest bounds how long Dom0 stalls per step), and its
+/// memory extent known from a 64 KiB prefix.
+#[test]
+fn real_debian_kernel_decompresses_in_bounded_steps() {
+    let Ok(image) = std::fs::read(guest_kernel()) else {
+        println!("SKIPPED: no Debian kernel (run scripts/fetch-guest)");
+        return;
+    };
+    let found = payload(&image).expect("a bzImage");
+    let mut decompression = found.start(SUGGESTED_LIMIT).unwrap();
+    let mut slowest = std::time::Duration::ZERO;
+    let mut steps = 0;
+    let started = Instant::now();
+    loop {
+        let before = decompression.written();
+        let step_started = Instant::now();
+        let progress = decompression.step().expect("decodes");
+        slowest = slowest.max(step_started.elapsed());
+        assert!(decompression.written() - before <= STEP_OUTPUT);
+        steps += 1;
+        if progress == Progress::Done {
+            break;
+        }
+    }
+    let total = started.elapsed();
+    let stepped = decompression.finish().expect("the whole kernel");
+    let parsed = crate::image::parse(&stepped).expect("a PVH ELF");
+    let prefix = found.decompress_prefix(64 * 1024).unwrap();
+    assert_eq!(
+        crate::image::extent(&prefix, u64::from(found.uncompressed_size)),
+        Ok((parsed.start, parsed.end))
+    );
+    println!(
+        "RAN: {} bytes in {steps} steps, {total:.2?} in all, slowest step {slowest:.2?}",
+        stepped.len()
+    );
+    assert!(steps >= stepped.len() / STEP_OUTPUT);
+}

@@ -1,8 +1,9 @@
 //! XZ payloads through lzma-rust2's sans-I/O `XzStream`, which handles the
 //! x86 BCJ filter Linux's `scripts/xz_wrap.sh` adds (`xz --check=crc32
-//! --x86 --lzma2=dict=32MiB`) and checks the stream's CRC-32.
+//! --x86 --lzma2=dict=32MiB`) and checks the stream's CRC-32. The stream
+//! keeps its state between calls, so each step decodes one output budget.
 
-use super::output::{Output, STEP};
+use super::output::Output;
 use super::{BzImageError, Compression};
 use lzma_rust2::{Action, Error, Status, XzStream};
 
@@ -22,13 +23,31 @@ fn corrupt(reason: &'static str) -> BzImageError {
     }
 }
 
-/// Decompresses one XZ stream that fills `input`.
-pub(super) fn decompress(input: &[u8], output: &mut Output) -> Result<(), BzImageError> {
-    let mut stream = XzStream::new_mem_limit(false, MEMORY_LIMIT_KIB);
-    let mut position = 0;
-    loop {
-        let rest = input.get(position..).unwrap_or_default();
-        let (written, (consumed, status)) = output.fill_with(STEP, |space| {
+/// One XZ stream that fills `input`, being decoded.
+pub(super) struct Decoder<'a> {
+    input: &'a [u8],
+    position: usize,
+    stream: XzStream,
+}
+
+impl<'a> Decoder<'a> {
+    pub(super) fn new(input: &'a [u8]) -> Self {
+        Self {
+            input,
+            position: 0,
+            stream: XzStream::new_mem_limit(false, MEMORY_LIMIT_KIB),
+        }
+    }
+
+    /// Decodes at most `budget` bytes more; true once the stream ended.
+    pub(super) fn step(
+        &mut self,
+        output: &mut Output,
+        budget: usize,
+    ) -> Result<bool, BzImageError> {
+        let rest = self.input.get(self.position..).unwrap_or_default();
+        let stream = &mut self.stream;
+        let (written, (consumed, status)) = output.fill_with(budget, |space| {
             let result = stream
                 .process(rest, space, Action::Finish)
                 .map_err(|error| {
@@ -48,18 +67,18 @@ pub(super) fn decompress(input: &[u8], output: &mut Output) -> Result<(), BzImag
                 (result.bytes_consumed, result.status),
             ))
         })?;
-        position = position.saturating_add(consumed);
+        self.position = self.position.saturating_add(consumed);
         if status == Status::StreamEnd {
-            break;
+            if self.position < self.input.len() {
+                return Err(corrupt("data after the xz stream"));
+            }
+            return Ok(true);
         }
         if written == 0 && consumed == 0 {
             return Err(TRUNCATED);
         }
+        Ok(false)
     }
-    if position < input.len() {
-        return Err(corrupt("data after the xz stream"));
-    }
-    Ok(())
 }
 
 fn decoder_error(error: Error) -> BzImageError {
