@@ -864,6 +864,9 @@ impl<S: Storage> Qcow2<S> {
     }
 }
 
+/// Clusters a discard releases per commit (two flushes each).
+const DISCARD_BATCH: usize = 4096;
+
 impl<S: Storage> DiskImage for Qcow2<S> {
     fn virtual_size(&self) -> u64 {
         self.header.size
@@ -985,11 +988,20 @@ impl<S: Storage> DiskImage for Qcow2<S> {
         let first = offset.0.div_ceil(self.cluster_size);
         let end = (offset.0 + length) / self.cluster_size;
         let mut pending = Vec::new();
-        for cluster in first..end {
+        let mut cluster = first;
+        while cluster < end {
             let guest = cluster * self.cluster_size;
             let Some((l2_offset, true)) = self.l2_table(guest)? else {
+                // Nothing of this image under the whole table: skip it (a
+                // discard of a large, mostly empty disk stays quick).
+                cluster = (cluster / self.l2_entries + 1) * self.l2_entries;
                 continue;
             };
+            cluster += 1;
+            if pending.len() >= DISCARD_BATCH {
+                // Bounded memory however large the range.
+                self.commit(core::mem::take(&mut pending))?;
+            }
             let index = self.l2_index(guest);
             let raw = self.l2_raw(l2_offset, index)?;
             let entry = L2Entry::decode(raw, self.header.cluster_bits)?;

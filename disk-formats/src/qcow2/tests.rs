@@ -488,6 +488,29 @@ fn discard_frees_clusters_for_reuse() {
 }
 
 #[test]
+fn large_discards_commit_in_batches_and_skip_empty_tables() {
+    // 512-byte clusters: 64 entries per L2 table, so 3 MiB of data is
+    // 6144 clusters (more than one batch) under 96 tables.
+    let cluster = 512u64;
+    let size = 8u64 << 20;
+    let mut image = open(created(size, 9, 4));
+    let data = vec![9u8; 3 << 20];
+    image.write(DiskOffset(1 << 20), &data).unwrap();
+    image.write(DiskOffset(6 << 20), &[4u8; 512]).unwrap();
+    let full = image.storage.len();
+    // The whole disk but its last cluster: leading tables are unallocated.
+    image.discard(DiskOffset(0), size - cluster).unwrap();
+    let mut read = vec![1u8; size as usize];
+    image.read(DiskOffset(0), &mut read).unwrap();
+    assert!(read.iter().all(|byte| *byte == 0));
+    assert_clean(image.storage.bytes());
+    // Writing the same amount again reuses the freed clusters.
+    image.write(DiskOffset(1 << 20), &data).unwrap();
+    assert_eq!(image.storage.len(), full, "freed clusters are reused");
+    assert_clean(image.into_storage().bytes());
+}
+
+#[test]
 fn read_only_images_refuse_writes() {
     let mut image = Qcow2::open(
         created(MIB, 16, 4),
