@@ -86,9 +86,10 @@ pub trait DiskImage {
         Ok(None)
     }
 
-    /// Whether [`DiskImage::discard`] may release space.
-    fn supports_discard(&self) -> bool {
-        false
+    /// The unit in which [`DiskImage::discard`] releases space (whole,
+    /// aligned units only), or `None` when it never does.
+    fn discard_granularity(&self) -> Option<u64> {
+        None
     }
 
     /// Says the guest no longer needs `length` bytes at `offset`; what they
@@ -133,8 +134,8 @@ impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
     fn flush(&mut self) -> Result<(), ImageError> {
         (**self).flush()
     }
-    fn supports_discard(&self) -> bool {
-        (**self).supports_discard()
+    fn discard_granularity(&self) -> Option<u64> {
+        (**self).discard_granularity()
     }
     fn discard(&mut self, offset: DiskOffset, length: u64) -> Result<(), ImageError> {
         (**self).discard(offset, length)

@@ -22,8 +22,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use blkback::{
-    Action, Blkback, Completion, Config, DeviceError, DeviceOperation, DeviceTag, DiskInfo, Events,
-    Input, Time, XenbusState,
+    Action, Blkback, Completion, Config, DeviceError, DeviceOperation, DeviceTag, DiscardInfo,
+    DiskInfo, Events, Input, Time, XenbusState,
 };
 use config::{Disk, DiskAccess, DiskFormat};
 use disk_formats::{DiskImage, ImageFormat};
@@ -86,11 +86,13 @@ pub fn check_disk(disk: &Disk) -> Result<(), String> {
 #[derive(Debug, Default)]
 pub struct QueuedDevice {
     submissions: Vec<(DeviceTag, DeviceOperation)>,
+    /// Discard was offered (a writable qcow2 volume).
+    discard: bool,
 }
 
 impl blkback::BlockDevice for QueuedDevice {
     fn submit(&mut self, tag: DeviceTag, operation: DeviceOperation) -> Result<(), DeviceError> {
-        if matches!(operation, DeviceOperation::Discard { .. }) {
+        if matches!(operation, DeviceOperation::Discard { .. }) && !self.discard {
             // Not offered to the front end.
             return Err(DeviceError);
         }
@@ -198,6 +200,10 @@ pub struct BlockService {
     /// Disk request tag → its volume request and where its bytes go in
     /// the parent's buffer.
     pieces: BTreeMap<u64, (u64, usize)>,
+    /// Discards waiting for a detached disk's pieces still on the device
+    /// (they may write to clusters the discard would free): guest disk
+    /// serial, blkback's tag, the operation.
+    deferred: Vec<(u64, DeviceTag, DeviceOperation)>,
 }
 
 /// Dom0's monotonic time from the TSC.
@@ -306,6 +312,17 @@ impl BlockService {
             };
             let read_only = entry.access == DiskAccess::ReadOnly;
             let (image, volume) = volumes::open_image(store, &entry.target, format, read_only)?;
+            // Writable qcow2 volumes free whole clusters; a raw volume's
+            // extents stay allocated (the store does not punch holes).
+            let discard = image
+                .discard_granularity()
+                .and_then(|granularity| u32::try_from(granularity).ok())
+                .filter(|_| !read_only)
+                .map(|granularity| DiscardInfo {
+                    granularity,
+                    alignment: 0,
+                    secure: false,
+                });
             let info = DiskInfo {
                 sectors: image.virtual_size() / 512,
                 sector_size: 512,
@@ -313,7 +330,7 @@ impl BlockService {
                 read_only,
                 removable: false,
                 flush: true,
-                discard: None,
+                discard,
             };
             info!(
                 "dom0: domain {}: {} is volume {} ({}, {} MiB)",
@@ -343,13 +360,12 @@ impl BlockService {
             nodes.backend_path(),
             disk_info,
         );
-        let backend = Blkback::new(
-            config,
-            CopyGrants,
-            BackendEvents::default(),
-            QueuedDevice::default(),
-        )
-        .map_err(|error| format!("the back end refused its configuration: {error}"))?;
+        let device = QueuedDevice {
+            submissions: Vec::new(),
+            discard: config.disk.offered_discard().is_some(),
+        };
+        let backend = Blkback::new(config, CopyGrants, BackendEvents::default(), device)
+            .map_err(|error| format!("the back end refused its configuration: {error}"))?;
         let serial = self.next_serial;
         self.next_serial += 1;
         let watch_path = format!("{}/state", nodes.frontend_path());
@@ -430,18 +446,20 @@ impl BlockService {
             });
             // Pieces the disk already has complete into nothing.
             self.parents.retain(|_, parent| parent.serial != serial);
+            self.deferred.retain(|(owner, _, _)| *owner != serial);
             let statistics = disk.backend.statistics();
             let most = with_disk(&mut self.disk, self.store.as_ref(), |device| {
                 device.in_flight().1
             })
             .unwrap_or(0);
             info!(
-                "dom0: domain {}: {} detached ({} reads, {} writes, {} flushes, {} errors; at most {most} disk requests were in flight)",
+                "dom0: domain {}: {} detached ({} reads, {} writes, {} flushes, {} discards, {} errors; at most {most} disk requests were in flight)",
                 domain.0,
                 disk.vdev,
                 statistics.reads,
                 statistics.writes,
                 statistics.flushes,
+                statistics.discards,
                 statistics.errors + statistics.device_errors
             );
             // Dropping the back end closes its ports.
@@ -501,6 +519,16 @@ impl BlockService {
             };
             let input = Input::Completed(Completion { tag, result });
             self.process(serial, input, now, &mut access);
+        }
+
+        if !self.deferred.is_empty() && !self.has_orphan_pieces() {
+            busy = true;
+            for (serial, tag, operation) in core::mem::take(&mut self.deferred) {
+                if let Some(result) = self.queue_on_volume(serial, tag, operation) {
+                    let input = Input::Completed(Completion { tag, result });
+                    self.process(serial, input, now, &mut access);
+                }
+            }
         }
 
         for event in access.store.take_watch_events(connection) {
@@ -707,6 +735,19 @@ impl BlockService {
             }
             DeviceOperation::Discard { .. } => None,
         };
+        if matches!(operation, DeviceOperation::Discard { .. }) && self.has_orphan_pieces() {
+            // blkback sends a discard only when this disk has nothing in
+            // flight; a detached disk's writes may still be on the device.
+            self.deferred.push((serial, tag, operation));
+            return None;
+        }
+        let Some((image, _)) = self
+            .disks
+            .get_mut(&serial)
+            .and_then(|disk| disk.image.as_mut())
+        else {
+            return Some(Err(DeviceError));
+        };
         let Some(plan) = plan else {
             return Some(run_on_image(image.as_mut(), operation));
         };
@@ -748,6 +789,14 @@ impl BlockService {
             },
         );
         None
+    }
+
+    /// Whether a detached disk's pieces are still on the device (their
+    /// volume request is gone).
+    fn has_orphan_pieces(&self) -> bool {
+        self.pieces
+            .values()
+            .any(|(parent, _)| !self.parents.contains_key(parent))
     }
 
     /// Fails a disk request that will not reach the disk: its volume
@@ -880,8 +929,16 @@ fn run_on_image(
             .write_sectors(disk_formats::Sector(sector.0), &data)
             .map(|()| Vec::new()),
         DeviceOperation::Flush => image.flush().map(|()| Vec::new()),
-        // Not offered to the front end.
-        DeviceOperation::Discard { .. } => return Err(DeviceError),
+        // Only whole clusters are released; the rest of the range keeps
+        // its data, as QEMU does (blkback checked the range).
+        DeviceOperation::Discard {
+            sector, sectors, ..
+        } => match disk_formats::Sector(sector.0).byte_offset() {
+            Some(offset) => image
+                .discard(offset, sectors.saturating_mul(512))
+                .map(|()| Vec::new()),
+            None => return Err(DeviceError),
+        },
     };
     result.map_err(|error| {
         warn!("dom0: volume request failed: {error}");

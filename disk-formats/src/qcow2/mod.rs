@@ -968,8 +968,12 @@ impl<S: Storage> DiskImage for Qcow2<S> {
         Ok(self.storage.flush()?)
     }
 
-    fn supports_discard(&self) -> bool {
-        !self.read_only
+    fn discard_granularity(&self) -> Option<u64> {
+        // A version 2 image over a backing image cannot drop a cluster
+        // without showing the backing image's (see `discard`).
+        let shows_backing = self.header.version == Version::V2 && self.backing.is_some();
+        let releases = !self.read_only && !shows_backing;
+        releases.then_some(self.cluster_size)
     }
 
     fn discard(&mut self, offset: DiskOffset, length: u64) -> Result<(), ImageError> {
@@ -1007,7 +1011,9 @@ impl<S: Storage> DiskImage for Qcow2<S> {
             let entry = L2Entry::decode(raw, self.header.cluster_bits)?;
             let releasable = match entry {
                 L2Entry::Data { copied, .. } | L2Entry::Zero { copied, .. } => copied,
-                L2Entry::Compressed { .. } | L2Entry::Unallocated => true,
+                L2Entry::Compressed { .. } => true,
+                // Reads zeros already: nothing to write (QEMU skips it too).
+                L2Entry::Unallocated => self.backing.is_some(),
             };
             if releasable && raw != replacement {
                 pending.push(PendingReference {

@@ -464,6 +464,7 @@ fn a_preallocated_zero_cluster_is_written_in_place() {
 fn discard_frees_clusters_for_reuse() {
     let cluster = 1u64 << 16;
     let mut image = open(created(8 * cluster, 16, 4));
+    assert_eq!(image.discard_granularity(), Some(cluster));
     image
         .write(DiskOffset(0), &vec![5u8; 8 * cluster as usize])
         .unwrap();
@@ -526,7 +527,7 @@ fn read_only_images_refuse_writes() {
         image.discard(DiskOffset(0), 4096),
         Err(ImageError::ReadOnly)
     );
-    assert!(!image.supports_discard());
+    assert_eq!(image.discard_granularity(), None);
 }
 
 #[test]
