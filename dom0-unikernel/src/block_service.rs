@@ -314,10 +314,11 @@ impl BlockService {
             let (image, volume) = volumes::open_image(store, &entry.target, format, read_only)?;
             // Writable qcow2 volumes free whole clusters; a raw volume's
             // extents stay allocated (the store does not punch holes).
+            // `no-discard` in the entry turns it off, as in xl.
             let discard = image
                 .discard_granularity()
                 .and_then(|granularity| u32::try_from(granularity).ok())
-                .filter(|_| !read_only)
+                .filter(|_| !read_only && entry.discard != Some(false))
                 .map(|granularity| DiscardInfo {
                     granularity,
                     alignment: 0,
