@@ -252,6 +252,12 @@ PLATFORM_SEEDS = {
     + port_access(0xCF8, 4, True, 0x80001014) + port_access(0xCFC, 4, True, 0xFFFFFFFF)
     + port_access(0xCFC, 4, False) + port_access(0xCFC, 4, True, 0xF0000000)
     + port_access(0xCF8, 4, True, 0x8000100A) + port_access(0xCFE, 2, False),
+    # A bootloader's A20 enable through the keyboard controller, then
+    # Linux's reboot=kbd: poll for input buffer empty, pulse reset.
+    "keyboard-reset": port_access(0x64, 1, False) + port_access(0x64, 1, True, 0xD1)
+    + port_access(0x60, 1, True, 0xDF) + port_access(0x64, 1, True, 0xAA)
+    + port_access(0x64, 1, False) + port_access(0x60, 1, False)
+    + port_access(0x64, 1, False) + port_access(0x64, 1, True, 0xFE),
 }
 folder = HERE / "corpus" / "hvm_platform"
 folder.mkdir(parents=True, exist_ok=True)

@@ -2,14 +2,20 @@
 //! machine feeds the guest's port accesses: PCI configuration mechanism 1
 //! (ports 0xCF8/0xCFC) with a host bridge at 00:00.0 and the Xen platform
 //! device at 00:02.0, and the Xen platform I/O ports at 0x10 (the magic
-//! Linux's `xen_unplug_emulated_devices` checks). Everything else on an
-//! HVM guest's port bus reads as nothing there (all ones).
+//! Linux's `xen_unplug_emulated_devices` checks), and the keyboard
+//! controller's status and reset line at 0x60/0x64 ([`keyboard_controller`]).
+//! Everything else on an HVM guest's port bus reads as nothing there (all
+//! ones).
 //!
 //! Why these: Linux HVM guests load their PV frontends only when the
 //! platform ports answer (`xen_has_pv_devices`), and set up grant tables
 //! only from the platform PCI device's driver (`platform_pci_probe`: it
 //! maps the grant frames in the device's memory BAR). There is no INTx
 //! pin: guests use the callback vector (HVM_PARAM_CALLBACK_IRQ).
+
+pub mod keyboard_controller;
+
+use keyboard_controller::{KeyboardController, Written};
 
 /// The PCI configuration address register.
 pub const CONFIG_ADDRESS: u16 = 0xcf8;
@@ -55,6 +61,25 @@ pub struct HvmPlatform {
     bars: [u32; 2],
     /// What the guest asked to unplug (Xen's UNPLUG_* bits), if it did.
     unplugged: Option<u16>,
+    keyboard: KeyboardController,
+}
+
+/// What an OUT to the platform did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortWrite {
+    /// No device is there: the caller ignores it.
+    Unclaimed,
+    /// A device took it.
+    Taken,
+    /// The guest pulled the keyboard controller's reset line: the caller
+    /// restarts the domain, as for the reset register at 0xCF9.
+    Reset,
+}
+
+impl From<bool> for PortWrite {
+    fn from(taken: bool) -> Self {
+        if taken { Self::Taken } else { Self::Unclaimed }
+    }
 }
 
 impl Default for HvmPlatform {
@@ -75,6 +100,7 @@ impl HvmPlatform {
                 PLATFORM_MMIO_BASE | BAR_MEMORY_PREFETCHABLE,
             ],
             unplugged: None,
+            keyboard: KeyboardController::new(),
         }
     }
 
@@ -91,6 +117,8 @@ impl HvmPlatform {
             // PLATFLAGS: no flags.
             (XEN_IOPORT_BASE, 1) => Some(0),
             (port, 1) if port == XEN_IOPORT_BASE + 2 => Some(u32::from(XEN_IOPORT_PROTOCOL)),
+            (keyboard_controller::COMMAND_PORT, 1) => Some(u32::from(self.keyboard.status())),
+            (keyboard_controller::DATA_PORT, 1) => Some(u32::from(self.keyboard.read_data())),
             (CONFIG_ADDRESS, 4) => Some(self.config_address),
             (CONFIG_DATA..=0xcff, 1 | 2 | 4) => {
                 let offset = port - CONFIG_DATA;
@@ -105,9 +133,22 @@ impl HvmPlatform {
         }
     }
 
-    /// An OUT of `value` (`size` bytes) to `port`; true if a device here
-    /// took it (the caller ignores the others).
-    pub fn write(&mut self, port: u16, size: u8, value: u32) -> bool {
+    /// An OUT of `value` (`size` bytes) to `port`.
+    pub fn write(&mut self, port: u16, size: u8, value: u32) -> PortWrite {
+        let keyboard = match (port, size) {
+            (keyboard_controller::COMMAND_PORT, 1) => self.keyboard.write_command(value as u8),
+            (keyboard_controller::DATA_PORT, 1) => self.keyboard.write_data(value as u8),
+            _ => return self.write_other(port, size, value).into(),
+        };
+        match keyboard {
+            Written::Taken => PortWrite::Taken,
+            Written::Reset => PortWrite::Reset,
+        }
+    }
+
+    /// [`Self::write`] to the Xen and PCI ports; true if a device here
+    /// took it.
+    fn write_other(&mut self, port: u16, size: u8, value: u32) -> bool {
         match (port, size) {
             (XEN_IOPORT_BASE, 2) => {
                 self.unplugged = Some(value as u16);
@@ -224,7 +265,7 @@ mod tests {
     /// Linux's `pci_conf1_read`: address, then the data port.
     fn config_read(platform: &mut HvmPlatform, device: u8, register: u8, size: u8) -> u32 {
         let address = (1 << 31) | (u32::from(device) << 11) | u32::from(register & 0xfc);
-        assert!(platform.write(CONFIG_ADDRESS, 4, address));
+        assert_eq!(platform.write(CONFIG_ADDRESS, 4, address), PortWrite::Taken);
         platform
             .read(CONFIG_DATA + u16::from(register & 3), size)
             .unwrap_or(u32::MAX)
@@ -232,8 +273,9 @@ mod tests {
 
     fn config_write(platform: &mut HvmPlatform, device: u8, register: u8, size: u8, value: u32) {
         let address = (1 << 31) | (u32::from(device) << 11) | u32::from(register & 0xfc);
-        assert!(platform.write(CONFIG_ADDRESS, 4, address));
-        assert!(platform.write(CONFIG_DATA + u16::from(register & 3), size, value));
+        assert_eq!(platform.write(CONFIG_ADDRESS, 4, address), PortWrite::Taken);
+        let data = CONFIG_DATA + u16::from(register & 3);
+        assert_eq!(platform.write(data, size, value), PortWrite::Taken);
     }
 
     #[test]
@@ -241,11 +283,11 @@ mod tests {
         let mut platform = HvmPlatform::new();
         assert_eq!(platform.read(0x10, 2), Some(0x49d2));
         assert_eq!(platform.read(0x12, 1), Some(1));
-        assert!(platform.write(0x12, 2, 0xffff)); // product number
-        assert!(platform.write(0x10, 4, 0x0006_0100)); // driver version
+        assert_eq!(platform.write(0x12, 2, 0xffff), PortWrite::Taken); // product number
+        assert_eq!(platform.write(0x10, 4, 0x0006_0100), PortWrite::Taken); // driver version
         assert_eq!(platform.read(0x10, 2), Some(0x49d2), "not blacklisted");
         assert_eq!(platform.unplugged(), None);
-        assert!(platform.write(0x10, 2, 0b11)); // unplug IDE disks and NICs
+        assert_eq!(platform.write(0x10, 2, 0b11), PortWrite::Taken); // unplug IDE disks and NICs
         assert_eq!(platform.unplugged(), Some(0b11));
         assert_eq!(platform.read(0x11, 1), None, "nothing else there");
     }
@@ -254,7 +296,10 @@ mod tests {
     fn type_1_configuration_passes_linux_sanity_check() {
         let mut platform = HvmPlatform::new();
         // pci_check_type1: 0x80000000 reads back from 0xCF8.
-        assert!(platform.write(CONFIG_ADDRESS, 4, 0x8000_0000));
+        assert_eq!(
+            platform.write(CONFIG_ADDRESS, 4, 0x8000_0000),
+            PortWrite::Taken
+        );
         assert_eq!(platform.read(CONFIG_ADDRESS, 4), Some(0x8000_0000));
         // A host bridge at 00:00.0 (class 0x0600 at 0x0a).
         assert_eq!(config_read(&mut platform, 0, 0x0a, 2), 0x0600);
@@ -265,14 +310,26 @@ mod tests {
         assert_eq!(config_read(&mut platform, 2, 0x3d, 1), 0, "no INTx pin");
         // Nothing elsewhere: other slots, functions, buses, or disabled.
         assert_eq!(config_read(&mut platform, 1, 0x00, 4), u32::MAX);
-        assert!(platform.write(CONFIG_ADDRESS, 4, 0x8000_0200)); // 00:00.2
+        assert_eq!(
+            platform.write(CONFIG_ADDRESS, 4, 0x8000_0200),
+            PortWrite::Taken
+        ); // 00:00.2
         assert_eq!(platform.read(CONFIG_DATA, 4), None);
-        assert!(platform.write(CONFIG_ADDRESS, 4, 0x8001_0000)); // bus 1
+        assert_eq!(
+            platform.write(CONFIG_ADDRESS, 4, 0x8001_0000),
+            PortWrite::Taken
+        ); // bus 1
         assert_eq!(platform.read(CONFIG_DATA, 4), None);
-        assert!(platform.write(CONFIG_ADDRESS, 4, 0x0000_0000));
+        assert_eq!(
+            platform.write(CONFIG_ADDRESS, 4, 0x0000_0000),
+            PortWrite::Taken
+        );
         assert_eq!(platform.read(CONFIG_DATA, 4), None);
         // A misaligned wide access is not a configuration access.
-        assert!(platform.write(CONFIG_ADDRESS, 4, 0x8000_0000));
+        assert_eq!(
+            platform.write(CONFIG_ADDRESS, 4, 0x8000_0000),
+            PortWrite::Taken
+        );
         assert_eq!(platform.read(CONFIG_DATA + 3, 2), None);
     }
 
@@ -293,5 +350,27 @@ mod tests {
         assert_eq!(config_read(&mut platform, 2, 0x04, 2), 0b111);
         config_write(&mut platform, 2, 0x00, 4, 0);
         assert_eq!(config_read(&mut platform, 2, 0x00, 2), 0x5853);
+    }
+
+    #[test]
+    fn linux_reboot_kbd_finds_the_input_buffer_empty_and_resets_the_domain() {
+        // native_machine_emergency_restart's BOOT_KBD: kb_wait() polls
+        // status bit 1 up to 0x10000 times, then writes 0xFE to 0x64.
+        let mut platform = HvmPlatform::new();
+        let polls = (0..0x10000).position(|_| {
+            platform
+                .read(0x64, 1)
+                .is_some_and(|status| status & 0b10 == 0)
+        });
+        assert_eq!(polls, Some(0), "the first poll sees the input buffer empty");
+        assert_eq!(platform.write(0x64, 1, 0xfe), PortWrite::Reset);
+        // The same through the output port (0xD1, then bit 0 clear).
+        assert_eq!(platform.write(0x64, 1, 0xd1), PortWrite::Taken);
+        assert_eq!(platform.write(0x60, 1, 0x00), PortWrite::Reset);
+        // Only byte accesses reach the controller; other ports stay empty.
+        assert_eq!(platform.write(0x64, 2, 0xfe), PortWrite::Unclaimed);
+        assert_eq!(platform.read(0x64, 2), None);
+        assert_eq!(platform.write(0x61, 1, 0xfe), PortWrite::Unclaimed);
+        assert_eq!(platform.read(0x61, 1), None);
     }
 }

@@ -58,10 +58,23 @@ fn boot_hvm_guest(
     extra_config: &str,
     device: Device<'_>,
 ) -> Result<Running, Failure> {
+    boot_hvm_guest_with_arguments(dir, "", extra_config, device)
+}
+
+/// [`boot_hvm_guest`] with `kernel_arguments` after `console=hvc0` on
+/// the guest kernel's command line.
+fn boot_hvm_guest_with_arguments(
+    dir: &TempDir,
+    kernel_arguments: &str,
+    extra_config: &str,
+    device: Device<'_>,
+) -> Result<Running, Failure> {
     let (kernel, initramfs) = guest_files()?;
+    let command_line = format!("console=hvc0 {kernel_arguments}");
+    let command_line = command_line.trim_end();
     let config = format!(
         "name = \"hvm\"\ntype = \"hvm\"\nmemory = 256\nkernel = \"vmlinuz\"\n\
-         ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
+         ramdisk = \"initramfs.cpio.gz\"\nextra = \"{command_line}\"\n\
          on_poweroff = \"destroy\"\n{extra_config}"
     );
     let config = dir.write("hvm.cfg", config.as_bytes())?;
@@ -144,6 +157,28 @@ fn debian_boots_as_a_two_vcpu_hvm_guest_to_a_shell() -> Result<(), Failure> {
     qemu.wait_for("all guests done (0 powered off, 1 did not)", boot_timeout())?;
     qemu.expect_exit(EXIT_POWEROFF_FAILURE, boot_timeout())?;
     qemu.assert_serial_lacks(&["Booting paravirtualized kernel on Xen PVH", "crashed"])
+}
+
+#[test]
+fn an_hvm_guest_reboots_through_the_keyboard_controller() -> Result<(), Failure> {
+    // reboot=k: Linux waits for the keyboard controller's input buffer to
+    // be empty, then pulses its reset line (0xFE to port 0x64). Without
+    // it, Linux would fall back to the reset vector's stub and port 0xCF9.
+    let dir = TempDir::new("hvm-reboot-kbd")?;
+    let mut qemu =
+        boot_hvm_guest_with_arguments(&dir, "reboot=k", "on_reboot = \"destroy\"\n", Device::None)?;
+    qemu.wait_for("[hvm] XENOLITH-GUEST: shell", linux_timeout())?;
+    attach(&mut qemu, "hvm", 1)?;
+    qemu.send("reboot\r")?;
+    qemu.wait_for("reboot: machine restart", linux_timeout())?;
+    qemu.wait_for(
+        "domain 1 reset itself through the keyboard controller (port 0x64)",
+        linux_timeout(),
+    )?;
+    qemu.wait_for("dom0: domain 1 (hvm) shut down (reboot)", linux_timeout())?;
+    qemu.wait_for("all guests done (0 powered off, 1 did not)", boot_timeout())?;
+    qemu.expect_exit(EXIT_POWEROFF_FAILURE, boot_timeout())?;
+    qemu.assert_serial_lacks(&["through port 0xcf9", "crashed"])
 }
 
 const MARKER: &str = "XENOLITH-HVM-DISK-MARKER-51c9";

@@ -22,7 +22,7 @@ use hypervisor::domain::{
     Domain, DomainFrames, DomainState, DomainTable, GuestKind, GuestRam, Wait,
 };
 use hypervisor::event_channel::Virq;
-use hypervisor::hvm_platform::HvmPlatform;
+use hypervisor::hvm_platform::{HvmPlatform, PortWrite};
 use hypervisor::hypercall::{self, Caller, GuestAccess, Outcome};
 use hypervisor::memory::frames::FrameAllocator;
 use hypervisor::memory::guest_walk::GuestPhysicalMemory;
@@ -700,17 +700,28 @@ impl<'a> Machine<'a> {
                 }
             } else {
                 let before = platform.unplugged();
-                if platform.write(access.port, access.size, rax as u32) {
-                    if before.is_none()
-                        && let Some(mask) = platform.unplugged()
-                    {
-                        info!(
-                            "domain {} found the Xen platform and unplugged emulated devices \
-                             {mask:#x} (it has none): its PV drivers may load",
-                            current.domain.0
-                        );
+                match platform.write(access.port, access.size, rax as u32) {
+                    PortWrite::Taken => {
+                        if before.is_none()
+                            && let Some(mask) = platform.unplugged()
+                        {
+                            info!(
+                                "domain {} found the Xen platform and unplugged emulated \
+                                 devices {mask:#x} (it has none): its PV drivers may load",
+                                current.domain.0
+                            );
+                        }
+                        return Next::Resume;
                     }
-                    return Next::Resume;
+                    PortWrite::Reset => {
+                        info!(
+                            "domain {} reset itself through the keyboard controller (port {:#x})",
+                            current.domain.0, access.port
+                        );
+                        self.shut_down(current.domain, ShutdownReason::Reboot);
+                        return Next::Switch;
+                    }
+                    PortWrite::Unclaimed => {}
                 }
             }
         }
