@@ -209,17 +209,12 @@ pub struct VirtualDisk<'a> {
 impl VirtualDisk<'_> {
     /// `/local/domain/<guest>/device/vbd/<id>`.
     pub fn frontend_path(&self) -> String {
-        format!("{}/device/vbd/{}", domain_path(self.domain), self.device_id)
+        frontend_path(self.domain, "vbd", self.device_id)
     }
 
     /// `/local/domain/0/backend/vbd/<guest>/<id>`.
     pub fn backend_path(&self) -> String {
-        format!(
-            "{}/backend/vbd/{}/{}",
-            domain_path(DomainId::DOM0),
-            self.domain.0,
-            self.device_id
-        )
+        backend_path(self.domain, "vbd", self.device_id)
     }
 }
 
@@ -235,46 +230,35 @@ pub fn add_vbd(
     let backend = disk.backend_path();
     let id = format!("{}", disk.device_id);
     let guest = format!("{}", disk.domain.0);
-    let mut session = store.session(toolstack, None);
-    remove_if_there(&mut session, &backend)?;
-    remove_if_there(&mut session, &frontend)?;
-    // New nodes inherit the directory's permissions.
-    session.mkdir(&backend)?;
-    session.set_permissions(
-        &backend,
-        Permissions::new(DomainId::DOM0, Access::None).with(disk.domain, Access::Read),
-    )?;
     let mode = if disk.read_only { "r" } else { "w" };
-    for (key, value) in [
-        ("frontend", frontend.as_str()),
-        ("frontend-id", guest.as_str()),
-        ("online", "1"),
-        ("removable", "0"),
-        ("bootable", "1"),
-        ("type", "phy"),
-        ("params", disk.target),
-        ("mode", mode),
-        ("dev", disk.vdev),
-        ("device-type", "disk"),
-        ("state", "1"),
-    ] {
-        session.write(&format!("{backend}/{key}"), value.as_bytes())?;
-    }
-    session.mkdir(&frontend)?;
-    session.set_permissions(
-        &frontend,
-        Permissions::new(disk.domain, Access::None).with(DomainId::DOM0, Access::Read),
-    )?;
-    for (key, value) in [
-        ("backend", backend.as_str()),
-        ("backend-id", "0"),
-        ("virtual-device", id.as_str()),
-        ("device-type", "disk"),
-        ("state", "1"),
-    ] {
-        session.write(&format!("{frontend}/{key}"), value.as_bytes())?;
-    }
-    Ok(())
+    let ends = DeviceEnds {
+        guest: disk.domain,
+        backend: &backend,
+        frontend: &frontend,
+    };
+    ends.write(
+        &mut store.session(toolstack, None),
+        &[
+            ("frontend", frontend.as_str()),
+            ("frontend-id", guest.as_str()),
+            ("online", "1"),
+            ("removable", "0"),
+            ("bootable", "1"),
+            ("type", "phy"),
+            ("params", disk.target),
+            ("mode", mode),
+            ("dev", disk.vdev),
+            ("device-type", "disk"),
+            ("state", "1"),
+        ],
+        &[
+            ("backend", backend.as_str()),
+            ("backend-id", "0"),
+            ("virtual-device", id.as_str()),
+            ("device-type", "disk"),
+            ("state", "1"),
+        ],
+    )
 }
 
 /// Removes a disk's back-end directory (the front end's goes with the
@@ -284,9 +268,12 @@ pub fn remove_vbd(
     toolstack: ConnectionId,
     disk: &VirtualDisk<'_>,
 ) -> Result<(), Error> {
-    let mut session = store.session(toolstack, None);
-    remove_if_there(&mut session, &disk.backend_path())?;
-    remove_if_there(&mut session, &disk.frontend_path())
+    remove_ends(
+        store,
+        toolstack,
+        &disk.backend_path(),
+        &disk.frontend_path(),
+    )
 }
 
 /// One network interface as the toolstack describes it to both ends.
@@ -305,17 +292,12 @@ pub struct VirtualNic<'a> {
 impl VirtualNic<'_> {
     /// `/local/domain/<guest>/device/vif/<id>`.
     pub fn frontend_path(&self) -> String {
-        format!("{}/device/vif/{}", domain_path(self.domain), self.device_id)
+        frontend_path(self.domain, "vif", self.device_id)
     }
 
     /// `/local/domain/0/backend/vif/<guest>/<id>`.
     pub fn backend_path(&self) -> String {
-        format!(
-            "{}/backend/vif/{}/{}",
-            domain_path(DomainId::DOM0),
-            self.domain.0,
-            self.device_id
-        )
+        backend_path(self.domain, "vif", self.device_id)
     }
 
     /// The MAC address as xenstore spells it: `00:16:3e:01:02:03`.
@@ -348,42 +330,32 @@ pub fn add_vif(
     let handle = format!("{}", nic.device_id);
     let guest = format!("{}", nic.domain.0);
     let mac = nic.mac_text();
-    let mut session = store.session(toolstack, None);
-    remove_if_there(&mut session, &backend)?;
-    remove_if_there(&mut session, &frontend)?;
-    session.mkdir(&backend)?;
-    session.set_permissions(
-        &backend,
-        Permissions::new(DomainId::DOM0, Access::None).with(nic.domain, Access::Read),
-    )?;
-    for (key, value) in [
-        ("frontend", frontend.as_str()),
-        ("frontend-id", guest.as_str()),
-        ("online", "1"),
-        ("state", "1"),
-        ("script", ""),
-        ("mac", mac.as_str()),
-        ("bridge", nic.bridge),
-        ("handle", handle.as_str()),
-        ("type", "vif"),
-    ] {
-        session.write(&format!("{backend}/{key}"), value.as_bytes())?;
-    }
-    session.mkdir(&frontend)?;
-    session.set_permissions(
-        &frontend,
-        Permissions::new(nic.domain, Access::None).with(DomainId::DOM0, Access::Read),
-    )?;
-    for (key, value) in [
-        ("backend", backend.as_str()),
-        ("backend-id", "0"),
-        ("state", "1"),
-        ("handle", handle.as_str()),
-        ("mac", mac.as_str()),
-    ] {
-        session.write(&format!("{frontend}/{key}"), value.as_bytes())?;
-    }
-    Ok(())
+    let ends = DeviceEnds {
+        guest: nic.domain,
+        backend: &backend,
+        frontend: &frontend,
+    };
+    ends.write(
+        &mut store.session(toolstack, None),
+        &[
+            ("frontend", frontend.as_str()),
+            ("frontend-id", guest.as_str()),
+            ("online", "1"),
+            ("state", "1"),
+            ("script", ""),
+            ("mac", mac.as_str()),
+            ("bridge", nic.bridge),
+            ("handle", handle.as_str()),
+            ("type", "vif"),
+        ],
+        &[
+            ("backend", backend.as_str()),
+            ("backend-id", "0"),
+            ("state", "1"),
+            ("handle", handle.as_str()),
+            ("mac", mac.as_str()),
+        ],
+    )
 }
 
 /// Removes a vif's directories.
@@ -392,9 +364,72 @@ pub fn remove_vif(
     toolstack: ConnectionId,
     nic: &VirtualNic<'_>,
 ) -> Result<(), Error> {
+    remove_ends(store, toolstack, &nic.backend_path(), &nic.frontend_path())
+}
+
+/// `/local/domain/<guest>/device/<kind>/<id>`: a split device's front end.
+fn frontend_path(guest: DomainId, kind: &str, device_id: u32) -> String {
+    format!("{}/device/{kind}/{device_id}", domain_path(guest))
+}
+
+/// `/local/domain/0/backend/<kind>/<guest>/<id>`: its back end.
+fn backend_path(guest: DomainId, kind: &str, device_id: u32) -> String {
+    format!(
+        "{}/backend/{kind}/{}/{device_id}",
+        domain_path(DomainId::DOM0),
+        guest.0
+    )
+}
+
+/// A split device's two directories.
+struct DeviceEnds<'a> {
+    /// The front end's domain.
+    guest: DomainId,
+    backend: &'a str,
+    frontend: &'a str,
+}
+
+impl DeviceEnds<'_> {
+    /// Writes both directories afresh (whatever was there goes) as libxl
+    /// does: the back end's owned by Dom0 and readable by the guest, the
+    /// front end's owned by the guest and readable by Dom0.
+    fn write(
+        &self,
+        session: &mut xenstore::local::Session<'_>,
+        backend_keys: &[(&str, &str)],
+        frontend_keys: &[(&str, &str)],
+    ) -> Result<(), Error> {
+        remove_if_there(session, self.backend)?;
+        remove_if_there(session, self.frontend)?;
+        let ends = [
+            (self.backend, DomainId::DOM0, self.guest, backend_keys),
+            (self.frontend, self.guest, DomainId::DOM0, frontend_keys),
+        ];
+        for (directory, owner, reader, keys) in ends {
+            // New nodes inherit the directory's permissions.
+            session.mkdir(directory)?;
+            session.set_permissions(
+                directory,
+                Permissions::new(owner, Access::None).with(reader, Access::Read),
+            )?;
+            for (key, value) in keys {
+                session.write(&format!("{directory}/{key}"), value.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes a split device's two directories, where they are.
+fn remove_ends(
+    store: &mut Xenstored,
+    toolstack: ConnectionId,
+    backend: &str,
+    frontend: &str,
+) -> Result<(), Error> {
     let mut session = store.session(toolstack, None);
-    remove_if_there(&mut session, &nic.backend_path())?;
-    remove_if_there(&mut session, &nic.frontend_path())
+    remove_if_there(&mut session, backend)?;
+    remove_if_there(&mut session, frontend)
 }
 
 /// RM, where a missing parent (ENOENT) means there is nothing to remove.
@@ -646,31 +681,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_vbd_has_both_ends_with_libxls_permissions() {
-        let (mut store, toolstack) = store_with_guests();
-        add_vbd(&mut store, toolstack, &disk(GUEST)).unwrap();
+    /// Each `key` under `directory` holds its `value`.
+    fn assert_keys(
+        session: &mut xenstore::local::Session<'_>,
+        directory: &str,
+        keys: &[(&str, &str)],
+    ) {
+        for (key, value) in keys {
+            let read = session.read(&format!("{directory}/{key}")).unwrap();
+            assert_eq!(String::from_utf8(read).unwrap(), *value, "{key}");
+        }
+    }
+
+    /// libxl's permissions on a split device's two ends, as the guests
+    /// see them: [`GUEST`] reads the back end (`backend`) but cannot write
+    /// it, writes its own `frontend_key` (relative to its home), and
+    /// [`OTHER`] sees neither end.
+    fn assert_guest_access(
+        store: &mut Xenstored,
+        toolstack: ConnectionId,
+        (backend, frontend): (&str, &str),
+        frontend_key: &str,
+    ) {
         let mut session = store.session(toolstack, None);
-        let read = |session: &mut xenstore::local::Session<'_>, path: &str| {
-            String::from_utf8(session.read(path).unwrap()).unwrap()
-        };
-        let backend = "/local/domain/0/backend/vbd/3/51712";
-        let frontend = "/local/domain/3/device/vbd/51712";
-        assert_eq!(read(&mut session, &format!("{backend}/frontend")), frontend);
-        assert_eq!(read(&mut session, &format!("{backend}/frontend-id")), "3");
-        assert_eq!(read(&mut session, &format!("{backend}/online")), "1");
-        assert_eq!(read(&mut session, &format!("{backend}/state")), "1");
-        assert_eq!(read(&mut session, &format!("{frontend}/backend")), backend);
-        assert_eq!(read(&mut session, &format!("{frontend}/backend-id")), "0");
-        assert_eq!(read(&mut session, &format!("{frontend}/state")), "1");
-        assert_eq!(
-            read(&mut session, &format!("{frontend}/virtual-device")),
-            "51712"
-        );
-        assert_eq!(
-            read(&mut session, &format!("{frontend}/device-type")),
-            "disk"
-        );
         assert_eq!(
             session
                 .get_permissions(&format!("{backend}/state"))
@@ -683,54 +716,79 @@ mod tests {
                 .unwrap(),
             Permissions::new(GUEST, Access::None).with(DomainId::DOM0, Access::Read)
         );
-        // The guest reads the back end and writes its own end; the other
-        // guest sees neither.
         let path = format!("{backend}/state");
         assert_eq!(
-            as_guest(&mut store, GUEST, Request::Read { path: &path }),
+            as_guest(store, GUEST, Request::Read { path: &path }),
             Ok(Response::Value(b"1".to_vec()))
         );
+        let write = |path| Request::Write { path, value: b"4" };
         assert_eq!(
-            as_guest(
-                &mut store,
-                GUEST,
-                Request::Write {
-                    path: &path,
-                    value: b"4"
-                }
-            ),
+            as_guest(store, GUEST, write(&path)),
             Err(Error::AccessDenied)
         );
         assert_eq!(
-            as_guest(
-                &mut store,
-                GUEST,
-                Request::Write {
-                    path: "device/vbd/51712/state",
-                    value: b"3"
-                }
-            ),
+            as_guest(store, GUEST, write(frontend_key)),
             Ok(Response::Ok)
         );
-        assert_eq!(
-            as_guest(&mut store, OTHER, Request::Read { path: &path }),
-            Err(Error::AccessDenied)
+        let frontend_state = format!("{frontend}/state");
+        for path in [path.as_str(), frontend_state.as_str()] {
+            assert_eq!(
+                as_guest(store, OTHER, Request::Read { path }),
+                Err(Error::AccessDenied),
+                "{path}"
+            );
+        }
+    }
+
+    /// Both ends are gone and the store is consistent.
+    fn assert_removed(store: &mut Xenstored, toolstack: ConnectionId, ends: [&str; 2]) {
+        let mut session = store.session(toolstack, None);
+        for end in ends {
+            assert_eq!(session.read(end), Err(Error::NotFound), "{end}");
+        }
+        store.check().expect("consistent store");
+    }
+
+    #[test]
+    fn a_vbd_has_both_ends_with_libxls_permissions() {
+        let (mut store, toolstack) = store_with_guests();
+        add_vbd(&mut store, toolstack, &disk(GUEST)).unwrap();
+        let mut session = store.session(toolstack, None);
+        let backend = "/local/domain/0/backend/vbd/3/51712";
+        let frontend = "/local/domain/3/device/vbd/51712";
+        assert_keys(
+            &mut session,
+            backend,
+            &[
+                ("frontend", frontend),
+                ("frontend-id", "3"),
+                ("online", "1"),
+                ("state", "1"),
+                ("params", "virtio0"),
+                ("mode", "w"),
+                ("dev", "xvda"),
+                ("device-type", "disk"),
+            ],
         );
-        assert_eq!(
-            as_guest(
-                &mut store,
-                OTHER,
-                Request::Read {
-                    path: "/local/domain/3/device/vbd/51712/state"
-                }
-            ),
-            Err(Error::AccessDenied)
+        assert_keys(
+            &mut session,
+            frontend,
+            &[
+                ("backend", backend),
+                ("backend-id", "0"),
+                ("state", "1"),
+                ("virtual-device", "51712"),
+                ("device-type", "disk"),
+            ],
+        );
+        assert_guest_access(
+            &mut store,
+            toolstack,
+            (backend, frontend),
+            "device/vbd/51712/state",
         );
         remove_vbd(&mut store, toolstack, &disk(GUEST)).unwrap();
-        let mut session = store.session(toolstack, None);
-        assert_eq!(session.read(backend), Err(Error::NotFound));
-        assert_eq!(session.read(frontend), Err(Error::NotFound));
-        store.check().expect("consistent store");
+        assert_removed(&mut store, toolstack, [backend, frontend]);
     }
 
     fn nic(domain: DomainId) -> VirtualNic<'static> {
@@ -757,84 +815,41 @@ mod tests {
         let (mut store, toolstack) = store_with_guests();
         add_vif(&mut store, toolstack, &nic(GUEST)).unwrap();
         let mut session = store.session(toolstack, None);
-        let read = |session: &mut xenstore::local::Session<'_>, path: &str| {
-            String::from_utf8(session.read(path).unwrap()).unwrap()
-        };
         let backend = "/local/domain/0/backend/vif/3/0";
         let frontend = "/local/domain/3/device/vif/0";
-        for (key, value) in [
-            ("frontend", frontend),
-            ("frontend-id", "3"),
-            ("online", "1"),
-            ("state", "1"),
-            ("script", ""),
-            ("mac", "00:16:3e:0a:0b:0c"),
-            ("bridge", "xenbr0"),
-            ("handle", "0"),
-            ("type", "vif"),
-        ] {
-            assert_eq!(
-                read(&mut session, &format!("{backend}/{key}")),
-                value,
-                "{key}"
-            );
-        }
-        for (key, value) in [
-            ("backend", backend),
-            ("backend-id", "0"),
-            ("state", "1"),
-            ("handle", "0"),
-            ("mac", "00:16:3e:0a:0b:0c"),
-        ] {
-            assert_eq!(
-                read(&mut session, &format!("{frontend}/{key}")),
-                value,
-                "{key}"
-            );
-        }
-        assert_eq!(
-            session.get_permissions(&format!("{backend}/mac")).unwrap(),
-            Permissions::new(DomainId::DOM0, Access::None).with(GUEST, Access::Read)
+        assert_keys(
+            &mut session,
+            backend,
+            &[
+                ("frontend", frontend),
+                ("frontend-id", "3"),
+                ("online", "1"),
+                ("state", "1"),
+                ("script", ""),
+                ("mac", "00:16:3e:0a:0b:0c"),
+                ("bridge", "xenbr0"),
+                ("handle", "0"),
+                ("type", "vif"),
+            ],
         );
-        assert_eq!(
-            session.get_permissions(&format!("{frontend}/mac")).unwrap(),
-            Permissions::new(GUEST, Access::None).with(DomainId::DOM0, Access::Read)
+        assert_keys(
+            &mut session,
+            frontend,
+            &[
+                ("backend", backend),
+                ("backend-id", "0"),
+                ("state", "1"),
+                ("handle", "0"),
+                ("mac", "00:16:3e:0a:0b:0c"),
+            ],
         );
-        let path = format!("{backend}/state");
-        assert_eq!(
-            as_guest(&mut store, GUEST, Request::Read { path: &path }),
-            Ok(Response::Value(b"1".to_vec()))
-        );
-        assert_eq!(
-            as_guest(
-                &mut store,
-                GUEST,
-                Request::Write {
-                    path: &path,
-                    value: b"4"
-                }
-            ),
-            Err(Error::AccessDenied)
-        );
-        assert_eq!(
-            as_guest(
-                &mut store,
-                GUEST,
-                Request::Write {
-                    path: "device/vif/0/tx-ring-ref",
-                    value: b"8"
-                }
-            ),
-            Ok(Response::Ok)
-        );
-        assert_eq!(
-            as_guest(&mut store, OTHER, Request::Read { path: &path }),
-            Err(Error::AccessDenied)
+        assert_guest_access(
+            &mut store,
+            toolstack,
+            (backend, frontend),
+            "device/vif/0/tx-ring-ref",
         );
         remove_vif(&mut store, toolstack, &nic(GUEST)).unwrap();
-        let mut session = store.session(toolstack, None);
-        assert_eq!(session.read(backend), Err(Error::NotFound));
-        assert_eq!(session.read(frontend), Err(Error::NotFound));
-        store.check().expect("consistent store");
+        assert_removed(&mut store, toolstack, [backend, frontend]);
     }
 }

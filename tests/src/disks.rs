@@ -19,6 +19,24 @@ pub const DISK_TROUBLE: &[&str] = &[
     "EXT4-fs error",
 ];
 
+/// Whether `marker`'s bytes stand anywhere in `bytes` (a disk image, a
+/// volume read out of one).
+pub fn holds_marker(bytes: &[u8], marker: &str) -> bool {
+    bytes
+        .windows(marker.len())
+        .any(|window| window == marker.as_bytes())
+}
+
+/// The bytes of the disk image at `path` on the host.
+pub fn read_image(path: &Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|error| {
+        Failure::new(format!(
+            "cannot read the disk image {}: {error}",
+            path.display()
+        ))
+    })
+}
+
 /// A `xenolith-img` library call, its error as a failure.
 pub fn img<T>(result: Result<T, xenolith_img::ToolError>) -> Result<T, Failure> {
     result.map_err(|error| Failure::new(format!("xenolith-img: {error}")))

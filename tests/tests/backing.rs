@@ -5,19 +5,15 @@
 //! and the exported overlay (over the exported base) holds both.
 
 use xenolith_tests::debian::{DETACH, attach, guest_iso, guest_value, linux_timeout};
-use xenolith_tests::disks::{DISK_TROUBLE, appliance_disk, img, path_text, qcow2_as_raw, run};
+use xenolith_tests::disks::{
+    DISK_TROUBLE, appliance_disk, holds_marker, img, path_text, qcow2_as_raw, run,
+};
 use xenolith_tests::{Failure, Qemu, TempDir, boot_timeout};
 
 /// At 1 MiB in the base volume.
 const BASE_MARKER: &str = "XENOLITH-BASE-MARKER-7e3";
 /// Written by the guest at 2 MiB.
 const OVERLAY_MARKER: &str = "XENOLITH-OVERLAY-MARKER-19c";
-
-fn contains(bytes: &[u8], marker: &str) -> bool {
-    bytes
-        .windows(marker.len())
-        .any(|window| window == marker.as_bytes())
-}
 
 #[test]
 fn a_qcow2_overlay_reads_its_backing_volume_and_keeps_its_writes() -> Result<(), Failure> {
@@ -120,7 +116,7 @@ fn a_qcow2_overlay_reads_its_backing_volume_and_keeps_its_writes() -> Result<(),
     }
     run("qemu-img", &["check", path_text(&exported_overlay)?])?;
     let flat = qcow2_as_raw(&exported_overlay, &dir.path().join("flat.raw"))?;
-    if !contains(&flat, BASE_MARKER) || !contains(&flat, OVERLAY_MARKER) {
+    if !holds_marker(&flat, BASE_MARKER) || !holds_marker(&flat, OVERLAY_MARKER) {
         return Err(Failure::new(
             "the overlay over its base lacks the base's or the guest's marker",
         ));

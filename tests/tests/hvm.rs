@@ -7,6 +7,7 @@ use std::path::Path;
 use xenolith_tests::debian::{
     attach, expect_xen_guest_named, guest_files, guest_value, linux_timeout, write_filesystem,
 };
+use xenolith_tests::disks::{holds_marker, read_image};
 use xenolith_tests::{
     EXIT_POWEROFF, EXIT_POWEROFF_FAILURE, Failure, Qemu, Running, TempDir, boot_timeout, images,
     make_iso_with_modules,
@@ -202,12 +203,7 @@ fn an_hvm_guest_writes_a_filesystem_on_its_pv_disk() -> Result<(), Failure> {
     qemu.send("poweroff\r")?;
     qemu.wait_for("dom0: domain 1 (hvm) shut down (poweroff)", linux_timeout())?;
     qemu.expect_exit(EXIT_POWEROFF, linux_timeout())?;
-    let image = std::fs::read(&disk)
-        .map_err(|error| Failure::new(format!("cannot read the disk image: {error}")))?;
-    if !image
-        .windows(MARKER.len())
-        .any(|window| window == MARKER.as_bytes())
-    {
+    if !holds_marker(&read_image(&disk)?, MARKER) {
         return Err(qemu.failure("the marker file's bytes are not in the disk image"));
     }
     qemu.assert_serial_lacks(&["I/O error", "EXT4-fs error", "dom0 crashed"])

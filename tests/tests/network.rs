@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use xenolith_tests::debian::{DETACH, guest_files, linux_timeout};
+use xenolith_tests::debian::{DETACH, attach, guest_files, linux_timeout};
 use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
 
 const TROUBLE: &[&str] = &[
@@ -180,17 +180,6 @@ fn boot(dir: &TempDir) -> Result<Running, Failure> {
     ];
     let iso = make_iso_with_modules(dir, "--", &modules)?;
     Qemu::iso(iso).user_nic().spawn()
-}
-
-/// Attaches to `name`'s console and gets a fresh prompt.
-fn attach(qemu: &mut Running, name: &str, domain: u16) -> Result<(), Failure> {
-    qemu.send(&format!("console {name}\r"))?;
-    qemu.wait_for(
-        &format!("attached to domain {domain}'s console"),
-        boot_timeout(),
-    )?;
-    qemu.send("\r")?;
-    Ok(())
 }
 
 /// Types `command` into the attached guest shell and waits for the line

@@ -12,7 +12,7 @@ use xenolith_tests::debian::{
     DETACH, attach, destroy_with_disk, guest_iso, guest_value, linux_timeout,
     recreate_and_read_back, write_filesystem,
 };
-use xenolith_tests::disks::DISK_TROUBLE;
+use xenolith_tests::disks::{DISK_TROUBLE, holds_marker, read_image};
 use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout};
 
 /// The appliance disk: 64 MiB.
@@ -61,12 +61,7 @@ fn a_guest_filesystem_survives_destroy_and_create() -> Result<(), Failure> {
     destroy_with_disk(&mut qemu, "store", 1)?;
 
     // What the guest wrote is in the image on the host.
-    let image = std::fs::read(&disk)
-        .map_err(|error| Failure::new(format!("cannot read the disk image: {error}")))?;
-    if !image
-        .windows(MARKER.len())
-        .any(|window| window == MARKER.as_bytes())
-    {
+    if !holds_marker(&read_image(&disk)?, MARKER) {
         return Err(qemu.failure("the marker file's bytes are not in the disk image"));
     }
 

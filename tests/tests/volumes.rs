@@ -12,7 +12,8 @@ use xenolith_tests::debian::{
     recreate_and_read_back, write_filesystem,
 };
 use xenolith_tests::disks::{
-    DISK_TROUBLE, appliance_disk, img, import_qemu_qcow2, path_text, qcow2_as_raw, run,
+    DISK_TROUBLE, appliance_disk, holds_marker, img, import_qemu_qcow2, path_text, qcow2_as_raw,
+    run,
 };
 use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout};
 
@@ -70,10 +71,7 @@ fn a_qcow2_volume_keeps_a_guest_filesystem_and_exports_valid() -> Result<(), Fai
     img(xenolith_img::export(&disk, "data", &exported, false))?;
     run("qemu-img", &["check", path_text(&exported)?])?;
     let bytes = qcow2_as_raw(&exported, &dir.path().join("exported.raw"))?;
-    if !bytes
-        .windows(MARKER.len())
-        .any(|window| window == MARKER.as_bytes())
-    {
+    if !holds_marker(&bytes, MARKER) {
         return Err(Failure::new(
             "the marker file's bytes are not in the exported volume",
         ));
