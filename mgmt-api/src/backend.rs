@@ -4,7 +4,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt;
+use core::fmt::{self, Write};
 
 pub use xenolith_abi::domain::DomainId;
 
@@ -28,7 +28,9 @@ impl fmt::Display for DomainRef {
     }
 }
 
-/// A domain's state flags as `xl list` shows them (`r-----` and so on).
+/// A domain's state as xl shows it: six independent flags, several of
+/// which may hold at once (a domain can be paused and blocked). The
+/// associated constants give the common single states.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DomainState {
     /// `r`: on a CPU now.
@@ -39,16 +41,59 @@ pub struct DomainState {
     pub paused: bool,
     /// `s`: shut down, not yet destroyed.
     pub shutdown: bool,
-    /// `c`: crashed.
+    /// `c`: shut down by crashing.
     pub crashed: bool,
     /// `d`: being destroyed.
     pub dying: bool,
 }
 
 impl DomainState {
-    /// The six-character flag string.
-    pub fn flags(&self) -> [u8; 6] {
-        let flag = |set: bool, letter: u8| if set { letter } else { b'-' };
+    /// No flag set (`------`): runnable, waiting for a CPU.
+    pub const RUNNABLE: Self = Self {
+        running: false,
+        blocked: false,
+        paused: false,
+        shutdown: false,
+        crashed: false,
+        dying: false,
+    };
+    /// `r-----`
+    pub const RUNNING: Self = Self {
+        running: true,
+        ..Self::RUNNABLE
+    };
+    /// `-b----`
+    pub const BLOCKED: Self = Self {
+        blocked: true,
+        ..Self::RUNNABLE
+    };
+    /// `--p---`
+    pub const PAUSED: Self = Self {
+        paused: true,
+        ..Self::RUNNABLE
+    };
+    /// `---s--`
+    pub const SHUTDOWN: Self = Self {
+        shutdown: true,
+        ..Self::RUNNABLE
+    };
+    /// `---sc-`: xl marks a crash as a shutdown whose reason is a crash.
+    pub const CRASHED: Self = Self {
+        shutdown: true,
+        crashed: true,
+        ..Self::RUNNABLE
+    };
+    /// `-----d`
+    pub const DYING: Self = Self {
+        dying: true,
+        ..Self::RUNNABLE
+    };
+
+    /// The six letters xl prints, `-` for each flag not set.
+    pub const fn flags(self) -> [u8; 6] {
+        const fn flag(set: bool, letter: u8) -> u8 {
+            if set { letter } else { b'-' }
+        }
         [
             flag(self.running, b'r'),
             flag(self.blocked, b'b'),
@@ -57,6 +102,15 @@ impl DomainState {
             flag(self.crashed, b'c'),
             flag(self.dying, b'd'),
         ]
+    }
+}
+
+impl fmt::Display for DomainState {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for letter in self.flags() {
+            formatter.write_char(char::from(letter))?;
+        }
+        Ok(())
     }
 }
 

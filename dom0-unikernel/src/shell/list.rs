@@ -7,6 +7,7 @@ use alloc::string::String;
 use core::fmt::{self, Write};
 
 use arrayvec::ArrayString;
+pub use mgmt_api::DomainState;
 use xenolith_abi::domain::DomainId;
 
 use super::NEWLINE;
@@ -18,92 +19,6 @@ const HEADER: &str = "Name                                        ID   Mem VCPUs
 /// rather than being cut.
 const NAME_WIDTH: usize = 40;
 
-/// A domain's state as xl shows it: six independent flags, several of
-/// which may hold at once (a domain can be paused and blocked). The
-/// associated constants give the common single states.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DomainState {
-    /// `r`: on a CPU now.
-    pub running: bool,
-    /// `b`: waiting for an event.
-    pub blocked: bool,
-    /// `p`: paused by the toolstack.
-    pub paused: bool,
-    /// `s`: shut down, not yet destroyed.
-    pub shutdown: bool,
-    /// `c`: shut down by crashing.
-    pub crashed: bool,
-    /// `d`: being destroyed.
-    pub dying: bool,
-}
-
-impl DomainState {
-    /// No flag set (`------`): runnable, waiting for a CPU.
-    pub const RUNNABLE: Self = Self {
-        running: false,
-        blocked: false,
-        paused: false,
-        shutdown: false,
-        crashed: false,
-        dying: false,
-    };
-    /// `r-----`
-    pub const RUNNING: Self = Self {
-        running: true,
-        ..Self::RUNNABLE
-    };
-    /// `-b----`
-    pub const BLOCKED: Self = Self {
-        blocked: true,
-        ..Self::RUNNABLE
-    };
-    /// `--p---`
-    pub const PAUSED: Self = Self {
-        paused: true,
-        ..Self::RUNNABLE
-    };
-    /// `---s--`
-    pub const SHUTDOWN: Self = Self {
-        shutdown: true,
-        ..Self::RUNNABLE
-    };
-    /// `---sc-`: xl marks a crash as a shutdown whose reason is a crash.
-    pub const CRASHED: Self = Self {
-        shutdown: true,
-        crashed: true,
-        ..Self::RUNNABLE
-    };
-    /// `-----d`
-    pub const DYING: Self = Self {
-        dying: true,
-        ..Self::RUNNABLE
-    };
-
-    /// The six letters xl prints, `-` for each flag not set.
-    pub const fn flags(self) -> [u8; 6] {
-        const fn flag(set: bool, letter: u8) -> u8 {
-            if set { letter } else { b'-' }
-        }
-        [
-            flag(self.running, b'r'),
-            flag(self.blocked, b'b'),
-            flag(self.paused, b'p'),
-            flag(self.shutdown, b's'),
-            flag(self.crashed, b'c'),
-            flag(self.dying, b'd'),
-        ]
-    }
-}
-
-impl fmt::Display for DomainState {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for letter in self.flags() {
-            formatter.write_char(char::from(letter))?;
-        }
-        Ok(())
-    }
-}
-
 /// One line of `list`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DomainRow<'a> {
@@ -111,7 +26,7 @@ pub struct DomainRow<'a> {
     pub name: &'a str,
     /// Its id.
     pub id: DomainId,
-    /// Memory it holds, in MiB.
+    /// Memory it was given, in MiB.
     pub memory_mib: u64,
     /// Online virtual CPUs.
     pub vcpus: u32,
