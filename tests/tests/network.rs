@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use xenolith_tests::debian::{DETACH, attach, guest_files, linux_timeout};
+use xenolith_tests::debian::{DETACH, attach, guest_files, guest_value, linux_timeout};
 use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules};
 
 const TROUBLE: &[&str] = &[
@@ -180,20 +180,6 @@ fn boot(dir: &TempDir) -> Result<Running, Failure> {
     ];
     let iso = make_iso_with_modules(dir, "--", &modules)?;
     Qemu::iso(iso).user_nic().spawn()
-}
-
-/// Types `command` into the attached guest shell and waits for the line
-/// with `label=`; the command must spell the label split in two quoted
-/// halves so that its echo does not match. Returns what follows `label=`.
-fn guest_value(qemu: &mut Running, command: &str, label: &str) -> Result<String, Failure> {
-    qemu.send(&format!("{command}\r"))?;
-    let line = qemu.wait_for(&format!("{label}="), linux_timeout())?;
-    Ok(line
-        .split(&format!("{label}="))
-        .nth(1)
-        .unwrap_or_default()
-        .trim()
-        .to_string())
 }
 
 /// Pings `address` from the attached guest; fails unless replies came.
