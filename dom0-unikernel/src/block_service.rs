@@ -162,6 +162,8 @@ struct GuestDisk {
     target: String,
     /// A volume's image and the volume; `None` for the whole disk.
     image: Option<(Box<dyn DiskImage>, VolumeId)>,
+    /// Writes are refused.
+    read_only: bool,
 }
 
 /// A volume request split into device requests ("pieces").
@@ -311,7 +313,33 @@ impl BlockService {
                 _ => ImageFormat::Raw,
             };
             let read_only = entry.access == DiskAccess::ReadOnly;
-            let (image, volume) = volumes::open_image(store, &entry.target, format, read_only)?;
+            if !read_only {
+                // A write under a qcow2 overlay changes what it reads: its
+                // backing volume is only ever attached read-only.
+                let overlays = volumes::overlays_of(store, &entry.target);
+                if !overlays.is_empty() {
+                    return Err(format!(
+                        "volume {} is the backing volume of {}: it can only be attached read-only (access=ro)",
+                        entry.target,
+                        overlays.join(", ")
+                    ));
+                }
+            }
+            let volumes::OpenedImage {
+                image,
+                volume,
+                backing,
+            } = volumes::open_image(store, &entry.target, format, read_only)?;
+            let writer = self
+                .disks
+                .values()
+                .find(|disk| !disk.read_only && backing.contains(&disk.target));
+            if let Some(writer) = writer {
+                return Err(format!(
+                    "volume {}'s backing volume {} is attached writable (domain {}'s {})",
+                    entry.target, writer.target, writer.domain.0, writer.vdev
+                ));
+            }
             // Writable qcow2 volumes free whole clusters; a raw volume's
             // extents stay allocated (the store does not punch holes).
             // `no-discard` in the entry turns it off, as in xl.
@@ -385,6 +413,7 @@ impl BlockService {
                 backend,
                 target: entry.target.clone(),
                 image,
+                read_only,
             },
         );
         let mut access = StoreAccess { store, connection };

@@ -352,14 +352,21 @@ impl Storage for VolumeStorage {
     }
 }
 
-/// Opens volume `name` as a guest's disk image in `format`; returns it
-/// and the volume.
+/// A volume opened as a guest's disk image.
+pub struct OpenedImage {
+    pub image: Box<dyn DiskImage>,
+    pub volume: VolumeId,
+    /// The backing volumes under it, outermost first (read-only).
+    pub backing: Vec<String>,
+}
+
+/// Opens volume `name` as a guest's disk image in `format`.
 pub fn open_image(
     store: &SharedStore,
     name: &str,
     format: ImageFormat,
     read_only: bool,
-) -> Result<(Box<dyn DiskImage>, VolumeId), String> {
+) -> Result<OpenedImage, String> {
     let (id, kind, size) = {
         let store = store.borrow();
         let volume = store
@@ -380,6 +387,7 @@ pub fn open_image(
     };
     let probed = disk_formats::probe_format(&mut probe)
         .map_err(|error| format!("volume {name:?}: {error}"))?;
+    let mut backing = Vec::new();
     let image: Box<dyn DiskImage> = match format {
         ImageFormat::Raw => {
             if probed == ImageFormat::Qcow2 {
@@ -399,8 +407,9 @@ pub fn open_image(
             };
             // A backing file name is a volume name, opened read-only in
             // the format the header records.
-            let mut resolver = NamedBacking::new(name, MAX_BACKING_VOLUMES, |backing: &str| {
-                backing_storage(store, name, backing)
+            let mut resolver = NamedBacking::new(name, MAX_BACKING_VOLUMES, |under: &str| {
+                backing.push(String::from(under));
+                backing_storage(store, name, under)
             });
             let image = Qcow2::open(storage, options, &mut resolver)
                 .map_err(|error| format!("volume {name:?} as qcow2: {error}"))?;
@@ -410,7 +419,50 @@ pub fn open_image(
             Box::new(image)
         }
     };
-    Ok((image, id))
+    Ok(OpenedImage {
+        image,
+        volume: id,
+        backing,
+    })
+}
+
+/// The qcow2 volumes of the store whose header names volume `name` as
+/// their backing file: writing `name` would change what they read.
+pub fn overlays_of(store: &SharedStore, name: &str) -> Vec<String> {
+    let volumes: Vec<(VolumeId, String)> = store
+        .borrow()
+        .volumes()
+        .iter()
+        .filter(|volume| volume.kind == VolumeKind::DiskImage && volume.name.as_str() != name)
+        .map(|volume| (volume.id, String::from(volume.name.as_str())))
+        .collect();
+    volumes
+        .into_iter()
+        .filter(|(id, _)| {
+            let mut storage = VolumeStorage {
+                store: store.clone(),
+                id: *id,
+            };
+            backing_name(&mut storage).as_deref() == Some(name)
+        })
+        .map(|(_, overlay)| overlay)
+        .collect()
+}
+
+/// The backing file a qcow2 header names, read through the header parser
+/// `Qcow2::open` uses; `None` for anything else (raw, unreadable).
+fn backing_name(storage: &mut VolumeStorage) -> Option<String> {
+    use disk_formats::qcow2::header::{self, Header, HeaderView};
+    let length = storage.len();
+    let mut start = vec![0u8; usize::try_from(length.min(header::V2_HEADER_LENGTH as u64)).ok()?];
+    storage.read_at(StorageOffset(0), &mut start).ok()?;
+    let cluster_bits = header::peek_cluster_bits(&start).ok()?;
+    let mut first_cluster = vec![0u8; usize::try_from(length.min(1 << cluster_bits)).ok()?];
+    storage.read_at(StorageOffset(0), &mut first_cluster).ok()?;
+    let header = Header::parse(&HeaderView::new_checked(&first_cluster).ok()?, length).ok()?;
+    header::parse_extensions(&header, &first_cluster)
+        .ok()?
+        .backing_name
 }
 
 /// The storage of volume `backing`, which the chain under volume `top`

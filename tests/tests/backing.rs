@@ -2,23 +2,25 @@
 //! volume `base` and a `qemu-img`-made qcow2 `overlay` whose backing file
 //! is named `base`; a Debian guest on `overlay` reads base's bytes through
 //! it and writes; afterwards `base` is byte for byte what was imported,
-//! and the exported overlay (over the exported base) holds both.
+//! and the exported overlay (over the exported base) holds both. A guest
+//! given `base` writable is refused (it would change what the overlay
+//! reads); one given it read-only reads it.
 
-use xenolith_tests::debian::{DETACH, attach, guest_iso, guest_value, linux_timeout};
+use xenolith_tests::debian::{DETACH, attach, guest_files, guest_iso, guest_value, linux_timeout};
 use xenolith_tests::disks::{
     DISK_TROUBLE, appliance_disk, holds_marker, img, path_text, qcow2_as_raw, run,
 };
-use xenolith_tests::{Failure, Qemu, TempDir, boot_timeout};
+use xenolith_tests::{Failure, Qemu, TempDir, boot_timeout, make_iso_with_modules, number_after};
 
 /// At 1 MiB in the base volume.
 const BASE_MARKER: &str = "XENOLITH-BASE-MARKER-7e3";
 /// Written by the guest at 2 MiB.
 const OVERLAY_MARKER: &str = "XENOLITH-OVERLAY-MARKER-19c";
 
-#[test]
-fn a_qcow2_overlay_reads_its_backing_volume_and_keeps_its_writes() -> Result<(), Failure> {
-    let dir = TempDir::new("backing")?;
-    let disk = appliance_disk(&dir, 128 << 20)?;
+/// An appliance disk with raw volume `base` (base's bytes: 0x5a with
+/// [`BASE_MARKER`] at 1 MiB, returned) and qcow2 volume `overlay` over it.
+fn disk_with_overlay(dir: &TempDir) -> Result<(std::path::PathBuf, Vec<u8>), Failure> {
+    let disk = appliance_disk(dir, 128 << 20)?;
     let mut base = vec![0x5au8; 16 << 20];
     base[1 << 20..(1 << 20) + BASE_MARKER.len()].copy_from_slice(BASE_MARKER.as_bytes());
     // qemu-img records the backing name as given, relative to the overlay.
@@ -46,6 +48,13 @@ fn a_qcow2_overlay_reads_its_backing_volume_and_keeps_its_writes() -> Result<(),
         kind,
         false,
     ))?;
+    Ok((disk, base))
+}
+
+#[test]
+fn a_qcow2_overlay_reads_its_backing_volume_and_keeps_its_writes() -> Result<(), Failure> {
+    let dir = TempDir::new("backing")?;
+    let (disk, base) = disk_with_overlay(&dir)?;
 
     let config = "name = \"layered\"\ntype = \"pvh\"\nmemory = 256\nkernel = \"vmlinuz\"\n\
                   ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
@@ -121,5 +130,61 @@ fn a_qcow2_overlay_reads_its_backing_volume_and_keeps_its_writes() -> Result<(),
             "the overlay over its base lacks the base's or the guest's marker",
         ));
     }
+    Ok(())
+}
+
+#[test]
+fn a_backing_volume_is_refused_writable_and_served_read_only() -> Result<(), Failure> {
+    let dir = TempDir::new("backing-locked")?;
+    let (disk, _) = disk_with_overlay(&dir)?;
+    let guest = |name: &str, access: &str| {
+        format!(
+            "name = \"{name}\"\ntype = \"pvh\"\nmemory = 128\nkernel = \"vmlinuz\"\n\
+             ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
+             disk = [ \"format=raw, vdev=xvda, access={access}, target=base\" ]\n\
+             on_poweroff = \"destroy\"\n"
+        )
+    };
+    let writer = dir.write("writer.cfg", guest("writer", "rw").as_bytes())?;
+    let reader = dir.write("reader.cfg", guest("reader", "ro").as_bytes())?;
+    let (kernel, initramfs) = guest_files()?;
+    // A guest's files follow its config.
+    let modules: [(&std::path::Path, &str); 6] = [
+        (&writer, "guest-config writer.cfg"),
+        (&kernel, "guest-file vmlinuz"),
+        (&initramfs, "guest-file initramfs.cpio.gz"),
+        (&reader, "guest-config reader.cfg"),
+        (&kernel, "guest-file vmlinuz"),
+        (&initramfs, "guest-file initramfs.cpio.gz"),
+    ];
+    let iso = make_iso_with_modules(&dir, "--", &modules)?;
+    let mut qemu = Qemu::iso(iso).virtio_disk(&disk).spawn()?;
+    let refused = qemu.wait_for("dom0: cannot create writer", linux_timeout())?;
+    if !refused.contains("volume base is the backing volume of overlay")
+        || !refused.contains("read-only")
+    {
+        return Err(qemu.failure(format!("unclear refusal: {refused:?}")));
+    }
+    // The refused create may have used a domain id.
+    let created = qemu.wait_for("(reader)", linux_timeout())?;
+    let domain = number_after(&created, "created domain")
+        .and_then(|domain| u16::try_from(domain).ok())
+        .ok_or_else(|| qemu.failure(format!("reader was not created: {created:?}")))?;
+    qemu.wait_for(
+        &format!("dom0: domain {domain}: xvda connected"),
+        linux_timeout(),
+    )?;
+    qemu.wait_for("[reader] XENOLITH-GUEST: shell", linux_timeout())?;
+    attach(&mut qemu, "reader", domain)?;
+    let read_base = format!(
+        "echo \"BA\"\"SE=$(dd if=/dev/xvda bs=4096 skip=256 count=1 2>/dev/null | head -c {})\"",
+        BASE_MARKER.len()
+    );
+    let seen = guest_value(&mut qemu, &read_base, "BASE")?;
+    if seen != BASE_MARKER {
+        return Err(qemu.failure(format!("read {seen:?} from base read-only")));
+    }
+    qemu.assert_serial_lacks(DISK_TROUBLE)?;
+    qemu.kill();
     Ok(())
 }
