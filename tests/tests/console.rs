@@ -51,6 +51,18 @@ fn the_shell_reads_what_is_typed_on_the_serial_line() -> Result<(), Failure> {
     // it until its deadline.)
     qemu.send("help\r")?;
     qemu.wait_for("list domains", boot_timeout())?;
+    qemu.wait_for("dmesg              show Dom0's recent log", boot_timeout())?;
+    // The disk's and the NIC's PCI scans (both done by now) share one line
+    // about the configuration mechanism (QEMU's i440FX has no MCFG).
+    let scans = qemu
+        .serial()
+        .matches("using the configuration ports")
+        .count();
+    if scans != 1 {
+        return Err(qemu.failure(format!(
+            "the configuration mechanism was announced {scans} times"
+        )));
+    }
     qemu.send("list\r")?;
     let line = qemu.wait_for("Domain-0", boot_timeout())?;
     if !line.starts_with("Domain-0 ") {

@@ -6,6 +6,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use dom0::start_info::StartInfo;
 use dom0::virtio_blk::{self, Operation, SCRATCH_MARKER, SECTOR_SIZE};
@@ -59,6 +60,9 @@ fn functions(
     found
 }
 
+/// Whether the fall back to configuration ports has been logged.
+static PORTS_ANNOUNCED: AtomicBool = AtomicBool::new(false);
+
 /// Every function found, with its virtio device type if it has one.
 type Functions = Vec<(DeviceFunction, Option<DeviceType>)>;
 
@@ -70,7 +74,12 @@ fn enumerate(info: &StartInfo) -> (PciRoot<ConfigSpace>, ConfigSpace, Functions)
         regions: &info.memory,
     };
     let window = dom0::pci::find_ecam(&memory, info.rsdp)
-        .inspect_err(|why| info!("dom0: pci: {why}; using the configuration ports"))
+        .inspect_err(|why| {
+            // The disk and the NIC each enumerate: say it once a boot.
+            if !PORTS_ANNOUNCED.swap(true, Ordering::Relaxed) {
+                info!("dom0: pci: {why}; using the configuration ports");
+            }
+        })
         .ok();
     let config = ConfigSpace::choose(window);
     let root = PciRoot::new(config);

@@ -47,7 +47,8 @@ pub enum Command<'a> {
     Console(Target<'a>),
     /// `info`: about the hypervisor and the machine.
     Info,
-    /// `dmesg`: the hypervisor's log.
+    /// `dmesg`: Dom0's recent log lines (not the guests' consoles; the
+    /// hypervisor's own log is on the serial line only).
     Dmesg,
     /// `help`: list the verbs.
     Help,
@@ -172,7 +173,7 @@ pub const VERBS: &[Verb] = &[
     Verb {
         name: "dmesg",
         argument: Argument::None,
-        description: "show the hypervisor's log",
+        description: "show Dom0's recent log",
         action: Action::Dmesg,
     },
     Verb {
