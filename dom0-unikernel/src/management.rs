@@ -205,7 +205,7 @@ fn crlf(bytes: &[u8]) -> Vec<u8> {
 fn resolve(toolstack: &Toolstack, target: Target<'_>) -> Result<DomainId, String> {
     match target {
         Target::Id(domain) if toolstack.guest(domain).is_some() => Ok(domain),
-        Target::Id(domain) if domain == DomainId::DOM0 => {
+        Target::Id(DomainId::DOM0) | Target::Name(shell::DOM0_NAME) => {
             Err("domain 0 is the appliance itself".into())
         }
         Target::Id(domain) => Err(format!("no guest has id {}", domain.0)),
@@ -219,7 +219,7 @@ fn list(toolstack: &Toolstack) {
     let mut rows = Vec::new();
     if let Ok(dom0) = control::info(DomainId::DOM0) {
         rows.push(DomainRow {
-            name: "Domain-0",
+            name: shell::DOM0_NAME,
             id: DomainId::DOM0,
             memory_mib: dom0.memory_mib(),
             vcpus: dom0.vcpus,

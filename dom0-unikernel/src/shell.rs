@@ -37,6 +37,9 @@ pub use console_attach::{ConsoleInput, DETACH_BYTE, split_console_input};
 pub use line_editor::{BELL, Line, LineEditor, LineEvent, MAXIMUM_LINE_LENGTH};
 pub use list::{DomainRow, DomainState, format_list, write_list};
 
+/// Domain 0's name, as xl lists it.
+pub const DOM0_NAME: &str = "Domain-0";
+
 /// What the shell prints before each command.
 pub const PROMPT: &str = "xenolith# ";
 

@@ -74,6 +74,14 @@ fn the_shell_reads_what_is_typed_on_the_serial_line() -> Result<(), Failure> {
     if line.split_whitespace().nth(2) != Some(given.to_string().as_str()) {
         return Err(qemu.failure(format!("Dom0 was given {given} MiB, list shows {line:?}")));
     }
+    // Domain 0 by the name list shows is the appliance, as by its id.
+    for target in ["0", "Domain-0"] {
+        qemu.send(&format!("pause {target}\r"))?;
+        qemu.wait_for(
+            &format!("pause {target}: domain 0 is the appliance itself"),
+            boot_timeout(),
+        )?;
+    }
     qemu.assert_serial_lacks(TROUBLE)?;
     qemu.kill();
     Ok(())
