@@ -10,8 +10,8 @@ use alloc::vec::Vec;
 use config::DomainConfig;
 use mgmt_api::metrics::{MetricFamily, MetricKind, Sample};
 use mgmt_api::{
-    Backend, BackendError, ConsoleChunk, ConsoleOffset, DomainAction, DomainInfo, DomainRef,
-    DomainState, HostInfo,
+    Backend, BackendError, BuildStatus, ConsoleChunk, ConsoleOffset, DomainAction, DomainInfo,
+    DomainRef, DomainState, HostInfo,
 };
 use xenolith_abi::domain::DomainId;
 
@@ -50,11 +50,13 @@ impl ToolstackBackend<'_> {
                 .toolstack
                 .guest(*id)
                 .map(|guest| guest.domain)
+                .or_else(|| self.toolstack.failure(*id).map(|failure| failure.domain))
                 .ok_or(BackendError::NoSuchDomain),
             DomainRef::Name(name) if name == DOM0_NAME => Ok(DomainId::DOM0),
             DomainRef::Name(name) => self
                 .toolstack
                 .find_guest(name)
+                .or_else(|| self.toolstack.find_failure(name))
                 .ok_or(BackendError::NoSuchDomain),
         }
     }
@@ -98,12 +100,28 @@ impl ToolstackBackend<'_> {
                     ..DomainState::default()
                 },
                 cpu_time_ns: info.cpu_time_ns,
+                build: BuildStatus::Ready,
             });
         }
-        let guest = self
-            .toolstack
-            .guest(domain)
-            .ok_or(BackendError::NoSuchDomain)?;
+        let Some(guest) = self.toolstack.guest(domain) else {
+            // A build that failed: the domain is gone, its error stays.
+            let failure = self
+                .toolstack
+                .failure(domain)
+                .ok_or(BackendError::NoSuchDomain)?;
+            return Ok(DomainInfo {
+                id: domain,
+                name: failure.name.clone(),
+                memory_mib: failure.memory_mib,
+                vcpus: failure.vcpus,
+                state: DomainState {
+                    dying: true,
+                    ..DomainState::default()
+                },
+                cpu_time_ns: 0,
+                build: BuildStatus::Failed(failure.error.clone()),
+            });
+        };
         let info = control::info(domain).ok();
         let mut state = DomainState::default();
         match guest.state {
@@ -112,6 +130,7 @@ impl ToolstackBackend<'_> {
                 state.crashed = true;
             }
             GuestState::Stopped(_) => state.shutdown = true,
+            GuestState::Building => state.paused = true,
             GuestState::Running => match info {
                 Some(info) if info.paused() => state.paused = true,
                 Some(info) if info.running() => state.running = true,
@@ -125,6 +144,11 @@ impl ToolstackBackend<'_> {
             vcpus: info.map_or(1, |info| info.vcpus),
             state,
             cpu_time_ns: info.map_or(0, |info| info.cpu_time_ns),
+            build: if guest.state == GuestState::Building {
+                BuildStatus::Building
+            } else {
+                BuildStatus::Ready
+            },
         })
     }
 }
@@ -136,11 +160,18 @@ impl Backend for ToolstackBackend<'_> {
     fn list_domains(&mut self) -> Result<Vec<DomainInfo>, BackendError> {
         let mut domains = Vec::new();
         domains.push(self.info(DomainId::DOM0)?);
-        for guest in self.toolstack.guests() {
-            if let Ok(info) = self.info(guest.domain) {
+        let ids: Vec<DomainId> = self
+            .toolstack
+            .guests()
+            .map(|guest| guest.domain)
+            .chain(self.toolstack.failures().map(|failure| failure.domain))
+            .collect();
+        for id in ids {
+            if let Ok(info) = self.info(id) {
                 domains.push(info);
             }
         }
+        domains.sort_by_key(|domain| domain.id.0);
         Ok(domains)
     }
 
@@ -189,6 +220,22 @@ impl Backend for ToolstackBackend<'_> {
         if id == DomainId::DOM0 {
             return Err(BackendError::InvalidState(format!(
                 "Dom0 cannot be told to {}",
+                action.name()
+            )));
+        }
+        if let BuildStatus::Failed(_) = found.build {
+            // Destroying a failed build forgets it; nothing else applies.
+            if action == DomainAction::Destroy && self.toolstack.forget_failure(id) {
+                return Ok(found);
+            }
+            return Err(BackendError::InvalidState(format!(
+                "the domain's build failed; it cannot {}",
+                action.name()
+            )));
+        }
+        if found.build == BuildStatus::Building && action != DomainAction::Destroy {
+            return Err(BackendError::InvalidState(format!(
+                "the domain is still being built; it cannot {} yet",
                 action.name()
             )));
         }

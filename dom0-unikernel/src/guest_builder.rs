@@ -129,6 +129,58 @@ impl core::fmt::Display for BuildError {
     }
 }
 
+/// Where a guest's pieces go in its RAM.
+struct Layout {
+    /// RAM bytes (whole pages).
+    memory: u64,
+    /// The first special page.
+    special: u64,
+    start_info_address: u64,
+    initrd_address: u64,
+}
+
+/// Lays out a guest of `memory_kib` whose kernel ends at `image_end`,
+/// with an initrd of `initrd_size` bytes ending at most at `initrd_limit`
+/// (the Linux boot protocol's bound): the special pages at the top, the
+/// start info below them, the initrd below that, page-aligned.
+fn layout(
+    memory_kib: u64,
+    image_end: u64,
+    initrd_size: u64,
+    initrd_limit: Option<u64>,
+) -> Result<Layout, BuildError> {
+    let memory = (memory_kib * 1024) & !0xfff;
+    let special = memory.saturating_sub(SPECIAL_PAGES * 4096);
+    let start_info_address = special.saturating_sub(BLOCK_SIZE as u64) & !0xfff;
+    let initrd_top = initrd_limit.map_or(start_info_address, |limit| limit.min(start_info_address));
+    let initrd_address = initrd_top.saturating_sub(initrd_size) & !0xfff;
+    if image_end > initrd_address || initrd_size > initrd_top || special < 0x20_0000 {
+        return Err(BuildError::TooSmall { image_end, memory });
+    }
+    Ok(Layout {
+        memory,
+        special,
+        start_info_address,
+        initrd_address,
+    })
+}
+
+/// Whether a PVH kernel ending at `image_end` and an initrd of
+/// `initrd_size` bytes fit a guest of `memory_kib`: the check [`plan`]
+/// makes, for a kernel whose extent is known before its bytes are (a
+/// bzImage's ELF headers, a cached kernel).
+pub fn check_fit(memory_kib: u64, image_end: u64, initrd_size: u64) -> Result<(), BuildError> {
+    layout(memory_kib, image_end, initrd_size, None).map(drop)
+}
+
+/// The xenstore and console rings' guest frames of a guest of
+/// `memory_kib` (the special pages at the top of its RAM): known before
+/// its kernel is, so its rings can be served while it is built.
+pub fn special_frames(memory_kib: u64) -> (u64, u64) {
+    let special = ((memory_kib * 1024) & !0xfff).saturating_sub(SPECIAL_PAGES * 4096) / 4096;
+    (special, special + 1)
+}
+
 /// Plans the build. The guest's RAM is `[0, memory)`; the special pages
 /// sit at its top, the start info just below them.
 pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
@@ -186,20 +238,20 @@ pub fn plan(spec: &GuestSpec<'_>) -> Result<BuildPlan, BuildError> {
             (pvh::linux_boot::CODE32_START as u32, end)
         }
     };
-    let memory = (spec.memory_kib * 1024) & !0xfff;
-    let special = memory.saturating_sub(SPECIAL_PAGES * 4096);
-    let start_info_address = special.saturating_sub(BLOCK_SIZE as u64) & !0xfff;
-    // The initrd goes just below the start info, page-aligned (and for
-    // the Linux boot protocol, below the highest address it may end at).
     let initrd_size = spec.initrd.map_or(0, |initrd| initrd.len() as u64);
-    let initrd_top = match &boot_image {
-        Some(boot) => start_info_address.min(u64::from(boot.initrd_addr_max) + 1),
-        None => start_info_address,
-    };
-    let initrd_address = initrd_top.saturating_sub(initrd_size) & !0xfff;
-    if image_end > initrd_address || initrd_size > initrd_top || special < 0x20_0000 {
-        return Err(BuildError::TooSmall { image_end, memory });
-    }
+    let Layout {
+        memory,
+        special,
+        start_info_address,
+        initrd_address,
+    } = layout(
+        spec.memory_kib,
+        image_end,
+        initrd_size,
+        boot_image
+            .as_ref()
+            .map(|boot| u64::from(boot.initrd_addr_max) + 1),
+    )?;
     let mut done = 0u64;
     while done < initrd_size {
         let length = (initrd_size - done).min(COPY_CHUNK as u64);
@@ -490,6 +542,33 @@ mod tests {
             }),
             Err(BuildError::Image(_))
         ));
+    }
+
+    #[test]
+    fn the_fit_check_and_ring_frames_agree_with_the_plan() {
+        let image = pvh::image::testing::elf_image(0x100_0000, 0x2000, Some(0x100_0000));
+        let end = pvh::image::parse(image.bytes()).unwrap().end;
+        let initrd = vec![7u8; 3 * COPY_CHUNK];
+        for memory_mib in [16u64, 19, 20, 32] {
+            let spec = GuestSpec {
+                kernel: KernelImage::Elf(image.bytes()),
+                memory_kib: memory_mib * 1024,
+                vcpus: 1,
+                cmdline: "",
+                initrd: Some(&initrd),
+            };
+            let planned = plan(&spec);
+            let checked = check_fit(spec.memory_kib, end, initrd.len() as u64);
+            assert_eq!(planned.is_ok(), checked.is_ok(), "{memory_mib} MiB");
+            if let Ok(planned) = planned {
+                assert_eq!(
+                    special_frames(spec.memory_kib),
+                    (planned.store_frame, planned.console_frame)
+                );
+            } else {
+                assert!(matches!(checked, Err(BuildError::TooSmall { .. })));
+            }
+        }
     }
 
     #[test]

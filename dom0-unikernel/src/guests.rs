@@ -35,46 +35,63 @@ pub fn module_bytes(module: &Module) -> &'static [u8] {
 /// Loads a guest as `spec` says into paused domain `domain` and sets its
 /// entry point; returns the plan (for its special pages).
 pub fn build(domain: DomainId, spec: &GuestSpec<'_>) -> Result<BuildPlan, CreateError> {
-    let initrd = spec.initrd.unwrap_or(&[]);
     let plan = guest_builder::plan(spec).map_err(CreateError::from_build)?;
+    let mut scratch = alloc::vec::Vec::new();
+    for copy in &plan.copies {
+        load_piece(domain, spec, &plan, copy, &mut scratch)?;
+    }
+    set_entry(domain, &plan)?;
+    Ok(plan)
+}
+
+/// Copies one piece of the plan (at most 1 MiB) into the guest; `scratch`
+/// holds a cached run's decoded bytes.
+pub fn load_piece(
+    domain: DomainId,
+    spec: &GuestSpec<'_>,
+    plan: &BuildPlan,
+    copy: &guest_builder::Copy,
+    scratch: &mut alloc::vec::Vec<u8>,
+) -> Result<(), CreateError> {
+    let initrd = spec.initrd.unwrap_or(&[]);
     // A copy the plan names but its source lacks: the plan is wrong, not
     // the guest.
     let misplanned = || CreateError::Internal(String::from("the build plan names missing bytes"));
-    let mut scratch = alloc::vec::Vec::new();
-    for copy in &plan.copies {
-        let bytes = match (copy.source, spec.kernel) {
-            (Source::Image { offset, length }, KernelImage::Elf(image))
-            | (Source::Image { offset, length }, KernelImage::BzImage(image)) => {
-                image.get(offset..offset + length).ok_or_else(misplanned)?
-            }
-            (Source::CachedRun(index), KernelImage::Cached(kernel)) => {
-                let run = kernel.runs().get(index).ok_or_else(misplanned)?;
-                scratch.resize(run.length, 0);
-                run.decompress(&mut scratch).map_err(|corrupt| {
-                    CreateError::Internal(format!(
-                        "the kernel cache is corrupt at {:#x}",
-                        corrupt.address
-                    ))
-                })?
-            }
-            (Source::Initrd { offset, length }, _) => {
-                initrd.get(offset..offset + length).ok_or_else(misplanned)?
-            }
-            (Source::StartInfo, _) => &plan.start_info[..],
-            (Source::Acpi, _) => &plan.acpi[..],
-            (Source::ResetVector, _) => &pvh::acpi::RESET_VECTOR[..],
-            _ => return Err(misplanned()),
-        };
-        write_nonzero(domain, copy.address, bytes).map_err(|errno| {
-            CreateError::hypervisor(
-                format!("writing guest memory at {:#x}", copy.address),
-                errno,
-            )
-        })?;
-    }
+    let bytes = match (copy.source, spec.kernel) {
+        (Source::Image { offset, length }, KernelImage::Elf(image))
+        | (Source::Image { offset, length }, KernelImage::BzImage(image)) => {
+            image.get(offset..offset + length).ok_or_else(misplanned)?
+        }
+        (Source::CachedRun(index), KernelImage::Cached(kernel)) => {
+            let run = kernel.runs().get(index).ok_or_else(misplanned)?;
+            scratch.resize(run.length, 0);
+            run.decompress(scratch).map_err(|corrupt| {
+                CreateError::Internal(format!(
+                    "the kernel cache is corrupt at {:#x}",
+                    corrupt.address
+                ))
+            })?
+        }
+        (Source::Initrd { offset, length }, _) => {
+            initrd.get(offset..offset + length).ok_or_else(misplanned)?
+        }
+        (Source::StartInfo, _) => &plan.start_info[..],
+        (Source::Acpi, _) => &plan.acpi[..],
+        (Source::ResetVector, _) => &pvh::acpi::RESET_VECTOR[..],
+        _ => return Err(misplanned()),
+    };
+    write_nonzero(domain, copy.address, bytes).map_err(|errno| {
+        CreateError::hypervisor(
+            format!("writing guest memory at {:#x}", copy.address),
+            errno,
+        )
+    })
+}
+
+/// Sets vCPU 0's entry point once every piece is loaded.
+pub fn set_entry(domain: DomainId, plan: &BuildPlan) -> Result<(), CreateError> {
     control::set_vcpu_entry(domain, 0, u64::from(plan.entry), plan.start_info_address)
-        .map_err(|errno| CreateError::hypervisor("setting the entry point", errno))?;
-    Ok(plan)
+        .map_err(|errno| CreateError::hypervisor("setting the entry point", errno))
 }
 
 /// Copies `bytes` to guest-physical `address`, skipping whole zero pages:

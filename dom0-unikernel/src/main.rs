@@ -150,10 +150,10 @@ fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::E
     // On the network before the guests start, so Dom0 asks DHCP first.
     let mut network =
         dom0_network::Dom0Network::start(plan.appliance.as_ref(), plan.files, &mut toolstack);
+    // Each is built in turn between other work; the toolstack logs a
+    // refusal (once).
     for index in plan.start {
-        if let Err(why) = toolstack.create(index) {
-            log::error!("dom0: starting a boot guest failed: {why}");
-        }
+        let _ = toolstack.create(index);
     }
     let interactive = !(options.poweroff || options.exit_when_idle);
     let mut management = management::Management::new(interactive);

@@ -65,7 +65,7 @@ impl Management {
         if let Some(domain) = self.attached
             && toolstack
                 .guest(domain)
-                .is_none_or(|guest| guest.state != GuestState::Running)
+                .is_none_or(|guest| matches!(guest.state, GuestState::Stopped(_)))
         {
             self.attached = None;
             toolstack.consoles.detach();
@@ -145,10 +145,12 @@ impl Management {
                 console::write_raw(&crlf(&history));
                 Ok(())
             }
+            // Answered at once: the guest is built between other work,
+            // and its console lines follow when it runs.
             Command::Create { config } => match toolstack.find_definition(config) {
                 Some(index) => toolstack
                     .create(index)
-                    .map(|domain| say(&format!("created domain {}", domain.0)))
+                    .map(|domain| say(&format!("building domain {}", domain.0)))
                     .map_err(|why| format!("{why}")),
                 None => Err(format!(
                     "no guest config named {config:?} among the boot modules"
@@ -161,9 +163,10 @@ impl Management {
                 .and_then(|domain| toolstack.request_shutdown(domain, "poweroff")),
             Command::Reboot(target) => resolve(toolstack, target)
                 .and_then(|domain| toolstack.request_shutdown(domain, "reboot")),
-            Command::Pause(target) => resolve(toolstack, target)
+            Command::Pause(target) => resolve_built(toolstack, target)
                 .and_then(|domain| control::pause(domain).map_err(|code| format!("error {code}"))),
-            Command::Unpause(target) => resolve(toolstack, target).and_then(|domain| {
+            // Unpausing a guest being built would run a half-loaded kernel.
+            Command::Unpause(target) => resolve_built(toolstack, target).and_then(|domain| {
                 control::unpause(domain).map_err(|code| format!("error {code}"))
             }),
             Command::Console(target) => resolve(toolstack, target).and_then(|domain| {
@@ -215,6 +218,17 @@ fn resolve(toolstack: &Toolstack, target: Target<'_>) -> Result<DomainId, String
     }
 }
 
+/// As [`resolve`], refusing a guest still being built.
+fn resolve_built(toolstack: &Toolstack, target: Target<'_>) -> Result<DomainId, String> {
+    let domain = resolve(toolstack, target)?;
+    match toolstack.guest(domain) {
+        Some(guest) if guest.state == GuestState::Building => {
+            Err("the guest is still being built".into())
+        }
+        _ => Ok(domain),
+    }
+}
+
 fn list(toolstack: &Toolstack) {
     let mut rows = Vec::new();
     if let Ok(dom0) = control::info(DomainId::DOM0) {
@@ -235,6 +249,7 @@ fn list(toolstack: &Toolstack) {
             (GuestState::Running, Some(info)) if info.paused() => DomainState::PAUSED,
             (GuestState::Running, Some(info)) if info.running() => DomainState::RUNNING,
             (GuestState::Running, _) => DomainState::BLOCKED,
+            (GuestState::Building, _) => DomainState::PAUSED,
         };
         rows.push(DomainRow {
             name: &guest.name,

@@ -5,20 +5,29 @@
 //! channels, set the HVM params, write its xenstore nodes, introduce it,
 //! unpause. When a guest stops, its `on_poweroff`/`on_reboot`/`on_crash`
 //! action runs.
+//!
+//! A create answers at once: [`Toolstack::create`] makes the cheap checks
+//! (config, name, whether the kernel fits, from its headers), creates the
+//! paused domain and its rings and devices, and queues the rest — the
+//! kernel's decompression and the copies into guest memory, seconds for a
+//! distro kernel under TCG — which [`Toolstack::background_step`] does a
+//! bounded step at a time between Dom0's other work, so running guests,
+//! the shell and the API are served meanwhile. The guest shows as
+//! building until it is unpaused; a build that fails is torn down and its
+//! error kept for the API.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use alloc::borrow::Cow;
-
 use config::{DomainConfig, GuestType, ShutdownAction, Uuid};
 use dom0::create_error::CreateError;
 use dom0::domain_nodes::{self, GuestRecord};
-use dom0::guest_builder::{GuestSpec, KernelImage};
+use dom0::guest_builder::{BuildPlan, GuestSpec, KernelImage};
 use dom0::kernel_cache::{CachedKernel, Compressor};
 use log::{error, info, warn};
+use pvh::bzimage::{Decompression, Progress};
 use xenolith_abi::domain::DomainId;
 use xenolith_abi::event_channel::Port;
 use xenstore::GuestFrame;
@@ -49,6 +58,13 @@ const HVM_MEMORY_MAX_MIB: u64 = 3072;
 /// Which kernel file: its bytes (boot modules stay put for good). Two
 /// configs naming the same file get two modules with equal bytes.
 type KernelKey = &'static [u8];
+
+/// How much of a bzImage's decompressed start the fit check reads: its
+/// ELF and program headers (a few hundred bytes at its start).
+const HEADER_PREFIX: usize = 64 * 1024;
+
+/// Failed builds kept for the API (the oldest goes first).
+const FAILURES_KEPT: usize = 16;
 
 /// A guest as defined: what `create` builds, again on each restart.
 #[derive(Clone, Debug)]
@@ -141,6 +157,8 @@ impl GuestDefinition {
 /// Where a guest is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuestState {
+    /// Created, paused, its kernel being decompressed and loaded.
+    Building,
     Running,
     /// Stopped and kept (`preserve`), until destroyed.
     Stopped(StopReason),
@@ -155,6 +173,56 @@ pub struct Guest {
     uuid: String,
     pub state: GuestState,
     pub memory_mib: u64,
+}
+
+/// A create that failed after it was answered (its build), kept so the
+/// API can say why: the domain is gone, its id and name stay here.
+#[derive(Clone, Debug)]
+pub struct FailedBuild {
+    pub domain: DomainId,
+    pub name: String,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub error: String,
+}
+
+/// A guest being built: its domain exists, paused, with its rings and
+/// devices; its kernel goes in a step at a time.
+struct Build {
+    domain: DomainId,
+    definition: GuestDefinition,
+    vcpus: u32,
+    /// When the create began (TSC), for the created line.
+    started: u64,
+    /// Milliseconds spent decompressing (TSC-timed across steps).
+    decompress_ms: Option<u64>,
+    stage: Stage,
+}
+
+enum Stage {
+    /// Waiting for its turn: one build works at a time (each may hold a
+    /// decompressed distro kernel, 63 MiB, and its decoder's window).
+    Queued,
+    Decompressing(Decompression<'static>),
+    Loading {
+        kernel: Kernel,
+        /// Boxed: the start info and ACPI blocks are large.
+        plan: alloc::boxed::Box<BuildPlan>,
+        /// The next of `plan.copies`.
+        next: usize,
+        /// A cached run's decoded bytes.
+        scratch: Vec<u8>,
+    },
+}
+
+/// The kernel a build loads.
+enum Kernel {
+    /// A boot module as it is: a PVH ELF, or an HVM guest's bzImage.
+    File(&'static [u8]),
+    /// A bzImage's vmlinux, decompressed by this build.
+    Decompressed(Vec<u8>),
+    /// From the cache, taken out while it is loaded.
+    Cached(CachedKernel),
 }
 
 /// How guests ended, for `exit-when-idle`.
@@ -183,6 +251,10 @@ pub struct Toolstack {
     kernels: Vec<(KernelKey, CachedKernel)>,
     /// The kernel being cached, if any.
     caching: Option<Caching>,
+    /// Guests being built, in order; the first one works.
+    builds: VecDeque<Build>,
+    /// Builds that failed after their create was answered, newest last.
+    failures: VecDeque<FailedBuild>,
 }
 
 /// A kernel being compressed into the cache, a run at a time.
@@ -207,6 +279,8 @@ impl Toolstack {
             created: 0,
             kernels: Vec::new(),
             caching: None,
+            builds: VecDeque::new(),
+            failures: VecDeque::new(),
         }
     }
 
@@ -278,39 +352,81 @@ impl Toolstack {
     pub fn idle(&self) -> bool {
         self.guests
             .values()
-            .all(|guest| guest.state != GuestState::Running)
+            .all(|guest| matches!(guest.state, GuestState::Stopped(_)))
     }
 
-    /// Creates and starts the guest of definition `index`.
-    /// The error says what went wrong, by kind (the API's status code
-    /// follows it) and in words; it is logged here too.
+    /// Builds that failed after their create was answered (newest last).
+    pub fn failures(&self) -> impl Iterator<Item = &FailedBuild> {
+        self.failures.iter()
+    }
+
+    /// The failed build of domain `domain`, if one is kept.
+    pub fn failure(&self, domain: DomainId) -> Option<&FailedBuild> {
+        self.failures
+            .iter()
+            .find(|failure| failure.domain == domain)
+    }
+
+    /// The newest failed build named `name`, if one is kept.
+    pub fn find_failure(&self, name: &str) -> Option<DomainId> {
+        self.failures
+            .iter()
+            .rev()
+            .find(|failure| failure.name == name)
+            .map(|failure| failure.domain)
+    }
+
+    /// Forgets a failed build (the API's DELETE of it).
+    pub fn forget_failure(&mut self, domain: DomainId) -> bool {
+        let before = self.failures.len();
+        self.failures.retain(|failure| failure.domain != domain);
+        self.failures.len() != before
+    }
+
+    /// Creates the guest of definition `index` and queues its build:
+    /// returns its id at once, the guest building (paused) until
+    /// [`Toolstack::background_step`] has loaded and unpaused it. What
+    /// can be checked cheaply is checked before the domain exists (the
+    /// config, the name, whether the kernel fits, from its headers), so
+    /// those refusals use up no domain id. The error says what went wrong,
+    /// by kind (the API's status code follows it) and in words; it is
+    /// logged here, once.
     pub fn create(&mut self, index: usize) -> Result<DomainId, CreateError> {
-        let definition = self
+        let started = baremetal::cpu::rdtsc();
+        let result = self
             .definitions
             .get(index)
             .cloned()
-            .ok_or_else(|| CreateError::BadConfig(String::from("no such definition")))?;
-        if self.find_guest(&definition.name).is_some() {
+            .ok_or_else(|| CreateError::BadConfig(String::from("no such definition")))
+            .and_then(|definition| self.begin(index, definition, started));
+        if let Err(why) = &result {
             self.outcomes.failed += 1;
+            let name = self
+                .definitions
+                .get(index)
+                .map_or("?", |definition| definition.name.as_str());
+            error!("dom0: cannot create {name}: {why}");
+        }
+        result.map(|build| {
+            let domain = build.domain;
+            self.builds.push_back(build);
+            domain
+        })
+    }
+
+    /// The checks, the paused domain, its rings and devices.
+    fn begin(
+        &mut self,
+        index: usize,
+        definition: GuestDefinition,
+        started: u64,
+    ) -> Result<Build, CreateError> {
+        if self.find_guest(&definition.name).is_some() {
             return Err(CreateError::NameInUse {
                 source: definition.source.clone(),
                 name: definition.name.clone(),
             });
         }
-        let result = self.build(index, &definition);
-        if let Err(why) = &result {
-            self.outcomes.failed += 1;
-            error!("dom0: cannot create {}: {why}", definition.name);
-        }
-        result
-    }
-
-    fn build(
-        &mut self,
-        index: usize,
-        definition: &GuestDefinition,
-    ) -> Result<DomainId, CreateError> {
-        let started = baremetal::cpu::rdtsc();
         if !(2..=MEMORY_MAX_MIB).contains(&definition.memory_mib) {
             return Err(CreateError::BadConfig(format!(
                 "memory = {} MiB: give 2 to {MEMORY_MAX_MIB}",
@@ -326,32 +442,7 @@ impl Toolstack {
                 definition.name, definition.vcpus
             );
         }
-        let key = definition.kernel;
-        // This kernel is being cached: finishing that beats decompressing.
-        if self
-            .caching
-            .as_ref()
-            .is_some_and(|caching| caching.key == key)
-        {
-            while self.busy() {
-                self.background_step();
-            }
-        }
-        // An HVM guest's kernel decompresses itself: nothing to cache.
-        let cached = self
-            .kernels
-            .iter()
-            .position(|(cached, _)| *cached == key)
-            .filter(|_| !definition.hvm);
-        let vmlinux = match cached {
-            Some(_) => Cow::Borrowed(&[][..]),
-            None if definition.hvm => Cow::Borrowed(&[][..]),
-            None => pvh::bzimage::vmlinux(definition.kernel, pvh::bzimage::SUGGESTED_LIMIT)
-                .map_err(|error| {
-                    CreateError::BadImage(format!("the kernel is unusable: {error:?}"))
-                })?,
-        };
-        let decompressed = guests::milliseconds_since(started);
+        self.check_fit(&definition, vcpus)?;
         let memory_kib = definition.memory_mib * 1024;
         let created = if definition.hvm {
             control::create_hvm(vcpus, memory_kib)
@@ -370,77 +461,101 @@ impl Toolstack {
             definition: index,
             name: definition.name.clone(),
             uuid,
-            state: GuestState::Running,
+            state: GuestState::Building,
             memory_mib: definition.memory_mib,
         };
-        // Taken out while in use, put back as the most recently used.
-        let cached_kernel = cached.map(|at| self.kernels.remove(at));
-        let kernel = match &cached_kernel {
-            Some((_, kernel)) => KernelImage::Cached(kernel),
-            None if definition.hvm => KernelImage::BzImage(definition.kernel),
-            None => KernelImage::Elf(&vmlinux),
-        };
-        let spec = GuestSpec {
-            kernel,
-            memory_kib,
-            vcpus,
-            cmdline: &definition.cmdline,
-            initrd: definition.ramdisk,
-        };
-        let set_up =
-            guests::build(domain, &spec).and_then(|plan| self.set_up(&guest, &spec, &plan));
-        self.kernels.extend(cached_kernel);
-        if let Err(why) = set_up {
+        // The rings sit in the special pages, whose place depends on the
+        // RAM only: they are served from now on, while the kernel loads.
+        if let Err(why) = self.set_up(&guest, &definition, memory_kib, vcpus) {
             self.tear_down(&guest);
             return Err(why);
         }
-        self.guests.insert(domain, guest);
-        if let Err(code) = control::unpause(domain) {
-            if let Some(guest) = self.guests.remove(&domain) {
-                self.tear_down(&guest);
-            }
-            return Err(CreateError::hypervisor("unpausing", code));
-        }
-        let created = guests::milliseconds_since(started);
-        // A decompressed bzImage is worth keeping for the next create: it
-        // is compressed a run at a time between other work (the guest and
-        // the consoles go on meanwhile), and counted apart from Dom0's
-        // memory until then.
-        let pending = match vmlinux {
-            Cow::Owned(vmlinux) => self.start_caching(key, vmlinux),
-            Cow::Borrowed(_) => 0,
-        };
         info!(
-            "dom0: created domain {} ({}) in {created} ms ({}): {} MiB, command line {:?}; Dom0 uses {} KiB with {} guests",
-            domain.0,
-            definition.name,
-            match cached {
-                _ if definition.hvm => String::from("HVM: the kernel decompresses itself"),
-                Some(_) => String::from("kernel from the cache"),
-                None => format!("{decompressed} ms decompressing the kernel"),
-            },
-            definition.memory_mib,
-            definition.cmdline,
-            crate::memory_in_use().saturating_sub(pending) / 1024,
-            self.guests.len()
+            "dom0: building domain {} ({}): {} MiB, {vcpus} vCPUs",
+            domain.0, definition.name, definition.memory_mib
         );
-        Ok(domain)
+        self.guests.insert(domain, guest);
+        Ok(Build {
+            domain,
+            definition,
+            vcpus,
+            started,
+            decompress_ms: None,
+            stage: Stage::Queued,
+        })
     }
 
-    /// Everything between loading and UNPAUSE.
+    /// Whether the guest's kernel (and initrd) fit its RAM, known without
+    /// decompressing it: an ELF's or an HVM bzImage's headers, a cached
+    /// kernel's extent, or the ELF headers at the start of a bzImage's
+    /// payload (its first 64 KiB decompressed).
+    fn check_fit(&self, definition: &GuestDefinition, vcpus: u32) -> Result<(), CreateError> {
+        let memory_kib = definition.memory_mib * 1024;
+        let initrd = definition.ramdisk.map_or(0, |initrd| initrd.len() as u64);
+        let bad_image = |error: &dyn core::fmt::Display| {
+            CreateError::BadImage(format!("the kernel is unusable: {error}"))
+        };
+        let plain = |kernel| {
+            dom0::guest_builder::plan(&GuestSpec {
+                kernel,
+                memory_kib,
+                vcpus,
+                cmdline: &definition.cmdline,
+                initrd: definition.ramdisk,
+            })
+            .map(drop)
+            .map_err(CreateError::from_build)
+        };
+        let kernel = definition.kernel;
+        if definition.hvm {
+            return plain(KernelImage::BzImage(kernel));
+        }
+        if kernel.starts_with(b"\x7fELF") {
+            return plain(KernelImage::Elf(kernel));
+        }
+        let cached = self
+            .kernels
+            .iter()
+            .find(|(cached, _)| *cached == kernel)
+            .map(|(_, cached)| cached.end);
+        let end = match cached {
+            Some(end) => end,
+            None => {
+                let payload = pvh::bzimage::payload(kernel).map_err(|error| bad_image(&error))?;
+                let size = u64::from(payload.uncompressed_size);
+                if size > pvh::bzimage::SUGGESTED_LIMIT as u64 {
+                    return Err(bad_image(&pvh::bzimage::BzImageError::TooLarge {
+                        limit: pvh::bzimage::SUGGESTED_LIMIT,
+                    }));
+                }
+                let prefix = payload
+                    .decompress_prefix(HEADER_PREFIX)
+                    .map_err(|error| bad_image(&error))?;
+                pvh::image::extent(&prefix, size)
+                    .map_err(|error| bad_image(&error))?
+                    .1
+            }
+        };
+        dom0::guest_builder::check_fit(memory_kib, end, initrd).map_err(CreateError::from_build)
+    }
+
+    /// The domain's rings, xenstore nodes and devices: everything of the
+    /// build but its memory, entry point and unpause.
     fn set_up(
         &mut self,
         guest: &Guest,
-        spec: &GuestSpec<'_>,
-        plan: &dom0::guest_builder::BuildPlan,
+        definition: &GuestDefinition,
+        memory_kib: u64,
+        vcpus: u32,
     ) -> Result<(), CreateError> {
         let domain = guest.domain;
+        let (store_frame, console_frame) = dom0::guest_builder::special_frames(memory_kib);
         let store_port = offer_port(domain)?;
         let console_port = offer_port(domain)?;
         for (index, value) in [
-            (hvm_param::STORE_PFN, plan.store_frame),
+            (hvm_param::STORE_PFN, store_frame),
             (hvm_param::STORE_EVTCHN, u64::from(store_port.0)),
-            (hvm_param::CONSOLE_PFN, plan.console_frame),
+            (hvm_param::CONSOLE_PFN, console_frame),
             (hvm_param::CONSOLE_EVTCHN, u64::from(console_port.0)),
         ] {
             control::set_hvm_param(domain, index, value).map_err(|code| {
@@ -448,43 +563,33 @@ impl Toolstack {
             })?;
         }
         self.consoles
-            .connect(domain, &guest.name, plan.console_frame, console_port)
+            .connect(domain, &guest.name, console_frame, console_port)
             .map_err(|code| CreateError::hypervisor("connecting the console", code))?;
         let record = GuestRecord {
             domain,
             name: &guest.name,
             uuid: &guest.uuid,
-            memory_kib: spec.memory_kib,
-            max_memory_kib: spec.memory_kib,
-            vcpus: spec.vcpus,
-            console: (GuestFrame(plan.console_frame), console_port),
+            memory_kib,
+            max_memory_kib: memory_kib,
+            vcpus,
+            console: (GuestFrame(console_frame), console_port),
         };
         let (store, toolstack) = self.xenstore.store();
         domain_nodes::introduce(
             store,
             toolstack,
             &record,
-            (GuestFrame(plan.store_frame), store_port),
+            (GuestFrame(store_frame), store_port),
         )
         .map_err(|error| {
             CreateError::Internal(format!("writing its xenstore nodes failed: {error:?}"))
         })?;
-        let disks = self
-            .definitions
-            .get(guest.definition)
-            .map(|definition| definition.disks.clone())
-            .unwrap_or_default();
-        for disk in &disks {
+        for disk in &definition.disks {
             self.blocks
                 .attach(&mut self.xenstore, domain, disk)
                 .map_err(|why| CreateError::BadDevice(format!("{}: {why}", disk.vdev)))?;
         }
-        let vifs = self
-            .definitions
-            .get(guest.definition)
-            .map(|definition| definition.vifs.clone())
-            .unwrap_or_default();
-        for (index, vif) in vifs.iter().enumerate() {
+        for (index, vif) in definition.vifs.iter().enumerate() {
             self.nets
                 .attach(&mut self.xenstore, domain, index, vif)
                 .map_err(|why| CreateError::BadDevice(format!("vif {index}: {why}")))?;
@@ -519,20 +624,46 @@ impl Toolstack {
         }
     }
 
-    /// Destroys a guest at the operator's request.
+    /// Destroys a guest at the operator's request; one being built is
+    /// dropped with its build (a cached kernel it held goes back).
     pub fn destroy(&mut self, domain: DomainId) -> Result<(), String> {
         let guest = self.guests.remove(&domain).ok_or("no such guest")?;
-        if guest.state == GuestState::Running {
+        // A kept guest had stopped already; any other did not end well.
+        if !matches!(guest.state, GuestState::Stopped(_)) {
             self.outcomes.failed += 1;
+        }
+        if let Some(at) = self.builds.iter().position(|build| build.domain == domain)
+            && let Some(build) = self.builds.remove(at)
+        {
+            info!(
+                "dom0: dropped the build of domain {} ({})",
+                domain.0, guest.name
+            );
+            self.release(build);
         }
         self.tear_down(&guest);
         Ok(())
     }
 
+    /// Puts back what a build held that outlives it: a cached kernel.
+    fn release(&mut self, build: Build) {
+        if let Stage::Loading {
+            kernel: Kernel::Cached(kernel),
+            ..
+        } = build.stage
+        {
+            self.kernels.push((build.definition.kernel, kernel));
+        }
+    }
+
     /// Asks a guest to power off or reboot through `control/shutdown`.
     pub fn request_shutdown(&mut self, domain: DomainId, request: &str) -> Result<(), String> {
-        if !self.guests.contains_key(&domain) {
-            return Err("no such guest".into());
+        match self.guests.get(&domain) {
+            None => return Err("no such guest".into()),
+            Some(guest) if guest.state == GuestState::Building => {
+                return Err("the guest is still being built; use destroy".into());
+            }
+            Some(_) => {}
         }
         let (store, toolstack) = self.xenstore.store();
         if !domain_nodes::handles_shutdown_requests(store, toolstack, domain) {
@@ -612,9 +743,9 @@ impl Toolstack {
                 if let Some(guest) = self.guests.remove(&domain) {
                     self.tear_down(&guest);
                 }
-                match self.create(index) {
-                    Ok(new) => info!("dom0: restarted as domain {}", new.0),
-                    Err(why) => error!("dom0: restarting failed: {why}"),
+                // A refusal is logged by create.
+                if let Ok(new) = self.create(index) {
+                    info!("dom0: restarted as domain {}", new.0);
                 }
             }
             ShutdownAction::Destroy | ShutdownAction::CoredumpDestroy => {
@@ -651,16 +782,233 @@ impl Toolstack {
         }
     }
 
-    /// Whether background work (kernel caching) waits, or the disks have
-    /// completions no interrupt will announce.
+    /// Whether background work (a build, kernel caching) waits, or the
+    /// disks have completions no interrupt will announce.
     pub fn busy(&self) -> bool {
-        self.caching.is_some() || self.blocks.has_pending()
+        !self.builds.is_empty() || self.caching.is_some() || self.blocks.has_pending()
     }
 
-    /// Does one bounded piece of background work: compresses one run (at
-    /// most 1 MiB) of the kernel being cached; the last one files it,
-    /// evicting the least recently used kernels beyond the cache's bound.
+    /// Does one bounded piece of background work: a step of the first
+    /// build (a megabyte of its kernel decompressed, or one piece of at
+    /// most 1 MiB copied into the guest, or its unpause), else one run (at
+    /// most 1 MiB) of the kernel being cached. A build waiting for the
+    /// kernel being cached lets the caching finish first (loading from the
+    /// cache beats decompressing again).
     pub fn background_step(&mut self) {
+        let waits_for_cache = self.builds.front().is_some_and(|build| {
+            matches!(build.stage, Stage::Queued)
+                && self
+                    .caching
+                    .as_ref()
+                    .is_some_and(|caching| caching.key == build.definition.kernel)
+        });
+        if waits_for_cache || self.builds.is_empty() {
+            self.caching_step();
+            return;
+        }
+        let Some(mut build) = self.builds.pop_front() else {
+            return;
+        };
+        match self.build_step(&mut build) {
+            Ok(Progress::More) => self.builds.push_front(build),
+            Ok(Progress::Done) => self.built(build),
+            Err(why) => self.build_failed(build, why),
+        }
+    }
+
+    /// One step of `build`.
+    fn build_step(&mut self, build: &mut Build) -> Result<Progress, CreateError> {
+        let definition = &build.definition;
+        let stage = core::mem::replace(&mut build.stage, Stage::Queued);
+        build.stage = match stage {
+            Stage::Queued => {
+                let key = definition.kernel;
+                let cached = self
+                    .kernels
+                    .iter()
+                    .position(|(cached, _)| *cached == key)
+                    .filter(|_| !definition.hvm);
+                if let Some(at) = cached {
+                    let (_, kernel) = self.kernels.remove(at);
+                    self.loading(build, Kernel::Cached(kernel))?
+                } else if definition.hvm || key.starts_with(b"\x7fELF") {
+                    self.loading(build, Kernel::File(key))?
+                } else {
+                    let unusable = |error: pvh::bzimage::BzImageError| {
+                        CreateError::BadImage(format!("the kernel is unusable: {error}"))
+                    };
+                    let payload = pvh::bzimage::payload(key).map_err(unusable)?;
+                    Stage::Decompressing(
+                        payload
+                            .start(pvh::bzimage::SUGGESTED_LIMIT)
+                            .map_err(unusable)?,
+                    )
+                }
+            }
+            Stage::Decompressing(mut decompression) => {
+                let started = baremetal::cpu::rdtsc();
+                let progress = decompression.step();
+                let spent = guests::milliseconds_since(started);
+                build.decompress_ms = Some(build.decompress_ms.unwrap_or(0) + spent);
+                let unusable = |error: pvh::bzimage::BzImageError| {
+                    CreateError::BadImage(format!("the kernel is unusable: {error}"))
+                };
+                match progress.map_err(unusable)? {
+                    Progress::More => Stage::Decompressing(decompression),
+                    Progress::Done => {
+                        let vmlinux = decompression.finish().map_err(unusable)?;
+                        self.loading(build, Kernel::Decompressed(vmlinux))?
+                    }
+                }
+            }
+            Stage::Loading {
+                kernel,
+                plan,
+                next,
+                mut scratch,
+            } => {
+                let spec = spec(definition, build.vcpus, &kernel);
+                match plan.copies.get(next) {
+                    Some(copy) => {
+                        let loaded =
+                            guests::load_piece(build.domain, &spec, &plan, copy, &mut scratch);
+                        // A cached kernel goes back even when loading fails.
+                        if let Err(why) = loaded {
+                            build.stage = Stage::Loading {
+                                kernel,
+                                plan,
+                                next,
+                                scratch,
+                            };
+                            return Err(why);
+                        }
+                        Stage::Loading {
+                            kernel,
+                            plan,
+                            next: next + 1,
+                            scratch,
+                        }
+                    }
+                    None => {
+                        let entered = guests::set_entry(build.domain, &plan);
+                        build.stage = Stage::Loading {
+                            kernel,
+                            plan,
+                            next,
+                            scratch,
+                        };
+                        entered?;
+                        return Ok(Progress::Done);
+                    }
+                }
+            }
+        };
+        Ok(Progress::More)
+    }
+
+    /// The loading stage for `kernel`: its plan, made now that the bytes
+    /// are there. A cached kernel goes back to the cache if it fails.
+    fn loading(&mut self, build: &Build, kernel: Kernel) -> Result<Stage, CreateError> {
+        let planned = dom0::guest_builder::plan(&spec(&build.definition, build.vcpus, &kernel))
+            .map_err(CreateError::from_build);
+        match planned {
+            Ok(plan) => Ok(Stage::Loading {
+                kernel,
+                plan: alloc::boxed::Box::new(plan),
+                next: 0,
+                scratch: Vec::new(),
+            }),
+            Err(why) => {
+                if let Kernel::Cached(cached) = kernel {
+                    self.kernels.push((build.definition.kernel, cached));
+                }
+                Err(why)
+            }
+        }
+    }
+
+    /// A build loaded and entered: unpause the guest, keep a kernel it
+    /// decompressed for the next create.
+    fn built(&mut self, build: Build) {
+        let domain = build.domain;
+        if let Err(code) = control::unpause(domain) {
+            return self.build_failed(build, CreateError::hypervisor("unpausing", code));
+        }
+        let Some(guest) = self.guests.get_mut(&domain) else {
+            return self.release(build);
+        };
+        guest.state = GuestState::Running;
+        let created = guests::milliseconds_since(build.started);
+        let definition = &build.definition;
+        let how = match (&build.stage, build.decompress_ms) {
+            _ if definition.hvm => String::from("HVM: the kernel decompresses itself"),
+            (_, Some(decompressed)) => format!("{decompressed} ms decompressing the kernel"),
+            (
+                Stage::Loading {
+                    kernel: Kernel::Cached(_),
+                    ..
+                },
+                _,
+            ) => String::from("kernel from the cache"),
+            _ => String::from("an ELF kernel"),
+        };
+        let line = format!(
+            "dom0: created domain {} ({}) in {created} ms ({how}): {} MiB, command line {:?}",
+            domain.0, definition.name, definition.memory_mib, definition.cmdline,
+        );
+        // A decompressed bzImage is worth keeping for the next create: it
+        // is compressed a run at a time between other work (the guest and
+        // the consoles go on meanwhile), and counted apart from Dom0's
+        // memory until then.
+        let key = definition.kernel;
+        let pending = match build.stage {
+            Stage::Loading {
+                kernel: Kernel::Decompressed(vmlinux),
+                ..
+            } => self.start_caching(key, vmlinux),
+            Stage::Loading {
+                kernel: Kernel::Cached(kernel),
+                ..
+            } => {
+                self.kernels.push((key, kernel));
+                0
+            }
+            _ => 0,
+        };
+        info!(
+            "{line}; Dom0 uses {} KiB with {} guests",
+            crate::memory_in_use().saturating_sub(pending) / 1024,
+            self.guests.len()
+        );
+    }
+
+    /// A build failed after its create was answered: the guest is torn
+    /// down, the error logged once and kept for the API.
+    fn build_failed(&mut self, build: Build, why: CreateError) {
+        let domain = build.domain;
+        let name = build.definition.name.clone();
+        error!("dom0: cannot create {name} (domain {}): {why}", domain.0);
+        self.outcomes.failed += 1;
+        if self.failures.len() >= FAILURES_KEPT {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(FailedBuild {
+            domain,
+            name,
+            memory_mib: build.definition.memory_mib,
+            vcpus: build.vcpus,
+            error: format!("{why}"),
+        });
+        self.release(build);
+        if let Some(guest) = self.guests.remove(&domain) {
+            self.tear_down(&guest);
+        }
+    }
+
+    /// Compresses one run of the kernel being cached; the last one files
+    /// it, evicting the least recently used kernels beyond the cache's
+    /// bound.
+    fn caching_step(&mut self) {
         let Some(caching) = self.caching.as_mut() else {
             return;
         };
@@ -733,6 +1081,22 @@ fn offer_port(domain: DomainId) -> Result<Port, CreateError> {
     hypercall::alloc_unbound(domain.0, 0)
         .map(Port)
         .map_err(|code| CreateError::hypervisor("allocating an event channel", code))
+}
+
+/// What the builder needs of a definition, for `kernel`.
+fn spec<'a>(definition: &'a GuestDefinition, vcpus: u32, kernel: &'a Kernel) -> GuestSpec<'a> {
+    GuestSpec {
+        kernel: match kernel {
+            Kernel::File(bytes) if definition.hvm => KernelImage::BzImage(bytes),
+            Kernel::File(bytes) => KernelImage::Elf(bytes),
+            Kernel::Decompressed(vmlinux) => KernelImage::Elf(vmlinux),
+            Kernel::Cached(cached) => KernelImage::Cached(cached),
+        },
+        memory_kib: definition.memory_mib * 1024,
+        vcpus,
+        cmdline: &definition.cmdline,
+        initrd: definition.ramdisk,
+    }
 }
 
 /// A UUID for a guest whose config gives none: random-looking, not

@@ -114,6 +114,31 @@ impl fmt::Display for DomainState {
     }
 }
 
+/// Where a guest's build is: a create is answered as soon as the domain
+/// exists, and the toolstack loads its kernel afterwards.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BuildStatus {
+    /// Built and unpaused (or Dom0).
+    #[default]
+    Ready,
+    /// Created, paused, its kernel still being decompressed or loaded.
+    Building,
+    /// The build failed after the create was answered: the domain is gone,
+    /// and this says why.
+    Failed(String),
+}
+
+impl BuildStatus {
+    /// The name the API shows.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BuildStatus::Ready => "ready",
+            BuildStatus::Building => "building",
+            BuildStatus::Failed(_) => "failed",
+        }
+    }
+}
+
 /// One domain, as listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainInfo {
@@ -129,6 +154,8 @@ pub struct DomainInfo {
     pub state: DomainState,
     /// CPU time used, in nanoseconds.
     pub cpu_time_ns: u64,
+    /// Whether it is built yet.
+    pub build: BuildStatus,
 }
 
 /// Host facts for `GET /v1/host`.
@@ -258,7 +285,8 @@ pub trait Backend {
     /// One domain.
     fn domain(&mut self, domain: &DomainRef) -> Result<DomainInfo, BackendError>;
 
-    /// Creates and starts a guest from xl.cfg text.
+    /// Creates a guest from xl.cfg text and starts building it: answers
+    /// once the domain exists (its `build` then says `Building`).
     fn create_domain(&mut self, xl_config: &str) -> Result<DomainInfo, BackendError>;
 
     /// Shuts down, reboots, pauses, unpauses or destroys a domain; returns

@@ -7,8 +7,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::backend::{
-    Backend, BackendError, ConsoleChunk, ConsoleOffset, DomainAction, DomainId, DomainInfo,
-    DomainRef, DomainState, HostInfo,
+    Backend, BackendError, BuildStatus, ConsoleChunk, ConsoleOffset, DomainAction, DomainId,
+    DomainInfo, DomainRef, DomainState, HostInfo,
 };
 use crate::metrics::{MetricFamily, MetricKind, Sample};
 
@@ -51,6 +51,7 @@ impl FakeBackend {
                         ..DomainState::default()
                     },
                     cpu_time_ns: 1_500_000_000,
+                    build: BuildStatus::Ready,
                 },
                 console: Vec::new(),
             }],
@@ -63,6 +64,13 @@ impl FakeBackend {
                 dom0_version: String::from("xenolith-dom0 0.1.0"),
                 uptime_seconds: 42,
             },
+        }
+    }
+
+    /// Sets a domain's build status (a build finishing or failing).
+    pub fn set_build(&mut self, id: DomainId, build: BuildStatus) {
+        if let Some(domain) = self.domains.iter_mut().find(|domain| domain.info.id == id) {
+            domain.info.build = build;
         }
     }
 
@@ -127,6 +135,7 @@ impl Backend for FakeBackend {
                 ..DomainState::default()
             },
             cpu_time_ns: 0,
+            build: BuildStatus::Building,
         };
         self.next_id += 1;
         self.domains.push(FakeDomain {

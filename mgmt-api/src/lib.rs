@@ -40,8 +40,8 @@ mod tests;
 
 pub use auth::{Access, Token};
 pub use backend::{
-    Backend, BackendError, ConsoleChunk, ConsoleOffset, DomainAction, DomainInfo, DomainRef,
-    DomainState, HostInfo,
+    Backend, BackendError, BuildStatus, ConsoleChunk, ConsoleOffset, DomainAction, DomainInfo,
+    DomainRef, DomainState, HostInfo,
 };
 pub use connection::{Connection, Output};
 pub use limits::Limits;

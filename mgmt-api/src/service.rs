@@ -7,8 +7,8 @@ use alloc::vec::Vec;
 
 use crate::auth::Access;
 use crate::backend::{
-    Backend, BackendError, ConsoleChunk, ConsoleOffset, DomainAction, DomainInfo, DomainRef,
-    HostInfo,
+    Backend, BackendError, BuildStatus, ConsoleChunk, ConsoleOffset, DomainAction, DomainInfo,
+    DomainRef, HostInfo,
 };
 use crate::http::Request;
 use crate::json::Value;
@@ -218,14 +218,24 @@ impl Service {
 pub fn domain_json(info: &DomainInfo) -> Value {
     let flags = info.state.flags();
     let state = core::str::from_utf8(&flags).unwrap_or("------");
-    Value::object([
+    let mut fields = alloc::vec![
         ("id", Value::unsigned(u64::from(info.id.0))),
         ("name", Value::string(&info.name)),
         ("memory_mib", Value::unsigned(info.memory_mib)),
         ("vcpus", Value::unsigned(u64::from(info.vcpus))),
         ("state", Value::string(state)),
         ("cpu_time_ns", Value::unsigned(info.cpu_time_ns)),
-    ])
+        ("build", Value::string(info.build.name())),
+    ];
+    if let BuildStatus::Failed(error) = &info.build {
+        fields.push(("error", Value::string(error)));
+    }
+    Value::Object(
+        fields
+            .into_iter()
+            .map(|(key, value)| (String::from(key), value))
+            .collect(),
+    )
 }
 
 fn host_json(host: &HostInfo) -> Value {

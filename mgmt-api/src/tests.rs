@@ -5,7 +5,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::backend::{DomainId, DomainRef};
+use crate::backend::{BuildStatus, DomainId, DomainRef};
 use crate::fake::FakeBackend;
 use crate::json::{self, Value};
 use crate::{Access, ConnectionId, Instant, Limits, Output, Server, ServerConfig, Token};
@@ -153,6 +153,12 @@ fn create_get_act_destroy() {
     assert_eq!(reply.status, 201);
     assert_eq!(reply.header("Location"), Some("/v1/domains/1"));
     assert_eq!(reply.json().get("memory_mib").unwrap().as_u64(), Some(512));
+    // Answered once the domain exists: its kernel is still loading.
+    assert_eq!(
+        reply.json().get("build").unwrap().as_str(),
+        Some("building")
+    );
+    assert!(reply.json().get("error").is_none());
 
     let again = one(
         &mut server,
@@ -231,6 +237,30 @@ fn create_get_act_destroy() {
         Some("no such domain")
     );
     assert_eq!(reply.json().get("code").unwrap().as_u64(), Some(404));
+}
+
+#[test]
+fn a_failed_build_shows_its_error() {
+    let (mut server, mut backend) = new_server();
+    let reply = one(
+        &mut server,
+        &mut backend,
+        &post("/v1/domains", "text/plain", GUEST),
+    );
+    assert_eq!(reply.status, 201);
+    backend.set_build(
+        DomainId(1),
+        BuildStatus::Failed("the kernel is unusable".into()),
+    );
+    let reply = one(&mut server, &mut backend, &get("/v1/domains/1"));
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json().get("build").unwrap().as_str(), Some("failed"));
+    assert_eq!(
+        reply.json().get("error").unwrap().as_str(),
+        Some("the kernel is unusable")
+    );
+    let reply = one(&mut server, &mut backend, &get("/v1/domains/0"));
+    assert_eq!(reply.json().get("build").unwrap().as_str(), Some("ready"));
 }
 
 #[test]

@@ -76,7 +76,7 @@ fn an_appliance_disk_made_with_xenolith_img_alone_starts_its_guests() -> Result<
         "created domain 2",
         "dom0 crashed",
         "panic",
-        "starting a boot guest failed",
+        "cannot create",
         "no guest config defines",
     ])?;
     qemu.kill();
