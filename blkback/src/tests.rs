@@ -525,6 +525,34 @@ fn discard_waits_alone_for_the_requests_before_it_and_holds_back_later_ones() {
 }
 
 #[test]
+fn a_discard_on_one_queue_holds_back_the_other_queues() {
+    let mut harness = connected_with(config(disk()), 0, 2);
+    let page = harness.page(0x66);
+    harness.send_on(0, &[read(1, 0, &[(page, 0, 7)])]);
+    harness.send_on(1, &[RequestBuilder::discard(2, 0, 8, false)]);
+    harness.send_on(0, &[read(3, 8, &[(page, 0, 7)])]);
+    // Queue 0's second read waits behind queue 1's discard.
+    assert_eq!(
+        harness.backend.device().queued_kinds(),
+        [OperationKind::Read]
+    );
+    assert!(harness.complete_next());
+    assert_eq!(
+        harness.backend.device().queued_kinds(),
+        [OperationKind::Discard]
+    );
+    assert!(harness.complete_next());
+    assert_eq!(
+        harness.backend.device().queued_kinds(),
+        [OperationKind::Read]
+    );
+    harness.complete_all();
+    let ids = |responses: Vec<Response>| responses.iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(harness.front.responses(0)), [1, 3]);
+    assert_eq!(ids(harness.front.responses(1)), [2]);
+}
+
+#[test]
 fn a_failed_or_refused_discard_lets_the_ring_go_on() {
     let mut harness = connected();
     let page = harness.page(0x44);
