@@ -25,13 +25,14 @@ ten-guest boot (--ten-iso) reads Dom0's memory from the tenth created line.
 
 Xenolith's disk boot (--disk-iso) gives a Debian guest a scratch disk image
 (made here, removed afterwards) served whole through Dom0's blkback and runs
-busybox dd in its shell: sequential O_DIRECT MB/s, 4 KiB O_DIRECT read IOPS
-from one dd and from a shell loop of one dd per random read (with the same
-loop on /dev/zero for its start-up cost), and Dom0's CPU time from `list`
-before and after over the guest's block requests. Xenolith's network boot
-(--net-iso) starts two guests with vifs on Dom0's bridge and QEMU's user
-network: DHCP, ping RTT to the gateway and between them, TCP MB/s with
-busybox nc to the other guest and to a sink on the host.
+Debian's fio in its shell (scripts/bench.d/guest-tools): 1 MiB sequential
+O_DIRECT write and read MB/s, 4 KiB random O_DIRECT read and write IOPS at
+queue depths 1 and 32, and Dom0's CPU time from `list` before and after over
+the guest's block requests. Xenolith's network boot (--net-iso) starts two
+guests with vifs on Dom0's bridge and QEMU's user network: DHCP, ping RTT to
+the gateway and between them, iperf3 TCP MB/s to the other guest and to an
+iperf3 server on the host, and Dom0's CPU time over the vifs' packets
+during those transfers.
 
 The Xen toolstack boot (--xen-bench-initrd) boots Xen with Debian's xl
 toolstack, blkback, netback and a bridge in Dom0's initramfs, and types `xl
@@ -175,10 +176,20 @@ class Side:
     toolstack_command: list[str] | None = None
     # Figures of boots not made in this run -> what to print instead.
     skipped: dict[str, str] = field(default_factory=dict)
+    # Figures a boot failed to measure -> why, and in how many boots.
+    failed: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def add(self, figure: str, value: float | None) -> None:
         if value is not None:
             self.results.setdefault(figure, []).append(value)
+
+    def record(self, figures: dict[str, float], failures: dict[str, str]) -> None:
+        """One boot's figures, and the reasons for those it failed to take."""
+        for key, value in figures.items():
+            self.add(key, value)
+        for key, why in failures.items():
+            self.failed[key] = (why, self.failed.get(key, ("", 0))[1] + 1)
+            log(f"  warning: {SIDE_TITLES[self.name]}: {key}: {why}")
 
 
 def module_path(path: Path) -> str:
@@ -319,19 +330,21 @@ class Console:
         self.ready_at = now
 
 
+def launch(command: list[str], out, stdin=subprocess.DEVNULL) -> tuple[subprocess.Popen, float]:
+    """Starts QEMU's COMMAND with its serial console on a pipe and its
+    stderr in the boot's log OUT, headed by the command line; returns the
+    process and the host time it started."""
+    out.write(("$ " + shlex.join(command) + "\n").encode())
+    out.flush()
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=out, preexec_fn=die_with_parent)
+    return process, started
+
+
 def run_once(side: Side, machine: Machine, args: argparse.Namespace, log_path: Path) -> None:
     """One boot of SIDE: records ready time, memory in use and idle CPU."""
     with open(log_path, "wb") as out:
-        out.write(("$ " + shlex.join(side.command) + "\n").encode())
-        out.flush()
-        started = time.monotonic()
-        process = subprocess.Popen(
-            side.command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=out,
-            preexec_fn=die_with_parent,
-        )
+        process, started = launch(side.command, out)
         try:
             console = wait_ready(process, side, machine, started, out)
             time.sleep(args.settle)
@@ -368,16 +381,7 @@ def run_guest_bench(side: Side, args: argparse.Namespace, log_path: Path) -> Non
     have no failure, within --guest-timeout seconds."""
     command = side.guest_command
     with open(log_path, "wb") as out:
-        out.write(("$ " + shlex.join(command) + "\n").encode())
-        out.flush()
-        started = time.monotonic()
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=out,
-            preexec_fn=die_with_parent,
-        )
+        process, started = launch(command, out)
         figures: dict[str, float] = {}
         failures: list[str] = []
         verdict = None
@@ -526,16 +530,7 @@ class Session:
 def start_session(command: list[str], log_path: Path, timeout: float, fatal: re.Pattern, observe=None,
                   prompt: bytes = SHELL_PROMPT):
     out = open(log_path, "wb")
-    out.write(("$ " + shlex.join(command) + "\n").encode())
-    out.flush()
-    started = time.monotonic()
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=out,
-        preexec_fn=die_with_parent,
-    )
+    process, started = launch(command, out, stdin=subprocess.PIPE)
     return out, process, Session(process, out, started + timeout, timeout, fatal, observe, prompt)
 
 
@@ -675,41 +670,63 @@ def create(session: Session, name: str, mib: int, cached: bool) -> dict:
     }
 
 
-# The disk boot (Xenolith only): the guest's shell commands. Each ends by
-# echoing a label spelled in two quoted halves, so that the shell's echo of
-# the typed line does not match; the guest times itself with /proc/uptime
-# (centiseconds of its Xen clock).
+# The disk boots: the guest's shell commands. Each ends by echoing a label
+# spelled in two quoted halves, so that the shell's echo of the typed line
+# does not match.
 DISK_DEV = "/dev/xvda"
 UPTIME = "$(cut -d' ' -f1 /proc/uptime)"
+# fio's terse (version 3) fields the guest echoes: error, read KiB, read
+# KiB/s, read IOPS, read runtime (ms), then the same five for writes.
+FIO_FIELDS = "5-9,47-50"
+
+
+@dataclass
+class FioJob:
+    label: str
+    key: str  # the figure
+    rw: str  # fio's --rw
+    block: str  # fio's --bs
+    depth: int  # fio's --iodepth
+
+    def writes(self) -> bool:
+        return "write" in self.rw
+
+
+# One fio job a step, in this order: the sequential write fills the disk
+# first (the image is zeros already, so nothing reads unwritten blocks).
+FIO_JOBS = [
+    FioJob("SEQWRITE", "disk_write", "write", "1M", 1),
+    FioJob("SEQREAD", "disk_read", "read", "1M", 1),
+    FioJob("RANDREAD1", "disk_randread_1", "randread", "4k", 1),
+    FioJob("RANDREAD32", "disk_randread_32", "randread", "4k", 32),
+    FioJob("RANDWRITE1", "disk_randwrite_1", "randwrite", "4k", 1),
+    FioJob("RANDWRITE32", "disk_randwrite_32", "randwrite", "4k", 32),
+]
+
+
+def fio_command(job: FioJob, runtime: int) -> str:
+    """The guest's fio run of JOB on the whole disk for RUNTIME seconds,
+    echoing LABEL=STATUS and fio's figures (or its first error line)."""
+    fio = (
+        f"fio --name={job.label.lower()} --filename={DISK_DEV} --direct=1 --ioengine=libaio "
+        f"--iodepth={job.depth} --rw={job.rw} --bs={job.block} --runtime={runtime} --time_based "
+        "--thread --clocksource=clock_gettime --output-format=terse --terse-version=3 "
+        "--output=/tmp/fio.out 2>/tmp/fio.err"
+    )
+    return (
+        f"{fio}; r=$?; if [ $r -eq 0 ]; then o=$(cut -d';' -f{FIO_FIELDS} /tmp/fio.out | tr ';' ' '); "
+        f"else o=$(head -n 1 /tmp/fio.err); fi; echo \"{job.label[:3]}\"\"{job.label[3:]}=$r $o\""
+    )
 
 
 def disk_commands(args: argparse.Namespace) -> list[tuple[str, str]]:
-    seq, small, loop = args.disk_seq_mib, args.disk_small_reads, args.disk_random_reads
-    blocks = args.disk_mib * 256  # 4 KiB blocks on the disk
-    timed = "u0={u}; {body}; r=$?; u1={u}; echo \"{a}\"\"{b}=$r $u0 $u1{extra}\""
-
-    def step(label: str, body: str, extra: str = "") -> tuple[str, str]:
-        return label, timed.format(u=UPTIME, body=body, a=label[:3], b=label[3:], extra=extra)
-
-    # The random offsets: $RANDOM is 15 bits, two of them cover the disk.
-    offset = f"$(( ((RANDOM << 15) | RANDOM) % {blocks} ))"
-    return [
-        ("STATS0", f"s0=\"$(cat /sys/block/xvda/stat)\"; echo \"STA\"\"TS0=$s0\""),
-        step("SEQWRITE", f"dd if=/dev/zero of={DISK_DEV} bs=1M count={seq} oflag=direct conv=fsync 2>/dev/null"),
-        step("SEQREAD", f"dd if={DISK_DEV} of=/dev/null bs=1M count={seq} iflag=direct 2>/dev/null"),
-        step("SMALLREAD", f"dd if={DISK_DEV} of=/dev/null bs=4k count={small} iflag=direct 2>/dev/null"),
-        step(
-            "RANDREAD",
-            f"i=0; while [ $i -lt {loop} ]; do dd if={DISK_DEV} of=/dev/null bs=4k count=1 "
-            f"skip={offset} iflag=direct 2>/dev/null || break; i=$((i+1)); done; [ $i -eq {loop} ]",
-        ),
-        step(
-            "LOOPONLY",
-            f"i=0; while [ $i -lt {loop} ]; do dd if=/dev/zero of=/dev/null bs=4k count=1 "
-            f"skip={offset} 2>/dev/null || break; i=$((i+1)); done; [ $i -eq {loop} ]",
-        ),
-        ("STATS1", "echo \"STA\"\"TS1=$(cat /sys/block/xvda/stat)\""),
-    ]
+    """The disk guest's steps: its block statistics before and after the
+    fio jobs."""
+    return (
+        [("STATS0", "s0=\"$(cat /sys/block/xvda/stat)\"; echo \"STA\"\"TS0=$s0\"")]
+        + [(job.label, fio_command(job, args.fio_runtime)) for job in FIO_JOBS]
+        + [("STATS1", "echo \"STA\"\"TS1=$(cat /sys/block/xvda/stat)\"")]
+    )
 
 
 DOM0_LIST_ROW = re.compile(r"^Domain-0\s+0\s+\d+\s+\d+\s+\S+\s+(\d+\.\d)\s*$")
@@ -722,6 +739,20 @@ def block_requests(stat: str) -> int:
     if len(fields) < 8:
         raise RunFailed(f"not a /sys/block stat line: {stat!r}")
     return int(fields[0]) + int(fields[4])
+
+
+def scratch_disk(directory: Path, mib: int) -> list[str]:
+    """Makes a MIB MiB image of zeros in DIRECTORY (not sparse: every read
+    hits the file); returns QEMU's arguments for it as a virtio disk."""
+    image = directory / "disk.img"
+    with open(image, "wb") as disk:
+        chunk = bytes(1 << 20)
+        for _ in range(mib):
+            disk.write(chunk)
+    return [
+        "-drive", f"file={image},if=none,format=raw,id=disk0",
+        "-device", "virtio-blk-pci,drive=disk0",
+    ]  # fmt: skip
 
 
 def run_disk_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
@@ -751,22 +782,10 @@ def run_disk_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
         if f"dom0: disk virtio0: {sectors} sectors" in line:
             disk_seen.append(line)
 
-    def dom0_seconds(session: Session) -> float:
-        session.send("list\r")
-        _, _, row = session.wait("`list`'s Domain-0 row", lambda line: DOM0_LIST_ROW.search(line))
-        return float(row.group(1))
-
     with tempfile.TemporaryDirectory(prefix="xenolith-bench-disk-") as scratch:
-        image = Path(scratch) / "disk.img"
-        with open(image, "wb") as disk:  # zeros, not sparse: every read hits the file
-            chunk = bytes(1 << 20)
-            for _ in range(args.disk_mib):
-                disk.write(chunk)
-        command = side.disk_command + [
-            "-drive", f"file={image},if=none,format=raw,id=disk0",
-            "-device", "virtio-blk-pci,drive=disk0",
-        ]  # fmt: skip
+        command = side.disk_command + scratch_disk(Path(scratch), args.disk_mib)
         out, process, session = start_session(command, log_path, args.disk_timeout, fatal, observe)
+        shell = XenolithShell(session)
         results: dict[str, list[str]] = {}
         try:
             session.wait("Dom0 ready line", lambda line: XENOLITH_READY.search(line))
@@ -778,70 +797,71 @@ def run_disk_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
             if not connected:
                 session.wait("Dom0's `xvda connected` line", lambda line: DISK_CONNECTED.search(line))
             domain = DISK_CONNECTED.search(connected[0]).group(1)
-            dom0_before = dom0_seconds(session)
-            session.send(f"console {name}\r")
-            session.wait("attached line", lambda line: f"attached to domain {domain}'s console" in line)
-            session.send("\r")
+            dom0_before = shell.cpu_seconds()
+            shell.attach(name, domain)
             for label, text in disk_commands(args):
-                session.send(text + "\r")
-                pattern = re.compile(rf"\b{label}=(.*)$")
-                _, _, found = session.wait(f"the guest's {label}= line", lambda line: pattern.search(line))
-                results[label] = found.group(1).split()
-            session.send("\x1d")  # Ctrl-]: detach
-            session.send("\r")
-            dom0_after = dom0_seconds(session)
+                results[label] = guest_step(session, label, text)
+            shell.detach()
+            dom0_after = shell.cpu_seconds()
         finally:
             end_session(out, process)
     clock = clock_rate(stamps)
-    figures = disk_figures(args, results, clock, dom0_before, dom0_after)
-    for key, value in figures.items():
-        side.add(key, value)
-    log_disk(side, figures, dom0_before, dom0_after, clock)
+    figures, failures = disk_figures(results, clock, dom0_before, dom0_after)
+    side.record(figures, failures)
+    log_disk(side, figures, failures, dom0_before, dom0_after, clock)
 
 
-def disk_figures(args: argparse.Namespace, results: dict[str, list[str]], clock: float,
-                 dom0_before: float, dom0_after: float) -> dict[str, float]:
-    """The block rows from the guest's step lines (its /proc/uptime, on a
-    clock running at CLOCK times the host's) and Dom0's CPU seconds from
-    `list` / `xl list` before and after."""
-
-    def seconds(label: str) -> float:
-        """The step's duration on the host clock."""
-        fields = results[label]
-        if len(fields) != 3 or fields[0] != "0":
-            raise RunFailed(f"the guest's {label} step failed: {' '.join(fields)!r}")
-        took = (float(fields[2]) - float(fields[1])) / clock
-        if took <= 0:
-            raise RunFailed(f"the guest's {label} step took no measurable time: {fields!r}")
-        return took
-
-    megabytes = args.disk_seq_mib * (1 << 20) / 1e6
+def disk_figures(results: dict[str, list[str]], clock: float, dom0_before: float, dom0_after: float):
+    """The block rows from the guest's fio lines (its clock runs at CLOCK
+    times the host's) and Dom0's CPU seconds from `list` / `xl list` before
+    and after. Returns (figures, failures: figure -> why); a job that failed
+    costs only its row."""
+    figures: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    for job in FIO_JOBS:
+        fields = results.get(job.label, [])
+        try:
+            # fio's own IOPS figure is rounded: count from KiB and runtime.
+            status, error, read_kib, _, _, read_ms, write_kib, _, _, write_ms = fields
+            if status != "0" or error != "0":
+                raise ValueError
+            kib, runtime_ms = (write_kib, write_ms) if job.writes() else (read_kib, read_ms)
+            kib, runtime_ms = float(kib), float(runtime_ms)
+        except ValueError:
+            failures[job.key] = f"fio failed: {' '.join(fields)[:160] or 'no output'}"
+            continue
+        if runtime_ms <= 0 or kib <= 0:
+            failures[job.key] = f"fio moved nothing: {' '.join(fields)}"
+            continue
+        # fio's runtime is on the guest's clock: per host second is CLOCK times more.
+        if job.block == "1M":
+            figures[job.key] = kib * 1024 / 1e6 / (runtime_ms / 1000) * clock
+        else:
+            figures[job.key] = kib / 4 / (runtime_ms / 1000) * clock
     requests = block_requests(" ".join(results["STATS1"])) - block_requests(" ".join(results["STATS0"]))
     if requests <= 0:
         raise RunFailed("the guest's block statistics counted no requests")
-    dom0_cpu = (dom0_after - dom0_before) / clock
-    return {
-        "disk_write": megabytes / seconds("SEQWRITE"),
-        "disk_read": megabytes / seconds("SEQREAD"),
-        "disk_small": args.disk_small_reads / seconds("SMALLREAD"),
-        "disk_random": args.disk_random_reads / seconds("RANDREAD"),
-        "disk_loop": args.disk_random_reads / seconds("LOOPONLY"),
-        "disk_dom0_cpu": dom0_cpu * 1e6 / requests,
-        "disk_requests": float(requests),
-    }
+    figures["disk_dom0_cpu"] = (dom0_after - dom0_before) / clock * 1e6 / requests
+    figures["disk_requests"] = float(requests)
+    return figures, failures
 
 
-def log_disk(side: Side, figures: dict[str, float], dom0_before: float, dom0_after: float, clock: float) -> None:
+def log_disk(side: Side, figures: dict[str, float], failures: dict[str, str], dom0_before: float,
+             dom0_after: float, clock: float) -> None:
+    jobs = ", ".join(
+        f"{job.label.lower()} " + (
+            f"{figures[job.key]:,.1f} {'MB/s' if job.block == '1M' else 'IOPS'}" if job.key in figures
+            else failures.get(job.key, "missing")
+        )
+        for job in FIO_JOBS
+    )
     log(
-        f"  {SIDE_TITLES[side.name]} disk: write {figures['disk_write']:,.1f} MB/s, read "
-        f"{figures['disk_read']:,.1f} MB/s, 4 KiB direct reads in one dd {figures['disk_small']:,.0f}/s, "
-        f"random 4 KiB reads (one dd each) {figures['disk_random']:,.1f}/s, the same loop without the disk "
-        f"{figures['disk_loop']:,.1f}/s; Dom0 CPU {dom0_before:.1f} → {dom0_after:.1f} s over "
+        f"  {SIDE_TITLES[side.name]} disk: {jobs}; Dom0 CPU {dom0_before:.1f} → {dom0_after:.1f} s over "
         f"{figures['disk_requests']:.0f} guest block requests = {figures['disk_dom0_cpu']:,.0f} µs each; "
-        f"hypervisor clock ÷ host clock {clock:.3f}"
+        f"guest clock ÷ host clock {clock:.3f}"
     )
     if abs(clock - 1.0) > 0.05:
-        log(f"  warning: the hypervisor's clock ran at {clock:.2f}× the host's in this boot; the disk figures are corrected for it")
+        log(f"  warning: the guest's clock ran at {clock:.2f}× the host's in this boot; the disk figures are corrected for it")
 
 
 def run_ten_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
@@ -907,7 +927,6 @@ VIF_CONNECTED = re.compile(r"(?<!\) )\bdom0: domain (\d+): vif\d+\.0 connected")
 # The guests of the network boots: the receiver first, then the sender.
 NET_GUESTS = ("net-b", "net-a")
 NET_GATEWAY = "10.0.2.2"  # QEMU's user network: the host
-NET_PEER_PORT = 5001
 
 
 def used_kib(meminfo: dict[str, str], image_kib: int) -> float:
@@ -933,112 +952,130 @@ def guest_step(session: Session, label: str, command: str, timeout_what: str = "
     return found.group(1).split()
 
 
-def labelled(label: str, body: str) -> str:
-    """A guest command that runs BODY and echoes LABEL=STATUS U0 U1 (the
-    guest's uptime before and after), the label split so that the echo of
-    the typed line does not match."""
-    return f"u0={UPTIME}; {body}; r=$?; u1={UPTIME}; echo \"{label[:3]}\"\"{label[3:]}=$r $u0 $u1\""
-
-
 def net_receiver_commands() -> list[tuple[str, str]]:
-    """The receiving guest: a DHCP lease, then a TCP sink that takes one
-    connection after the other."""
+    """The receiving guest: a DHCP lease, then an iperf3 server in the
+    background."""
     return [
-        ("LEASEB", "ip link set eth0 up && udhcpc -i eth0 -n -q -t 10 -T 3 >/dev/null 2>&1; "
-                   "echo \"LEA\"\"SEB=$? $(ip -4 -o addr show eth0 | sed 's/.* inet \\([0-9.]*\\).*/\\1/')\""),
-        # busybox nc closes its sending half at EOF on its stdin, and exits
-        # when the peer closes: the sink's stdin is a FIFO it holds open
-        # itself, so it reads until the sender is done and then closes, and
-        # the sender's nc ends only when every byte has arrived.
-        ("SINK", f"mkfifo /tmp/sink; (while nc -l -p {NET_PEER_PORT} 0<>/tmp/sink >/dev/null; do :; done) & "
-                 "echo \"SI\"\"NK=$?\""),
+        ("LEASEB", LEASE.format(a="LEA", b="SEB")),
+        ("SERVER", "iperf3 -s -D >/dev/null 2>&1; echo \"SER\"\"VER=$?\""),
     ]
 
 
-def net_sender_commands(args: argparse.Namespace, peer: str, host_port: int) -> list[tuple[str, str]]:
-    """The sending guest: a lease, ping the gateway and the peer, then send
-    --net-mib MiB over TCP to the peer's sink and to the host's."""
-    count, size = args.net_pings, args.net_mib
-    send = "dd if=/dev/zero bs=64k count={blocks} 2>/dev/null | nc {host} {port}"
+# A DHCP lease on eth0, echoing LABEL=STATUS ADDRESS.
+LEASE = (
+    "ip link set eth0 up && udhcpc -i eth0 -n -q -t 10 -T 3 >/dev/null 2>&1; "
+    "echo \"{a}\"\"{b}=$? $(ip -4 -o addr show eth0 | sed 's/.* inet \\([0-9.]*\\).*/\\1/')\""
+)
+
+
+def net_sender_commands(args: argparse.Namespace, peer: str) -> list[tuple[str, str]]:
+    """The sending guest before the measured window: a lease, then ping the
+    gateway and the peer."""
+    count = args.net_pings
     return [
-        ("LEASEA", "ip link set eth0 up && udhcpc -i eth0 -n -q -t 10 -T 3 >/dev/null 2>&1; "
-                   "echo \"LEA\"\"SEA=$? $(ip -4 -o addr show eth0 | sed 's/.* inet \\([0-9.]*\\).*/\\1/')\""),
+        ("LEASEA", LEASE.format(a="LEA", b="SEA")),
         ("PINGGW", f"echo \"PIN\"\"GGW=$(ping -c {count} -i 0.2 {NET_GATEWAY} | tail -n 1)\""),
         ("PINGPEER", f"echo \"PIN\"\"GPEER=$(ping -c {count} -i 0.2 {peer} | tail -n 1)\""),
-        ("TCPPEER", labelled("TCPPEER", send.format(blocks=size * 16, host=peer, port=NET_PEER_PORT))),
-        ("TCPOUT", labelled("TCPOUT", send.format(blocks=size * 16, host=NET_GATEWAY, port=host_port))),
     ]
 
 
-class HostSink:
-    """A TCP server on the host (QEMU's user network reaches it as
-    10.0.2.2:PORT): counts the bytes of each connection and the time from
-    accepting it to its end."""
+def iperf3_command(label: str, server: str, port: int, seconds: int) -> str:
+    """The sender's iperf3 run to SERVER:PORT for SECONDS, echoing
+    LABEL=STATUS and iperf3's receiver summary line (or its last line)."""
+    # busybox's timeout: iperf3 waits for ever on a connection that stalls.
+    return (
+        f"busybox timeout {seconds + 60} iperf3 -c {server} -p {port} -t {seconds} -f k >/tmp/iperf3.out 2>&1; "
+        "r=$?; o=$(grep receiver /tmp/iperf3.out | tail -n 1); [ -n \"$o\" ] || o=$(tail -n 1 /tmp/iperf3.out); "
+        f"echo \"{label[:3]}\"\"{label[3:]}=$r $o\""
+    )
 
-    def __init__(self):
+
+def net_transfer_commands(args: argparse.Namespace, peer: str, host_port: int) -> list[tuple[str, str]]:
+    """The sending guest's TCP transfers, inside the measured window: to the
+    peer's iperf3 server, then to the host's."""
+    return [
+        ("TCPPEER", iperf3_command("TCPPEER", peer, IPERF3_PORT, args.net_seconds)),
+        ("TCPOUT", iperf3_command("TCPOUT", NET_GATEWAY, host_port, args.net_seconds)),
+    ]
+
+
+# iperf3's summary line as the client prints it with -f k: the interval on
+# the receiver's clock and the rate it received at.
+IPERF3_RECEIVER = re.compile(r"([\d.]+)-([\d.]+)\s+sec\s+.*?\s([\d.]+) Kbits/sec\s.*\breceiver\b")
+IPERF3_PORT = 5201  # iperf3's default, the receiving guest's server
+
+
+class HostIperf3:
+    """Debian's iperf3 (from scripts/bench.d/guest-tools' unpacked root, run
+    with that root's dynamic loader) as a one-test server on the host's
+    127.0.0.1, which QEMU's user network reaches as 10.0.2.2:PORT. Its JSON
+    report is the guest → outside figure, on the host's clock."""
+
+    def __init__(self, root: Path, log_dir: Path):
         import socket
-        import threading
 
-        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(4)
-        self.server.settimeout(1.0)
-        self.port = self.server.getsockname()[1]
-        self.received: list[tuple[int, float]] = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self) -> None:
-        import socket
-
-        while not self.stopping:
-            try:
-                connection, _ = self.server.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            started = time.monotonic()
-            total = 0
-            with connection:
-                connection.settimeout(60.0)
-                try:
-                    while chunk := connection.recv(1 << 16):
-                        total += len(chunk)
-                except OSError:
-                    pass
-            self.received.append((total, time.monotonic() - started))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        libraries = f"{root}/lib/x86_64-linux-gnu:{root}/usr/lib/x86_64-linux-gnu"
+        self.report = log_dir / f"iperf3-server-{self.port}.json"
+        self.stream = open(self.report, "wb")
+        self.process = subprocess.Popen(
+            [f"{root}/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "--library-path", libraries,
+             f"{root}/usr/bin/iperf3", "-s", "-1", "-J", "-B", "127.0.0.1", "-p", str(self.port)],
+            stdin=subprocess.DEVNULL, stdout=self.stream, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+        )
 
     def close(self) -> None:
-        self.stopping = True
-        self.server.close()
-        self.thread.join(timeout=3)
+        stop(self.process)
+        self.stream.close()
+
+    def received(self) -> tuple[float, float] | str:
+        """(bytes, seconds) the server received in its test, or why not."""
+        import json
+
+        try:
+            summary = json.loads(self.report.read_text())["end"]["sum_received"]
+            return float(summary["bytes"]), float(summary["seconds"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            return f"no report from the host's iperf3 server ({error!r}; see {self.report})"
 
 
-def net_figures(args: argparse.Namespace, results: dict[str, list[str]], clock: float,
-                sink: HostSink) -> dict[str, float]:
-    """The network rows from the sender's lines: ping averages and TCP MB/s
-    (the guest's own timing, corrected by its clock's rate)."""
-    figures = {}
+def net_figures(results: dict[str, list[str]], clock: float, host: HostIperf3,
+                window: dict[str, float]):
+    """The network rows: ping averages, iperf3's receiver rates (a guest
+    receiver's rate is on the guest's clock, CLOCK times the host's; the
+    host's server's on the host's), and Dom0's CPU time per packet over
+    WINDOW. Returns (figures, failures: figure -> why)."""
+    figures: dict[str, float] = {}
+    failures: dict[str, str] = {}
     for label, key in (("PINGGW", "net_rtt_gateway"), ("PINGPEER", "net_rtt_peer")):
         summary = PING_SUMMARY.search(" ".join(results[label]))
-        if not summary:
-            raise RunFailed(f"no ping summary in the guest's {label} line: {' '.join(results[label])!r}")
-        figures[key] = float(summary.group(2))
-    megabytes = args.net_mib * (1 << 20) / 1e6
-    for label, key in (("TCPPEER", "net_tcp_peer"), ("TCPOUT", "net_tcp_out")):
-        fields = results[label]
-        if len(fields) != 3 or fields[0] != "0":
-            raise RunFailed(f"the guest's {label} step failed: {' '.join(fields)!r}")
-        took = (float(fields[2]) - float(fields[1])) / clock
-        if took <= 0:
-            raise RunFailed(f"the guest's {label} step took no measurable time: {fields!r}")
-        figures[key] = megabytes / took
-    expected = args.net_mib << 20
-    if not any(total == expected for total, _ in sink.received):
-        raise RunFailed(f"the host received {[total for total, _ in sink.received]} bytes, not {expected}")
-    return figures
+        if summary:
+            figures[key] = float(summary.group(2))
+        else:
+            failures[key] = f"no ping summary: {' '.join(results[label])[:120]!r}"
+    peer = results["TCPPEER"]
+    summary = IPERF3_RECEIVER.search(" ".join(peer[1:]))
+    if peer[:1] == ["0"] and summary:
+        figures["net_tcp_peer"] = float(summary.group(3)) * 1000 / 8 / 1e6 * clock
+    else:
+        failures["net_tcp_peer"] = f"iperf3 failed: {' '.join(peer)[:160]}"
+    received = host.received()
+    if results["TCPOUT"][:1] != ["0"]:
+        failures["net_tcp_out"] = f"iperf3 failed: {' '.join(results['TCPOUT'])[:160]}"
+    elif isinstance(received, str):
+        failures["net_tcp_out"] = received
+    elif received[1] > 0:
+        figures["net_tcp_out"] = received[0] / received[1] / 1e6
+    packets = window["packets_after"] - window["packets_before"]
+    if packets > 0:
+        figures["net_dom0_cpu"] = (window["cpu_after"] - window["cpu_before"]) / clock * 1e6 / packets
+        figures["net_packets"] = packets
+        figures["net_bytes_per_packet"] = (window["bytes_after"] - window["bytes_before"]) / packets
+    else:
+        failures["net_dom0_cpu"] = "Dom0's vif counters counted no packets"
+    return figures, failures
 
 
 def net_qemu_args() -> list[str]:
@@ -1066,13 +1103,126 @@ def clock_rate(stamps: list[tuple[float, float]]) -> float:
     return (last_stamp - first_stamp) / (last_host - first_host)
 
 
+# A guest vif's counters on Xenolith's `info`: TX is from the guest.
+XENOLITH_VIF = re.compile(r"^vif\d+\.\d+\s*: (?:not )?connected; tx (\d+) packets (\d+) bytes.*?, rx (\d+) packets (\d+) bytes")
+# The same from Linux's sysfs on Xen (rx is from the guest there), as the
+# loop of XenShell.vif_traffic echoes it.
+XEN_VIF = re.compile(r"VIFSTAT vif\d+\.\d+ (\d+) (\d+) (\d+) (\d+)$")
+
+
+class Dom0Shell:
+    """What the guest steps need of Dom0's shell on one side: Dom0's CPU
+    time, the guests' vif counters, attaching to and detaching from a
+    guest's console."""
+
+    list_command = "list"
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def prompt(self) -> None:
+        self.session.wait("Dom0 shell prompt", lambda line: False, prompt=True)
+
+    def cpu_seconds(self) -> float:
+        """Dom0's CPU seconds from the Domain-0 row of `list` / `xl list`."""
+        self.session.send(self.list_command + "\r")
+        _, _, row = self.session.wait(f"`{self.list_command}`'s Domain-0 row", lambda line: DOM0_LIST_ROW.search(line))
+        self.prompt()
+        return float(row.group(1))
+
+    def vif_traffic(self) -> tuple[int, int]:
+        """Packets and bytes all guest vifs moved so far, both directions,
+        as Dom0's netback counts them."""
+        self.session.send(self.traffic_command + "\r")
+        packets = octets = 0
+        while True:
+            _, line, _ = self.session.wait("Dom0's vif counters", lambda line: True, prompt=True)
+            if line == "":
+                return packets, octets
+            found = self.traffic_line.search(line)
+            if found:
+                packets += int(found.group(1)) + int(found.group(3))
+                octets += int(found.group(2)) + int(found.group(4))
+
+
+class XenolithShell(Dom0Shell):
+    traffic_command = "info"
+    traffic_line = XENOLITH_VIF
+
+    def attach(self, name: str, domain: str) -> None:
+        self.session.send(f"console {name}\r")
+        self.session.wait("attached line", lambda line: f"attached to domain {domain}'s console" in line)
+        self.session.send("\r")
+
+    def detach(self) -> None:
+        self.session.send("\x1d")  # Ctrl-]
+        self.session.send("\r")
+        self.prompt()
+
+
+class XenShell(Dom0Shell):
+    list_command = "xl list"
+    # Linux's rx_packets on a vif are the guest's transmissions.
+    traffic_command = (
+        "for v in /sys/class/net/vif*; do s=$v/statistics; echo \"VIF\"\"STAT ${v##*/} $(cat $s/rx_packets) "
+        "$(cat $s/rx_bytes) $(cat $s/tx_packets) $(cat $s/tx_bytes)\"; done"
+    )
+    traffic_line = XEN_VIF
+
+    def attach(self, name: str, domain: str) -> None:
+        self.session.send(f"xl console {name}\r")
+        time.sleep(1.0)
+        self.session.send("\r")
+
+    def detach(self) -> None:
+        # xenconsole leaves on a read of Ctrl-] alone: keep it apart from
+        # other input (Xen hands Dom0 serial input in batches).
+        time.sleep(1.0)
+        self.session.send("\x1d")
+        time.sleep(1.0)
+        self.session.send("\r")
+        self.prompt()
+
+
+def run_net_guests(session: Session, shell: Dom0Shell, args: argparse.Namespace, create, host_port: int):
+    """The network guests on either side: CREATE(name) starts a guest with
+    its console attached and returns its domain id. The receiver gets a
+    lease and an iperf3 server; the sender a lease and pings; then Dom0's
+    CPU time and vif counters bracket the sender's two iperf3 transfers.
+    Returns the guests' step results and the window's readings."""
+    receiver, sender = NET_GUESTS
+    results: dict[str, list[str]] = {}
+    create(receiver)
+    for label, command in net_receiver_commands():
+        results[label] = guest_step(session, label, command)
+    if results["LEASEB"][:1] != ["0"] or len(results["LEASEB"]) != 2:
+        raise RunFailed(f"{receiver} got no DHCP lease: {results['LEASEB']}")
+    if results["SERVER"] != ["0"]:
+        raise RunFailed(f"{receiver}'s iperf3 server did not start: {results['SERVER']}")
+    peer = results["LEASEB"][1]
+    shell.detach()
+    domain = create(sender)
+    for label, command in net_sender_commands(args, peer):
+        results[label] = guest_step(session, label, command)
+    if results["LEASEA"][:1] != ["0"]:
+        raise RunFailed(f"{sender} got no DHCP lease: {results['LEASEA']}")
+    shell.detach()
+    window = {"cpu_before": shell.cpu_seconds()}
+    window["packets_before"], window["bytes_before"] = shell.vif_traffic()
+    shell.attach(sender, domain)
+    for label, command in net_transfer_commands(args, peer, host_port):
+        results[label] = guest_step(session, label, command)
+    shell.detach()
+    window["cpu_after"] = shell.cpu_seconds()
+    window["packets_after"], window["bytes_after"] = shell.vif_traffic()
+    return results, window
+
+
 def run_net_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
     """Xenolith's network boot: two Debian guests with a vif each on xenbr0,
-    which Dom0 bridges to its virtio NIC on QEMU's user network. The
-    receiver gets a lease and starts a TCP sink; the sender gets a lease,
-    pings the gateway and the receiver and sends to both."""
+    which Dom0 bridges to its virtio NIC on QEMU's user network (see
+    run_net_guests)."""
     assert side.net_command is not None
-    receiver, sender = NET_GUESTS
     fatal = re.compile(
         r"(?<!\) )\bdom0: domain \d+ \(net-[ab]\) shut down|^(create|destroy|console) net-[ab]: |"
         r"(?<!\) )\bdom0: .*\b(failed|error|refused|timed out)\b|dom0 crashed|Kernel panic"
@@ -1084,49 +1234,40 @@ def run_net_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
         if stamp:
             stamps.append((float(stamp.group(1)), now))
 
-    sink = HostSink()
+    def create(name: str) -> str:
+        prefix = f"[{name}] "
+        session.send(f"create {name}\r")
+        _, line, _ = session.wait(f"{name}'s created line", created)
+        domain = created(line).group(1)
+        session.wait(f"{prefix}{GUEST_SHELL}", lambda line: line.startswith(prefix + GUEST_SHELL))
+        shell.attach(name, domain)
+        return domain
+
+    host = HostIperf3(Path(args.iperf3_root), Path(args.log_dir))
     out, process, session = start_session(side.net_command, log_path, args.net_timeout, fatal, observe)
-    results: dict[str, list[str]] = {}
+    shell = XenolithShell(session)
     try:
         session.wait("Dom0 ready line", lambda line: XENOLITH_READY.search(line))
-        session.wait("Dom0 shell prompt", lambda line: False, prompt=True)
-        peer = None
-        for name in (receiver, sender):
-            prefix = f"[{name}] "
-            session.send(f"create {name}\r")
-            _, line, _ = session.wait(f"{name}'s created line", created)
-            domain = created(line).group(1)
-            session.wait(f"{prefix}{GUEST_SHELL}", lambda line, p=prefix: line.startswith(p + GUEST_SHELL))
-            session.send(f"console {name}\r")
-            session.wait("attached line", lambda line, d=domain: f"attached to domain {d}'s console" in line)
-            session.send("\r")
-            steps = net_receiver_commands() if name == receiver else net_sender_commands(args, peer, sink.port)
-            for label, command in steps:
-                results[label] = guest_step(session, label, command)
-            if name == receiver:
-                if results["LEASEB"][:1] != ["0"] or len(results["LEASEB"]) != 2:
-                    raise RunFailed(f"{name} got no DHCP lease: {results['LEASEB']}")
-                peer = results["LEASEB"][1]
-            session.send("\x1d")
-            session.send("\r")
-            session.wait("Dom0 shell prompt", lambda line: False, prompt=True)
+        shell.prompt()
+        results, window = run_net_guests(session, shell, args, create, host.port)
     finally:
         end_session(out, process)
-        sink.close()
-    if results["LEASEA"][:1] != ["0"]:
-        raise RunFailed(f"{sender} got no DHCP lease: {results['LEASEA']}")
-    figures = net_figures(args, results, clock_rate(stamps), sink)
-    for key, value in figures.items():
-        side.add(key, value)
-    log_net(side, figures, sink)
+        host.close()
+    figures, failures = net_figures(results, clock_rate(stamps), host, window)
+    side.record(figures, failures)
+    log_net(side, figures, failures, window)
 
 
-def log_net(side: Side, figures: dict[str, float], sink: HostSink) -> None:
-    host = ", ".join(f"{total / 1e6 / took:,.1f} MB/s" for total, took in sink.received if took > 0)
+def log_net(side: Side, figures: dict[str, float], failures: dict[str, str], window: dict[str, float]) -> None:
+    def show(key: str, unit: str) -> str:
+        return f"{figures[key]:,.2f} {unit}" if key in figures else f"({failures.get(key, 'missing')})"
+
     log(
-        f"  {SIDE_TITLES[side.name]} network: ping gateway {figures['net_rtt_gateway']:.2f} ms, "
-        f"ping guest {figures['net_rtt_peer']:.2f} ms, TCP to the other guest {figures['net_tcp_peer']:,.1f} MB/s, "
-        f"TCP to the host {figures['net_tcp_out']:,.1f} MB/s (host side: {host or 'nothing received'})"
+        f"  {SIDE_TITLES[side.name]} network: ping gateway {show('net_rtt_gateway', 'ms')}, "
+        f"ping guest {show('net_rtt_peer', 'ms')}, TCP to the other guest {show('net_tcp_peer', 'MB/s')}, "
+        f"TCP to the host {show('net_tcp_out', 'MB/s')}; Dom0 CPU {window['cpu_before']:.1f} → "
+        f"{window['cpu_after']:.1f} s over {window['packets_after'] - window['packets_before']:.0f} vif packets "
+        f"({figures.get('net_bytes_per_packet', 0):,.0f} bytes each) = {show('net_dom0_cpu', 'µs')} each"
     )
 
 
@@ -1163,7 +1304,7 @@ def run_xen_toolstack_boot(side: Side, args: argparse.Namespace, log_path: Path)
                 stamps.append((float(uptime), now))
 
     def prompt() -> None:
-        session.wait("Dom0 shell prompt", lambda line: False, prompt=True)
+        shell.prompt()
 
     def memory() -> float:
         session.send("/bench/mem\r")
@@ -1171,13 +1312,7 @@ def run_xen_toolstack_boot(side: Side, args: argparse.Namespace, log_path: Path)
         return used_kib(dict(XEN_FIELD.findall(found.group(1))), image[0])
 
     def detach() -> None:
-        # xenconsole leaves on a read of Ctrl-] alone: keep it apart from
-        # other input (Xen hands Dom0 serial input in batches).
-        time.sleep(1.0)
-        session.send("\x1d")
-        time.sleep(1.0)
-        session.send("\r")
-        prompt()
+        shell.detach()
 
     def create(name: str) -> dict:
         try:
@@ -1230,24 +1365,15 @@ def run_xen_toolstack_boot(side: Side, args: argparse.Namespace, log_path: Path)
             side.skipped[key] = f"not measured: {why}"
         return found
 
-    def dom0_seconds() -> float:
-        session.send("xl list\r")
-        _, _, row = session.wait("`xl list`'s Domain-0 row", lambda line: DOM0_LIST_ROW.search(line))
-        return float(row.group(1))
+    def create_attached(name: str) -> str:
+        create(name)
+        return name
 
-    sink = HostSink()
+    host = HostIperf3(Path(args.iperf3_root), Path(args.log_dir))
     figures: dict[str, float] = {}
     results: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="xenolith-bench-disk-") as scratch:
-        image_path = Path(scratch) / "disk.img"
-        with open(image_path, "wb") as disk:
-            chunk = bytes(1 << 20)
-            for _ in range(args.disk_mib):
-                disk.write(chunk)
-        command = with_nic(side.toolstack_command) + [
-            "-drive", f"file={image_path},if=none,format=raw,id=disk0",
-            "-device", "virtio-blk-pci,drive=disk0",
-        ]  # fmt: skip
+        command = with_nic(side.toolstack_command) + scratch_disk(Path(scratch), args.disk_mib)
         out, process, session = start_session(
             command, log_path, args.xen_toolstack_timeout, fatal, observe, XEN_PROMPT
         )
@@ -1255,6 +1381,7 @@ def run_xen_toolstack_boot(side: Side, args: argparse.Namespace, log_path: Path)
         # does not fit while Dom0 is slow to read it (a loaded host): type
         # long lines a little at a time.
         session.typing = (32, 0.25)
+        shell = XenShell(session)
         started = time.monotonic()
         try:
             session.wait("Dom0 ready line", lambda line: XEN_READY.search(line))
@@ -1281,28 +1408,16 @@ def run_xen_toolstack_boot(side: Side, args: argparse.Namespace, log_path: Path)
             # The disk guest, as in Xenolith's disk boot.
             create(args.disk_name)
             detach()
-            dom0_before = dom0_seconds()
-            session.send(f"xl console {args.disk_name}\r")
-            time.sleep(1.0)
-            session.send("\r")
+            dom0_before = shell.cpu_seconds()
+            shell.attach(args.disk_name, args.disk_name)
             for label, text in disk_commands(args):
                 results[label] = guest_step(session, label, text)
             detach()
-            dom0_after = dom0_seconds()
+            dom0_after = shell.cpu_seconds()
             session.send(f"xl destroy {args.disk_name}\r")
             prompt()
             # The network guests, as in Xenolith's network boot.
-            peer = None
-            for name in NET_GUESTS:
-                create(name)
-                steps = net_receiver_commands() if name == NET_GUESTS[0] else net_sender_commands(args, peer, sink.port)
-                for label, text in steps:
-                    results[label] = guest_step(session, label, text)
-                if name == NET_GUESTS[0]:
-                    if results["LEASEB"][:1] != ["0"] or len(results["LEASEB"]) != 2:
-                        raise RunFailed(f"{name} got no DHCP lease: {results['LEASEB']}")
-                    peer = results["LEASEB"][1]
-                detach()
+            net_results, window = run_net_guests(session, shell, args, create_attached, host.port)
             figures["memory_guests_2_net"] = memory()
             # The test guest's figures, last: a failure here loses only them.
             guest: dict[str, float] = {}
@@ -1316,22 +1431,19 @@ def run_xen_toolstack_boot(side: Side, args: argparse.Namespace, log_path: Path)
             figures.update(guest)
         finally:
             end_session(out, process)
-            sink.close()
+            host.close()
     clock = clock_rate(stamps)
-    disk = disk_figures(args, results, clock, dom0_before, dom0_after)
-    net = net_figures(args, results, clock, sink)
-    figures.update(disk)
-    figures.update(net)
-    for key, value in figures.items():
-        side.add(key, value)
+    disk, disk_failures = disk_figures(results, clock, dom0_before, dom0_after)
+    net, net_failures = net_figures(net_results, clock, host, window)
+    side.record(figures | disk | net, disk_failures | net_failures)
     log(
         f"  {SIDE_TITLES[side.name]} toolstack boot: toolstack up {figures['toolstack_ready']:,.0f} ms, "
         f"Dom0 {figures['memory_guests_0']:,.0f} KiB with 0 guests, {figures['memory_guests_1']:,.0f} KiB with "
         f"the Debian guest; xl create -c → first console line {cold['console_s']:.2f} s, → userspace "
         f"{cold['userspace_s']:.2f} s, again {warm['userspace_s']:.2f} s; Dom0 clock ÷ host clock {clock:.3f}"
     )
-    log_disk(side, disk, dom0_before, dom0_after, clock)
-    log_net(side, net, sink)
+    log_disk(side, disk, disk_failures, dom0_before, dom0_after, clock)
+    log_net(side, net, net_failures, window)
     if guest:
         log(f"  {SIDE_TITLES[side.name]} test guest: " + ", ".join(
             f"{key} {value:,.1f}" for key, value in guest.items()
@@ -1443,36 +1555,36 @@ MEASURED = [
     Figure("memory_guests_1_created", "Dom0 memory, 1 Debian guest, at its creation (with the kernel cache)", "KiB", 0, NO_XL_ROW),
     Figure("memory_guests_1", "Dom0 memory, 1 Debian guest running (its shell up; Xenolith: with the kernel cache)", "KiB", 0),
     Figure("memory_guests_10", "Dom0 memory, 10 guests (test guest, 64 MiB each), at the 10th creation", "KiB", 0, NO_XL_ROW),
-    # The disk boots: the Debian guest's dd on xvda, served by Dom0's blkback
-    # from the machine's virtio disk.
-    Figure("disk_write", "block MB/s: sequential write (guest dd, 1 MiB O_DIRECT + fsync)", "MB/s", 1),
-    Figure("disk_read", "block MB/s: sequential read (guest dd, 1 MiB O_DIRECT)", "MB/s", 1),
-    Figure("disk_small", "block IOPS: 4 KiB O_DIRECT reads, one request at a time (one guest dd, consecutive blocks)", "IOPS", 0),
-    Figure("disk_random", "block IOPS: 4 KiB random O_DIRECT reads, one dd process per read (shell loop)", "IOPS", 1),
-    Figure("disk_loop", "… the same shell loop reading /dev/zero instead (process start-up alone)", "per s", 1),
+    # The disk boots: the Debian guest's fio on xvda, served by Dom0's
+    # blkback from the machine's virtio disk.
+    Figure("disk_write", "block MB/s: sequential write (guest fio, 1 MiB O_DIRECT, queue depth 1)", "MB/s", 1),
+    Figure("disk_read", "block MB/s: sequential read (guest fio, 1 MiB O_DIRECT, queue depth 1)", "MB/s", 1),
+    Figure("disk_randread_1", "block IOPS: 4 KiB random reads (guest fio, O_DIRECT, libaio, queue depth 1)", "IOPS", 0),
+    Figure("disk_randread_32", "block IOPS: 4 KiB random reads, queue depth 32", "IOPS", 0),
+    Figure("disk_randwrite_1", "block IOPS: 4 KiB random writes (guest fio, O_DIRECT, libaio, queue depth 1)", "IOPS", 0),
+    Figure("disk_randwrite_32", "block IOPS: 4 KiB random writes, queue depth 32", "IOPS", 0),
     Figure("disk_dom0_cpu", "Dom0 CPU time per I/O (guest block request, from `list` / `xl list`)", "µs", 0),
     # The network boots: two guests with a vif each, bridged to the
     # machine's NIC on QEMU's user network.
     Figure("net_rtt_gateway", "network RTT: guest → gateway (ping 10.0.2.2, QEMU's user network)", "ms", 2),
     Figure("net_rtt_peer", "network RTT: guest ↔ guest (ping across the bridge)", "ms", 2),
-    Figure("net_tcp_out", "network TCP: guest → outside (busybox nc to a sink on the host)", "MB/s", 1),
-    Figure("net_tcp_peer", "network TCP: guest → guest (busybox nc across the bridge)", "MB/s", 1),
+    Figure("net_tcp_out", "network TCP: guest → outside (iperf3 to a server on the host)", "MB/s", 2),
+    Figure("net_tcp_peer", "network TCP: guest → guest (iperf3 across the bridge)", "MB/s", 2),
+    Figure("net_dom0_cpu", "Dom0 CPU time per network packet (vif packets both ways, during the two iperf3 runs)", "µs", 0),
 ]
 
 # The figures of the Xen toolstack boot.
 XEN_TOOLSTACK_FIGURES = (
     "toolstack_ready", "create_console", "create_userspace", "create_cached_userspace", "memory_guests_0",
-    "memory_guests_1", "disk_write", "disk_read", "disk_small", "disk_random", "disk_loop", "disk_dom0_cpu",
-    "net_rtt_gateway", "net_rtt_peer", "net_tcp_out", "net_tcp_peer",
+    "memory_guests_1", *(job.key for job in FIO_JOBS), "disk_dom0_cpu",
+    "net_rtt_gateway", "net_rtt_peer", "net_tcp_out", "net_tcp_peer", "net_dom0_cpu",
     # The test guest, reporting on its PV console ring (`xl create -c`).
     "hypercall", "evtchn_send", "grant_map", "grant_copy", "timer_immediate", "timer_wakeup",
 )
 
 # Figures the issues ask for whose capability does not exist on both sides yet,
 # with what is missing.
-NOT_YET = [
-    ("Dom0 CPU time per network packet", "the network boots do not read Dom0's CPU time around the transfers yet"),
-    ("block IOPS: 4 KiB random writes", "busybox has no tool for random writes from one process; the read loop is the proxy"),
+NOT_YET: list[tuple[str, str]] = [
 ]
 
 
@@ -1505,6 +1617,23 @@ def ratio(xen: list[float] | None, xenolith: list[float] | None) -> str:
     return fmt_ratio(a / b)
 
 
+def side_cell(side: Side, figure: Figure) -> str:
+    """SIDE's text for FIGURE: its median and range, with the boots that
+    failed to measure it, or why it has no value."""
+    values = side.results.get(figure.key)
+    why, failures = side.failed.get(figure.key, ("", 0))
+    if values:
+        text = cell(values, figure)
+        return text + (f" (failed in {failures} boot(s): {why})" if failures else "")
+    if failures:
+        return f"failed: {why}"
+    if figure.key in side.skipped:
+        return side.skipped[figure.key]
+    if side.name == XEN and figure.xen_missing:
+        return f"not yet measurable ({figure.xen_missing})"
+    return "not yet measurable"
+
+
 def table(sides: dict[str, Side], only: set[str] | None = None) -> list[str]:
     """The report's rows; with ONLY (figure keys), just those figures."""
     xen, xenolith = sides[XEN], sides[XENOLITH]
@@ -1516,22 +1645,16 @@ def table(sides: dict[str, Side], only: set[str] | None = None) -> list[str]:
         if only is not None and figure.key not in only:
             continue
         a, b = xen.results.get(figure.key), xenolith.results.get(figure.key)
+        right = side_cell(xenolith, figure)
         if figure.key in ("size_initrd", "size_toolstack") and a and b and max(b) == 0:
             right = "none (0 KiB)"
-            lines.append(f"| {figure.title} | {cell(a, figure)} | {right} | — |")
-            continue
-        if not a or not b:
-            # Measured on one side only: not comparable yet.
-            left = cell(a, figure) if a else "not yet measurable"
-            if not a and figure.key in xen.skipped:
-                left = xen.skipped[figure.key]
-            elif not a and figure.xen_missing:
-                left += f" ({figure.xen_missing})"
-            right = cell(b, figure) if b else "not yet measurable"
-            last = "—" if not a and figure.key in xen.skipped else "not yet measurable"
-            lines.append(f"| {figure.title} | {left} | {right} | {last} |")
-            continue
-        lines.append(f"| {figure.title} | {cell(a, figure)} | {cell(b, figure)} | {ratio(a, b)} |")
+        if a and b and max(b) > 0:
+            last = ratio(a, b)
+        elif any(figure.key in side.skipped or figure.key in side.failed for side in (xen, xenolith)) or a and b:
+            last = "—"
+        else:
+            last = "not yet measurable"
+        lines.append(f"| {figure.title} | {side_cell(xen, figure)} | {right} | {last} |")
     for title, why in NOT_YET if only is None else ():
         lines.append(f"| {title} | not yet measurable ({why}) | not yet measurable | — |")
     return lines
@@ -1577,8 +1700,19 @@ def header(args: argparse.Namespace, machine: Machine, load: tuple, load_end: tu
         f"QEMU {qemu_version()}: -accel tcg,thread=multi -cpu {machine.cpu} "
         f"-m {machine.memory} -smp {machine.cpus}; Dom0 {machine.dom0_mem_mib} MiB on both sides",
         "Reference: " + ("; ".join(packages) if packages else "(versions unknown)"),
+        "Guest tools: " + guest_tools(args),
         f"Serial logs: {args.log_dir}",
     ]
+
+
+def guest_tools(args: argparse.Namespace) -> str:
+    """fio's and iperf3's package versions (scripts/bench.d/guest-tools'
+    versions file, beside the iperf3 root)."""
+    try:
+        lines = Path(args.iperf3_root).parent.joinpath("versions").read_text().splitlines()
+    except (OSError, TypeError):
+        return "(versions unknown)"
+    return "; ".join(line for line in lines if line.split()[:1] in (["fio"], ["iperf3"])) or "(versions unknown)"
 
 
 def sizes(side: Side, toolstack: Path | None) -> None:
@@ -1647,18 +1781,21 @@ def main() -> int:
     )
     parser.add_argument("--disk-name", default="disk", help="the disk guest's name")
     parser.add_argument("--disk-mib", type=int, default=256, help="size of the scratch disk image, MiB")
-    parser.add_argument("--disk-seq-mib", type=int, default=64, help="MiB each sequential dd moves")
-    parser.add_argument("--disk-small-reads", type=int, default=2048, help="4 KiB reads of the one-dd IOPS figure")
-    parser.add_argument("--disk-random-reads", type=int, default=200, help="iterations of the random-read shell loop")
-    parser.add_argument("--disk-timeout", type=float, default=180.0, help="seconds for a whole disk boot")
+    parser.add_argument("--fio-runtime", type=int, default=10, help="seconds each of the disk guest's fio jobs runs")
+    parser.add_argument("--disk-timeout", type=float, default=300.0, help="seconds for a whole disk boot")
     parser.add_argument(
         "--net-iso",
         help="Xenolith ISO whose Dom0 defines the network guests net-a and net-b with a vif on xenbr0 "
         "(scripts/bench makes it); the harness adds the NIC",
     )
-    parser.add_argument("--net-mib", type=int, default=4, help="MiB each TCP transfer sends")
+    parser.add_argument("--net-seconds", type=int, default=10, help="seconds each iperf3 transfer runs")
+    parser.add_argument(
+        "--iperf3-root",
+        help="scripts/bench.d/guest-tools' unpacked iperf3 root: the host's iperf3 server (needed with --net-iso "
+        "or --xen-bench-initrd)",
+    )
     parser.add_argument("--net-pings", type=int, default=20, help="pings of each RTT figure")
-    parser.add_argument("--net-timeout", type=float, default=300.0, help="seconds for a whole network boot")
+    parser.add_argument("--net-timeout", type=float, default=360.0, help="seconds for a whole network boot")
     parser.add_argument(
         "--xen-toolstack-initrd",
         help="the Xen Dom0 initramfs with the toolstack alone (its size is a figure)",
@@ -1698,6 +1835,10 @@ def main() -> int:
             if not Path(iso).is_file():
                 raise SystemExit(f"bench: error: {iso} missing")
             setattr(sides[XENOLITH], attribute, machine.qemu_base() + ["-cdrom", iso, "-boot", "d"])
+    if (args.net_iso or args.xen_bench_initrd) and not (
+        args.iperf3_root and Path(args.iperf3_root, "usr/bin/iperf3").is_file()
+    ):
+        parser.error("the network figures need --iperf3-root with usr/bin/iperf3 (scripts/bench.d/guest-tools)")
     if args.net_iso:
         if not Path(args.net_iso).is_file():
             raise SystemExit(f"bench: error: {args.net_iso} missing")
@@ -1773,7 +1914,9 @@ def main() -> int:
     figures = None
     if only is not None:
         # Only what these boots measured (the image sizes are always known).
-        figures = {key for side in sides.values() for key in side.results if key not in before[side.name]}
+        figures = {
+            key for side in sides.values() for key in (*side.results, *side.failed) if key not in before[side.name]
+        }
     report = header(args, machine, load, os.getloadavg()) + [""] + table(sides, figures)
     text = "\n".join(report) + "\n"
     print(text, end="")
