@@ -710,7 +710,7 @@ def fio_command(job: FioJob, runtime: int) -> str:
     fio = (
         f"fio --name={job.label.lower()} --filename={DISK_DEV} --direct=1 --ioengine=libaio "
         f"--iodepth={job.depth} --rw={job.rw} --bs={job.block} --runtime={runtime} --time_based "
-        "--thread --clocksource=clock_gettime --output-format=terse --terse-version=3 "
+        "--thread --clocksource=clock_gettime --eta=never --output-format=terse --terse-version=3 "
         "--output=/tmp/fio.out 2>/tmp/fio.err"
     )
     return (
@@ -759,7 +759,7 @@ def run_disk_boot(side: Side, args: argparse.Namespace, log_path: Path) -> None:
     """The disk boot: a scratch image (made here, removed afterwards) is the
     appliance's virtio disk; Dom0 serves it whole to the Debian guest
     --disk-name as xvda through blkback. The harness types `list` (Dom0's
-    CPU time), attaches to the guest's console, runs dd in it, detaches and
+    CPU time), attaches to the guest's console, runs the fio jobs in it, detaches and
     types `list` again."""
     assert side.disk_command is not None
     name = args.disk_name
@@ -1275,7 +1275,7 @@ def run_xen_toolstack_boot(side: Side, args: argparse.Namespace, log_path: Path)
     """The Xen reference with its toolstack (Debian's xen-utils-4.17 in the
     Dom0 initramfs): Dom0 memory with the toolstack up; `xl create -c` of the
     Debian guest (→ first console line, → userspace), Dom0 memory with it
-    running, then a second create; the disk guest's dd through blkback from
+    running, then a second create; the disk guest's fio through blkback from
     the machine's virtio disk; and the two network guests through netback
     and a Linux bridge."""
     assert side.toolstack_command is not None
@@ -1689,7 +1689,7 @@ def header(args: argparse.Namespace, machine: Machine, load: tuple, load_end: tu
         packages = [
             " ".join(line.split()[:2])
             for line in versions.read_text().splitlines()
-            if not line.startswith("dom0-init")
+            if line.split()[1:2] != ["sha256"]  # the scripts' checksums
         ]
     return [
         f"Run {now}: {args.runs} run(s) of each side, alternating"
