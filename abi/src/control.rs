@@ -63,8 +63,8 @@ pub const PAUSE: u32 = 3;
 pub const UNPAUSE: u32 = 4;
 /// Describe the first domain with an id ≥ `domain` (so Dom0 can list
 /// them all). Out: `domain` (the one described), `flags` u32 @16 (Xen's
-/// getdomaininfo bits: 2 shutdown, 3 paused, 5 running; shutdown reason in
-/// 23:16), `vcpus` u32 @20, `pages` u64 @24, `max_pages` u64 @32,
+/// getdomaininfo bits: 2 shutdown, 3 paused, 4 blocked, 5 running (may
+/// run, not only "on a CPU now"); shutdown reason in 23:16), `vcpus` u32 @20, `pages` u64 @24, `max_pages` u64 @32,
 /// `cpu_time_ns` u64 @40. -ESRCH when there is none.
 pub const GET_INFO: u32 = 5;
 /// Copy from Dom0 into a paused domain's RAM (the domain builder). In:

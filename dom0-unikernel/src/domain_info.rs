@@ -36,8 +36,10 @@ impl StopReason {
 pub struct DomainInfo {
     /// The domain described (the first at or above the one asked for).
     pub domain: DomainId,
-    /// Xen's getdomaininfo bits: 2 shutdown, 3 paused, 5 running; the
-    /// shutdown reason in 23:16.
+    /// Xen's getdomaininfo bits: 2 shutdown, 3 paused, 4 blocked (every
+    /// online vCPU waits for an event), 5 running (one may run: Xenolith
+    /// sets it for a vCPU waiting for the CPU too); the shutdown reason in
+    /// 23:16.
     pub flags: u32,
     pub vcpus: u32,
     /// Pages it holds now: fewer than it was given once it has handed
@@ -87,6 +89,10 @@ impl DomainInfo {
         self.flags & (1 << 3) != 0
     }
 
+    pub fn blocked(&self) -> bool {
+        self.flags & (1 << 4) != 0
+    }
+
     pub fn running(&self) -> bool {
         self.flags & (1 << 5) != 0
     }
@@ -115,11 +121,20 @@ mod tests {
         put_u64(&mut answer, 40, 7_000_000);
         let info = DomainInfo::decode(&answer);
         assert_eq!(info.domain, DomainId::DOM0);
-        assert!(info.running() && !info.paused());
+        assert!(info.running() && !info.paused() && !info.blocked());
         assert_eq!(info.stopped(), None);
         assert_eq!((info.vcpus, info.pages), (1, 65_530));
         assert_eq!(info.cpu_time_ns, 7_000_000);
         assert_eq!(info.memory_mib(), 256);
+    }
+
+    #[test]
+    fn an_idle_domain_is_blocked_not_running() {
+        let mut answer = answer(2);
+        put_u32(&mut answer, 16, 1 << 4);
+        let info = DomainInfo::decode(&answer);
+        assert!(info.blocked() && !info.running() && !info.paused());
+        assert_eq!(info.stopped(), None);
     }
 
     #[test]

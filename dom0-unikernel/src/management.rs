@@ -248,7 +248,10 @@ fn list(toolstack: &Toolstack) {
             (GuestState::Stopped(_), _) => DomainState::SHUTDOWN,
             (GuestState::Running, Some(info)) if info.paused() => DomainState::PAUSED,
             (GuestState::Running, Some(info)) if info.running() => DomainState::RUNNING,
-            (GuestState::Running, _) => DomainState::BLOCKED,
+            (GuestState::Running, Some(info)) if info.blocked() => DomainState::BLOCKED,
+            // No vCPU online: neither running nor waiting for an event.
+            (GuestState::Running, Some(_)) => DomainState::RUNNABLE,
+            (GuestState::Running, None) => DomainState::BLOCKED,
             (GuestState::Building, _) => DomainState::PAUSED,
         };
         rows.push(DomainRow {

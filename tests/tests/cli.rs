@@ -268,6 +268,22 @@ fn the_cli_lists_creates_and_destroys_through_the_api() -> Result<(), Failure> {
             return Err(qemu.failure(format!("web was given 32 MiB:\n{table}")));
         }
     }
+    // Waiting for console input, web is blocked (it wakes every 10 ms, so
+    // one listing may catch it running).
+    let mut states = Vec::new();
+    while !states.iter().any(|state| state == "-b----") && states.len() < 10 {
+        let table = cli.ok(&qemu, &["list"])?;
+        let state = table
+            .lines()
+            .find(|line| line.starts_with("web "))
+            .and_then(|line| line.split_whitespace().nth(4))
+            .unwrap_or_default()
+            .to_string();
+        states.push(state);
+    }
+    if !states.iter().any(|state| state == "-b----") {
+        return Err(qemu.failure(format!("idle web was never listed blocked: {states:?}")));
+    }
     let same_name = cli.run(TOKEN, &["create", config_path])?;
     if same_name.code != Some(1) || !same_name.stderr.contains("(HTTP 409)") {
         return Err(qemu.failure(format!("creating web twice: {same_name:?}")));

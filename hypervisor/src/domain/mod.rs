@@ -36,16 +36,34 @@ pub enum DomainState {
     Shutdown(ShutdownReason),
 }
 
+/// What a domain's online vCPUs (started, not down) are doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuActivity {
+    /// At least one may run: on the CPU or waiting for it.
+    Busy,
+    /// Every one waits for an event (halted, blocked or polling).
+    Idle,
+    /// None is online.
+    Offline,
+}
+
 impl DomainState {
-    /// Xen's getdomaininfo flag bits for this state.
-    pub fn info_flags(self) -> u32 {
+    /// Xen's getdomaininfo flag bits for this state, a running domain's
+    /// `running` or `blocked` bit from its vCPUs' `activity`. Unlike Xen,
+    /// `running` means "may run" rather than "on a CPU now": with one CPU
+    /// the control domain asking is always the one on it, so Xen's meaning
+    /// would show every guest blocked or waiting alike.
+    pub fn info_flags(self, activity: VcpuActivity) -> u32 {
         const SHUTDOWN: u32 = 1 << 2;
         const PAUSED: u32 = 1 << 3;
+        const BLOCKED: u32 = 1 << 4;
         const RUNNING: u32 = 1 << 5;
-        match self {
-            Self::Paused => PAUSED,
-            Self::Running => RUNNING,
-            Self::Shutdown(reason) => SHUTDOWN | (reason.as_raw() << 16),
+        match (self, activity) {
+            (Self::Paused, _) => PAUSED,
+            (Self::Running, VcpuActivity::Busy) => RUNNING,
+            (Self::Running, VcpuActivity::Idle) => BLOCKED,
+            (Self::Running, VcpuActivity::Offline) => 0,
+            (Self::Shutdown(reason), _) => SHUTDOWN | (reason.as_raw() << 16),
         }
     }
 }
@@ -376,10 +394,16 @@ mod tests {
 
     #[test]
     fn state_flags_match_getdomaininfo() {
-        assert_eq!(DomainState::Running.info_flags(), 1 << 5);
-        assert_eq!(
-            DomainState::Shutdown(ShutdownReason::Crash).info_flags(),
-            (1 << 2) | (3 << 16)
-        );
+        use VcpuActivity::{Busy, Idle, Offline};
+        assert_eq!(DomainState::Running.info_flags(Busy), 1 << 5);
+        assert_eq!(DomainState::Running.info_flags(Idle), 1 << 4, "blocked");
+        assert_eq!(DomainState::Running.info_flags(Offline), 0);
+        for activity in [Busy, Idle, Offline] {
+            assert_eq!(DomainState::Paused.info_flags(activity), 1 << 3);
+            assert_eq!(
+                DomainState::Shutdown(ShutdownReason::Crash).info_flags(activity),
+                (1 << 2) | (3 << 16)
+            );
+        }
     }
 }

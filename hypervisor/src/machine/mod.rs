@@ -962,9 +962,15 @@ impl<'a> Machine<'a> {
                     .iter()
                     .find(|entry| entry.id >= from)
                     .ok_or(Errno::ESRCH)?;
+                let states = self
+                    .hardware
+                    .get(&entry.id)
+                    .map_or(&[][..], |hardware| hardware.vcpus.as_slice());
                 let info = DomainInfo {
                     domain: entry.id,
-                    flags: entry.state.info_flags(),
+                    flags: entry
+                        .state
+                        .info_flags(vcpu::activity(states.iter().map(|vcpu| vcpu.state))),
                     vcpus: entry.vcpu_count,
                     pages: entry.ram.pages(),
                     max_pages: entry.max_pages,

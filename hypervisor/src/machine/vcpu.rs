@@ -1,6 +1,7 @@
 //! A virtual CPU in hardware terms: its VMCB, the registers VMRUN does not
 //! switch, and the PVH entry state it starts in.
 
+use hypervisor::domain::VcpuActivity;
 use hypervisor::memory::frames::FrameAllocator;
 use hypervisor::memory::{HostPhysAddr, HostRange, PAGE_SIZE};
 use hypervisor::svm::vmcb::{self, Event, Segment, Vmcb, control, misc1, misc2, save};
@@ -34,6 +35,20 @@ pub fn all_down(states: impl IntoIterator<Item = RunState>) -> bool {
     states
         .into_iter()
         .all(|state| matches!(state, RunState::Down | RunState::NotStarted))
+}
+
+/// What a domain whose vCPUs are in `states` is doing, for GET_INFO:
+/// vCPUs not started or down are offline, as in Xen.
+pub fn activity(states: impl IntoIterator<Item = RunState>) -> VcpuActivity {
+    let mut activity = VcpuActivity::Offline;
+    for state in states {
+        match state {
+            RunState::Runnable => return VcpuActivity::Busy,
+            RunState::Blocked => activity = VcpuActivity::Idle,
+            RunState::NotStarted | RunState::Down => {}
+        }
+    }
+    activity
 }
 
 /// One vCPU.
