@@ -44,6 +44,9 @@ pub enum Input {
     Notified(Port),
     /// The device finished an operation.
     Completed(Completion),
+    /// The device finished several operations: their responses go out
+    /// with one publish (and at most one notification per ring).
+    CompletedMany(Vec<Completion>),
 }
 
 /// What Dom0 must do.
@@ -94,6 +97,10 @@ pub struct Statistics {
 struct Queue<R> {
     ring: BackRing<R>,
     port: Port,
+    /// Requests may wait in the ring with `req_event` not armed (too many
+    /// in flight, a ring's worth taken, a discard running): the front end
+    /// will not notify for them, so completions look again.
+    unread: bool,
 }
 
 #[derive(Debug)]
@@ -217,6 +224,12 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
         self.queues.len()
     }
 
+    /// The connected rings' memory, one per queue (for the owner's
+    /// accounting of ring accesses).
+    pub fn ring_memories(&self) -> impl Iterator<Item = &G::RingMemory> {
+        self.queues.iter().map(|queue| queue.ring.memory())
+    }
+
     /// The local ports bound, one per queue.
     pub fn ports(&self) -> Vec<Port> {
         self.queues.iter().map(|queue| queue.port).collect()
@@ -267,7 +280,13 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
             }
             Input::Completed(completion) => {
                 self.complete(completion, now);
-                self.service_all(now)
+                self.service_unread(now)
+            }
+            Input::CompletedMany(completions) => {
+                for completion in completions {
+                    self.complete(completion, now);
+                }
+                self.service_unread(now)
             }
         };
         if let Err(error) = outcome {
@@ -394,7 +413,11 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
                 self.teardown();
                 return Err(ConnectError::EventChannelBindFailed);
             };
-            self.queues.push(Queue { ring, port });
+            self.queues.push(Queue {
+                ring,
+                port,
+                unread: false,
+            });
         }
         let disk = self.config.disk;
         self.write_key(store, "sectors", &disk.sectors.to_string());
@@ -450,26 +473,47 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
         self.state == XenbusState::Connected && self.close_to.is_none()
     }
 
-    fn service_all(&mut self, now: Time) -> Result<(), ConnectError> {
+    /// Reads the rings that [`Blkback::service`] left with requests in
+    /// them. The others have `req_event` armed: their front ends notify
+    /// when they publish, and reading them here would only cost copies.
+    fn service_unread(&mut self, now: Time) -> Result<(), ConnectError> {
         for queue in 0..self.queues.len() {
-            self.service(queue, now)?;
+            if self.queues.get(queue).is_some_and(|queue| queue.unread) {
+                self.service(queue, now)?;
+            }
         }
         Ok(())
     }
 
     /// Takes requests from one ring until it is empty (and `req_event` is
     /// armed), `queue_depth` requests are in flight, or a ring's worth has
-    /// been taken in this call.
+    /// been taken in this call; in the last two cases (and while a
+    /// discard runs alone) the ring is marked unread, to be read again as
+    /// requests complete.
     ///
     /// Responses are published once per [`Blkback::process`] call, so a
     /// front end that waits for them (as the ring rules say) cannot publish
     /// more than a ring's worth of requests during one call. One that does
     /// is refilling the ring behind our back — refused requests free their
     /// slot at once — and would keep Dom0 here for ever; the rest of its
-    /// requests wait for its next event.
+    /// requests wait for the next completion or event.
     fn service(&mut self, queue: usize, now: Time) -> Result<(), ConnectError> {
-        if !self.accepting() || self.exclusive.is_some() {
-            return Ok(());
+        let emptied = self.take_requests(queue, now)?;
+        if let Some(queue) = self.queues.get_mut(queue) {
+            queue.unread = !emptied;
+        }
+        Ok(())
+    }
+
+    /// [`Blkback::service`]'s loop; true when the ring was left empty with
+    /// `req_event` armed.
+    fn take_requests(&mut self, queue: usize, now: Time) -> Result<bool, ConnectError> {
+        if !self.accepting() {
+            // Nothing is taken while closing; nothing needs reading after.
+            return Ok(true);
+        }
+        if self.exclusive.is_some() {
+            return Ok(false);
         }
         let budget = self
             .queues
@@ -480,14 +524,14 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
             while self.in_flight < self.config.queue_depth {
                 if self.exclusive.is_some() {
                     // Taken again when the discard finishes.
-                    return Ok(());
+                    return Ok(false);
                 }
                 if taken >= budget {
                     self.statistics.budget_exhausted += 1;
-                    return Ok(());
+                    return Ok(false);
                 }
                 let Some(ring) = self.queues.get_mut(queue).map(|queue| &mut queue.ring) else {
-                    return Ok(());
+                    return Ok(true);
                 };
                 match ring.next_request() {
                     Ok(Some(slot)) => {
@@ -500,13 +544,13 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
             }
             if self.in_flight >= self.config.queue_depth {
                 self.statistics.stalls += 1;
-                return Ok(());
+                return Ok(false);
             }
             let Some(ring) = self.queues.get_mut(queue).map(|queue| &mut queue.ring) else {
-                return Ok(());
+                return Ok(true);
             };
             if !ring.final_check_for_requests() {
-                return Ok(());
+                return Ok(true);
             }
         }
     }

@@ -1391,3 +1391,46 @@ fn a_front_end_refilling_its_ring_while_served_cannot_keep_dom0_busy() {
     assert_eq!(backend.statistics().budget_exhausted, 2);
     assert_eq!(backend.state(), XenbusState::Connected);
 }
+
+#[test]
+fn completions_taken_together_are_answered_with_one_publish() {
+    let mut harness = connected();
+    let page = harness.page(0);
+    let batch: Vec<RequestBuilder> = (0..8).map(|id| read(id, id, &[(page, 0, 0)])).collect();
+    harness.send(&batch);
+    assert_eq!(harness.backend.device().in_flight(), 8);
+    // The front end re-arms rsp_event for every response, as one waiting
+    // for each would.
+    assert!(!harness.front.queues[0].ring.final_check_for_responses());
+    let mut completions = Vec::new();
+    while let Some(completion) = harness.backend.device_mut().complete_next() {
+        completions.push(completion);
+    }
+    harness.input(Input::CompletedMany(completions));
+    assert_eq!(harness.notifications(), 1);
+    let mut ids: Vec<u64> = harness.responses().iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..8).collect::<Vec<u64>>());
+    assert_eq!(harness.backend.in_flight(), 0);
+}
+
+#[test]
+fn completions_do_not_read_a_ring_whose_front_end_will_notify() {
+    let mut harness = connected();
+    let page = harness.page(0);
+    harness.send(&[read(1, 0, &[(page, 0, 0)])]);
+    // The ring is empty and req_event armed: the front end's next publish
+    // asks for an event ...
+    assert!(harness.front.push(0, &read(2, 1, &[(page, 0, 0)])));
+    assert!(harness.front.publish(0));
+    // ... so a completion does not spend ring reads looking for it ...
+    harness.complete_all();
+    assert_eq!(harness.backend.device().in_flight(), 0);
+    assert_eq!(harness.responses().len(), 1);
+    // ... and the event brings it in.
+    let port = harness.backend.ports()[0];
+    harness.input(Input::Notified(port));
+    assert_eq!(harness.backend.device().in_flight(), 1);
+    harness.complete_all();
+    assert_eq!(harness.responses().len(), 1);
+}

@@ -206,12 +206,24 @@ pub struct BlockService {
     /// (they may write to clusters the discard would free): guest disk
     /// serial, blkback's tag, the operation.
     deferred: Vec<(u64, DeviceTag, DeviceOperation)>,
+    /// Ring ports whose event arrived since the last pass (`None`: Dom0
+    /// has no event hub to tell, so every ring is looked at every pass).
+    notified: Option<Vec<Port>>,
 }
+
+/// The TSC rate in kHz, read once: CPUID leaves Dom0 for the hypervisor.
+static TSC_KHZ: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Dom0's monotonic time from the TSC.
 pub fn now() -> Time {
-    let khz =
-        u128::from(baremetal::cpu::cpuid(xenolith_abi::cpuid::XEN_CPUID_BASE + 3, 0)[2].max(1));
+    use core::sync::atomic::Ordering::Relaxed;
+    let mut khz = TSC_KHZ.load(Relaxed);
+    if khz == 0 {
+        khz =
+            u64::from(baremetal::cpu::cpuid(xenolith_abi::cpuid::XEN_CPUID_BASE + 3, 0)[2].max(1));
+        TSC_KHZ.store(khz, Relaxed);
+    }
+    let khz = u128::from(khz);
     let nanoseconds = u128::from(baremetal::cpu::rdtsc()) * 1_000_000 / khz;
     Time(u64::try_from(nanoseconds).unwrap_or(u64::MAX))
 }
@@ -262,6 +274,24 @@ impl BlockService {
     /// The local ports of every connected ring.
     pub fn ports(&self) -> impl Iterator<Item = Port> + '_ {
         self.disks.values().flat_map(|disk| disk.backend.ports())
+    }
+
+    /// From now on Dom0's loop reports ring events with
+    /// [`BlockService::notified`], and a pass reads only those rings (a
+    /// look is a few grant copies, each a hypercall): a front end
+    /// notifies whenever it publishes past the `req_event` the back end
+    /// armed, and blkback reads a ring it left unread (too many requests
+    /// in flight) again as requests complete.
+    pub fn expect_events(&mut self) {
+        self.notified.get_or_insert_with(Vec::new);
+    }
+
+    /// `port`'s event arrived (see [`BlockService::expect_events`]).
+    pub fn notified(&mut self, port: Port) {
+        let ports = self.notified.get_or_insert_with(Vec::new);
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
     }
 
     /// Writes a disk's xenstore nodes and starts its back end (the guest
@@ -482,8 +512,13 @@ impl BlockService {
                 device.in_flight().1
             })
             .unwrap_or(0);
+            let ring_copies: u64 = disk
+                .backend
+                .ring_memories()
+                .map(crate::grants::GrantedRing::copies)
+                .sum();
             info!(
-                "dom0: domain {}: {} detached ({} reads, {} writes, {} flushes, {} discards, {} errors; at most {most} disk requests were in flight)",
+                "dom0: domain {}: {} detached ({} reads, {} writes, {} flushes, {} discards, {} errors, {ring_copies} ring copies; at most {most} disk requests were in flight)",
                 domain.0,
                 disk.vdev,
                 statistics.reads,
@@ -523,6 +558,9 @@ impl BlockService {
                 .inner_mut()
                 .complete(|completion| finished.push(completion));
         }
+        // A guest disk's completions go to its back end together: their
+        // responses are published once, with at most one event.
+        let mut answered: BTreeMap<u64, Vec<Completion>> = BTreeMap::new();
         for completion in finished {
             busy = true;
             if let Some((parent, at)) = self.pieces.remove(&completion.tag) {
@@ -547,8 +585,13 @@ impl BlockService {
                     Err(DeviceError)
                 }
             };
-            let input = Input::Completed(Completion { tag, result });
-            self.process(serial, input, now, &mut access);
+            answered
+                .entry(serial)
+                .or_default()
+                .push(Completion { tag, result });
+        }
+        for (serial, completions) in answered {
+            self.process(serial, Input::CompletedMany(completions), now, &mut access);
         }
 
         if !self.deferred.is_empty() && !self.has_orphan_pieces() {
@@ -573,8 +616,10 @@ impl BlockService {
             }
         }
 
-        // Dom0's loop takes every pending port before the services run, so
-        // every ring is looked at on every pass (a look costs two copies).
+        // Dom0's loop takes every pending port before the services run and
+        // reports the rings' ones through `notified`; each is served once
+        // (the toolstack's later passes see an empty list).
+        let notified = self.notified.as_mut().map(core::mem::take);
         let serials: Vec<u64> = self.disks.keys().copied().collect();
         for serial in serials {
             let ports = self
@@ -583,6 +628,12 @@ impl BlockService {
                 .map(|disk| disk.backend.ports())
                 .unwrap_or_default();
             for port in ports {
+                if notified
+                    .as_ref()
+                    .is_some_and(|ports| !ports.contains(&port))
+                {
+                    continue;
+                }
                 self.process(serial, Input::Notified(port), now, &mut access);
             }
         }

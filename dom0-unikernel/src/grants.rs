@@ -207,6 +207,8 @@ pub struct GrantedRing {
     pages: Vec<GrantRef>,
     /// Copies that failed (the front end revoked a ring page).
     pub failures: u64,
+    /// Copies made (each a hypercall), reads included.
+    copies: core::cell::Cell<u64>,
 }
 
 impl GrantedRing {
@@ -226,7 +228,13 @@ impl GrantedRing {
             domain,
             pages: pages.to_vec(),
             failures: 0,
+            copies: core::cell::Cell::new(0),
         })
+    }
+
+    /// Copies made to or from the ring so far, each a hypercall.
+    pub fn copies(&self) -> u64 {
+        self.copies.get()
     }
 }
 
@@ -236,6 +244,7 @@ impl RingMemory for GrantedRing {
     }
 
     fn read(&self, offset: usize, buffer: &mut [u8]) {
+        self.copies.set(self.copies.get().saturating_add(1));
         let copied = ring_pieces(&self.pages, offset, buffer.len())
             .is_some_and(|pieces| copy_from_guest(self.domain, &pieces, buffer).is_ok());
         if !copied {
@@ -245,6 +254,7 @@ impl RingMemory for GrantedRing {
     }
 
     fn write(&mut self, offset: usize, data: &[u8]) {
+        self.copies.set(self.copies.get().saturating_add(1));
         let copied = ring_pieces(&self.pages, offset, data.len())
             .is_some_and(|pieces| copy_to_guest(self.domain, &pieces, data).is_ok());
         if !copied {

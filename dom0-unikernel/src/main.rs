@@ -158,11 +158,18 @@ fn serve(info: &StartInfo, options: &cmdline::Options, events: Option<&events::E
     let interactive = !(options.poweroff || options.exit_when_idle);
     let mut management = management::Management::new(interactive);
     let mut had_guests = toolstack.guests().next().is_some();
+    if events.is_some() {
+        // Disk rings are read when their event arrives (see below).
+        toolstack.blocks.expect_events();
+    }
     loop {
         let ports = toolstack.ports();
         if let Some(events) = events {
+            let rings: alloc::vec::Vec<_> = toolstack.blocks.ports().collect();
             for &port in &ports {
-                events.take(port);
+                if events.take(port) && rings.contains(&port) {
+                    toolstack.blocks.notified(port);
+                }
             }
             if events.take(events.domain_exception) {
                 toolstack.on_domain_exception();

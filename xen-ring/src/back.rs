@@ -58,6 +58,36 @@ pub struct RingCounters {
     pub producer_faults: u64,
 }
 
+/// Bytes of published requests copied out of the ring in one read (when
+/// the front end published several): every read of ring memory may be a
+/// hypercall (Dom0 reaches rings by grant copy), so a batch costs one or
+/// two reads rather than one per request.
+const PREFETCH_BYTES: usize = 2048;
+
+/// Bytes of responses gathered before they are written to the ring in one
+/// copy (at the latest when they are published).
+const RESPONSE_BUFFER_BYTES: usize = 2048;
+
+/// Published requests copied out ahead of their consumption: slots
+/// `start .. start + count`, one slot's bytes each (the request at the
+/// start of its slot). Each slot is still read from the ring exactly once.
+#[derive(Clone)]
+struct Prefetched {
+    start: RingIndex,
+    count: u32,
+    bytes: [u8; PREFETCH_BYTES],
+}
+
+impl core::fmt::Debug for Prefetched {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        formatter
+            .debug_struct("Prefetched")
+            .field("start", &self.start)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
 /// The back end of one shared ring over memory `M`.
 #[derive(Debug)]
 pub struct BackRing<M> {
@@ -66,6 +96,18 @@ pub struct BackRing<M> {
     state: RingState,
     /// `req_prod` as read at the start of the current batch.
     batch_end: RingIndex,
+    /// Whether the last access to the ring was [`BackRing::next_request`]'s
+    /// read of `req_prod` finding nothing new: arming `req_event` need not
+    /// be preceded by the same read again (the read after arming stays).
+    producer_just_read: bool,
+    /// The `req_event` value last written (and the front end has no
+    /// reason to change): arming it again would write the same.
+    request_event: Option<RingIndex>,
+    prefetched: Prefetched,
+    /// Responses pushed but not yet written to the ring: indices
+    /// `unwritten_from .. state.response_producer`, in order.
+    unwritten_from: RingIndex,
+    unwritten: [u8; RESPONSE_BUFFER_BYTES],
     fault: Option<RingError>,
     counters: RingCounters,
 }
@@ -130,6 +172,15 @@ impl<M: RingMemory> BackRing<M> {
             layout,
             state,
             batch_end: state.request_consumer,
+            producer_just_read: false,
+            request_event: None,
+            prefetched: Prefetched {
+                start: state.request_consumer,
+                count: 0,
+                bytes: [0; PREFETCH_BYTES],
+            },
+            unwritten_from: state.response_producer,
+            unwritten: [0; RESPONSE_BUFFER_BYTES],
             fault: None,
             counters: RingCounters::default(),
         }
@@ -192,6 +243,7 @@ impl<M: RingMemory> BackRing<M> {
         }
         let slots = self.layout.slots();
         let consumer = self.state.request_consumer;
+        self.producer_just_read = false;
         if consumer == self.batch_end {
             let producer = RingIndex(read_u32(&self.memory, offsets::REQ_PROD));
             self.memory.barrier(Barrier::Read);
@@ -209,6 +261,7 @@ impl<M: RingMemory> BackRing<M> {
             }
             self.batch_end = producer;
             if producer == consumer {
+                self.producer_just_read = true;
                 return Ok(None);
             }
         }
@@ -216,18 +269,45 @@ impl<M: RingMemory> BackRing<M> {
         if self.requests_in_flight() >= slots {
             return Ok(None);
         }
+        let size = self.layout.request_size();
         let mut slot = RequestSlot {
             index: consumer,
-            length: self.layout.request_size(),
+            length: size,
             bytes: [0; MAX_SLOT_SIZE],
         };
-        let offset = self.layout.slot_offset(consumer);
-        if let Some(buffer) = slot.bytes.get_mut(..self.layout.request_size()) {
-            self.memory.read(offset, buffer);
+        let cached = consumer.distance_from(self.prefetched.start);
+        if cached >= self.prefetched.count {
+            self.prefetch(consumer);
+        }
+        let at = consumer.distance_from(self.prefetched.start) as usize * self.layout.slot_size();
+        if let (Some(buffer), Some(source)) = (
+            slot.bytes.get_mut(..size),
+            self.prefetched.bytes.get(at..at + size),
+        ) {
+            buffer.copy_from_slice(source);
         }
         self.state.request_consumer = consumer.add(1);
         self.counters.requests += 1;
         Ok(Some(slot))
+    }
+
+    /// Copies the published requests from `consumer` on (as many as fit,
+    /// up to the end of the ring's slot array) out in one read. Only
+    /// slots before `batch_end` are read: those the front end published.
+    fn prefetch(&mut self, consumer: RingIndex) {
+        let stride = self.layout.slot_size();
+        let published = self.batch_end.distance_from(consumer);
+        let to_wrap = self.layout.slots() - (consumer.0 & (self.layout.slots() - 1));
+        let fit = (PREFETCH_BYTES / stride.max(1)) as u32;
+        let count = published.min(to_wrap).min(fit).max(1);
+        let offset = self.layout.slot_offset(consumer);
+        // Whole slots but the last, which needs only its request.
+        let length = (count as usize - 1) * stride + self.layout.request_size();
+        if let Some(buffer) = self.prefetched.bytes.get_mut(..length) {
+            self.memory.read(offset, buffer);
+        }
+        self.prefetched.start = consumer;
+        self.prefetched.count = count;
     }
 
     /// Whether the front end has published requests not yet consumed
@@ -255,14 +335,27 @@ impl<M: RingMemory> BackRing<M> {
     /// `req_event = req_cons + 1` (the front end then notifies on its next
     /// request), and checks once more to close the race with a request
     /// published meanwhile. Call before going to sleep on the event channel.
+    ///
+    /// When `req_event` already holds the value (nothing was consumed since
+    /// it was armed and checked), one read of `req_prod` is the whole check:
+    /// a request published since then crossed `req_event` and notified.
+    ///
+    /// Right after [`BackRing::next_request`] found nothing new, the first
+    /// check is that read itself: arming follows at once.
     pub fn final_check_for_requests(&mut self) -> bool {
-        if self.has_unconsumed_requests() {
+        let event = self.state.request_consumer.add(1);
+        let armed = self.request_event == Some(event);
+        let just_read = core::mem::take(&mut self.producer_just_read);
+        if (armed || !just_read) && self.has_unconsumed_requests() {
             return true;
         }
         if self.fault.is_some() {
             return false;
         }
-        let event = self.state.request_consumer.add(1);
+        if armed {
+            return false;
+        }
+        self.request_event = Some(event);
         write_u32(&mut self.memory, offsets::REQ_EVENT, event.0);
         self.memory.barrier(Barrier::Full);
         self.counters.request_events_armed += 1;
@@ -273,21 +366,63 @@ impl<M: RingMemory> BackRing<M> {
     /// the front end: see [`BackRing::publish_responses`]). Refused if it is
     /// not exactly the layout's response size, or if every consumed request
     /// already has a response (the slot would still hold a live request).
+    ///
+    /// Consecutive responses are gathered and reach the ring in one copy,
+    /// when the stretch is full, reaches the ring's end, or is published.
     pub fn push_response(&mut self, bytes: &[u8]) -> Result<RingIndex, RingError> {
-        if bytes.len() != self.layout.response_size() {
+        let size = self.layout.response_size();
+        if bytes.len() != size {
             return Err(RingError::ResponseSizeMismatch {
-                expected: self.layout.response_size(),
+                expected: size,
                 actual: bytes.len(),
             });
         }
         if self.requests_in_flight() == 0 {
             return Err(RingError::ResponseWithoutRequest);
         }
+        self.producer_just_read = false;
+        let stride = self.layout.slot_size();
         let index = self.state.response_producer;
-        self.memory.write(self.layout.slot_offset(index), bytes);
+        let gathered = index.distance_from(self.unwritten_from) as usize;
+        let wraps = gathered > 0
+            && self.layout.slot_offset(index) < self.layout.slot_offset(self.unwritten_from);
+        if gathered * stride + size > RESPONSE_BUFFER_BYTES || wraps {
+            self.write_responses();
+        }
+        // A slot's bytes after the response are the consumed request's
+        // leftovers, ours until the response is published: zeros go there.
+        let at = index.distance_from(self.unwritten_from) as usize * stride;
+        if let Some(slot) = self
+            .unwritten
+            .get_mut(at..(at + stride).min(RESPONSE_BUFFER_BYTES))
+        {
+            slot.fill(0);
+        }
+        match self.unwritten.get_mut(at..at + size) {
+            Some(slot) => slot.copy_from_slice(bytes),
+            // Unreachable (a response fits the buffer); write it directly.
+            None => self.memory.write(self.layout.slot_offset(index), bytes),
+        }
         self.state.response_producer = index.add(1);
         self.counters.responses += 1;
         Ok(index)
+    }
+
+    /// Writes the gathered responses into their slots.
+    fn write_responses(&mut self) {
+        let count = self
+            .state
+            .response_producer
+            .distance_from(self.unwritten_from) as usize;
+        let length =
+            count.saturating_sub(1) * self.layout.slot_size() + self.layout.response_size();
+        if count > 0
+            && let Some(bytes) = self.unwritten.get(..length)
+        {
+            self.memory
+                .write(self.layout.slot_offset(self.unwritten_from), bytes);
+        }
+        self.unwritten_from = self.state.response_producer;
     }
 
     /// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`: publishes the responses written
@@ -301,6 +436,8 @@ impl<M: RingMemory> BackRing<M> {
         if old == new {
             return false;
         }
+        self.producer_just_read = false;
+        self.write_responses();
         self.memory.barrier(Barrier::Write);
         write_u32(&mut self.memory, offsets::RSP_PROD, new.0);
         self.state.response_published = new;

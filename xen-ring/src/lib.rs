@@ -13,9 +13,11 @@
 //!   are, and so how many slots the ring has (the largest power of two that
 //!   fits after the 64-byte header).
 //! - [`BackRing`] is the back end's private state (`req_cons`,
-//!   `rsp_prod_pvt`) plus the memory. It copies requests out one slot at a
-//!   time ([`BackRing::next_request`], reading `req_prod` once per batch and
-//!   refusing an out-of-range producer index), writes responses
+//!   `rsp_prod_pvt`) plus the memory. It hands requests out one slot at a
+//!   time ([`BackRing::next_request`], reading `req_prod` once per batch,
+//!   refusing an out-of-range producer index, and copying a batch's slots
+//!   out in one read per stretch up to the ring's end, since each access
+//!   may be a hypercall), writes responses
 //!   ([`BackRing::push_response`]), publishes them and says whether the front
 //!   end asked to be notified ([`BackRing::publish_responses`], the
 //!   `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY` rule) and arms `req_event`

@@ -380,9 +380,11 @@ fn randomised_runs_across_the_index_wrap() {
     for seed in 0..300u64 {
         let mut random = Random(seed);
         let pages = 1usize << random.below(3);
-        let (request_size, response_size) = match random.below(3) {
+        let (request_size, response_size) = match random.below(4) {
             0 => (BLKIF_REQUEST, BLKIF_RESPONSE),
             1 => (12, 4),
+            // netif's rx ring: requests smaller than the slots.
+            2 => (8, 16),
             _ => (8, 8),
         };
         let layout = RingLayout::new(pages, request_size, response_size).expect("layout");
@@ -511,4 +513,126 @@ fn a_polling_front_end_is_notified_only_once() {
         assert!(front.next_response().is_some());
     }
     assert_eq!(notifications, 1);
+}
+
+/// Every ring access may be a hypercall in Dom0: a published batch is
+/// copied out in one read per stretch of slots (two where it wraps), and
+/// each request is still read from the ring only once.
+#[test]
+fn a_published_batch_is_read_in_one_copy_per_stretch() {
+    // 32 slots; start 28 so that the batch of 8 wraps after 4.
+    let (mut front, mut back) = blkif_pair(1, 28);
+    for tag in 0..8 {
+        assert!(front.push_request(&request(tag)));
+    }
+    front.publish_requests();
+    back.memory().start_log();
+    for tag in 0..8 {
+        let slot = back.next_request().expect("ok").expect("request");
+        assert_eq!(tag_of(slot.bytes()), tag);
+    }
+    assert!(back.next_request().expect("ok").is_none());
+    let log = back.memory().take_log();
+    let slot_reads: Vec<usize> = log
+        .iter()
+        .filter_map(|access| match access {
+            Access::Read { offset, length } if *offset >= 64 => Some(*length),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(slot_reads, [4 * BLKIF_REQUEST, 4 * BLKIF_REQUEST]);
+    // Requests published after a prefetch are read afresh, not from it.
+    assert!(front.push_request(&request(8)));
+    front.publish_requests();
+    let slot = back.next_request().expect("ok").expect("request");
+    assert_eq!(tag_of(slot.bytes()), 8);
+}
+
+#[test]
+fn an_armed_request_event_is_not_written_again() {
+    let (mut front, mut back) = blkif_pair(1, 0);
+    assert!(!back.final_check_for_requests());
+    back.memory().start_log();
+    assert!(!back.final_check_for_requests());
+    let log = back.memory().take_log();
+    assert_eq!(
+        log,
+        [Access::Read {
+            offset: 0,
+            length: 4
+        }]
+    );
+    // The front end is still woken by its next request.
+    assert!(front.push_request(&request(0)));
+    assert!(front.publish_requests());
+    assert!(back.final_check_for_requests());
+    assert!(back.next_request().expect("ok").is_some());
+    // Consumed one: the next arming writes req_event again.
+    back.memory().start_log();
+    assert!(!back.final_check_for_requests());
+    assert!(back.memory().take_log().contains(&Access::Write {
+        offset: offsets::REQ_EVENT,
+        length: 4
+    }));
+}
+
+#[test]
+fn responses_reach_the_ring_in_one_copy_per_stretch_when_published() {
+    // 32 slots; start 28 so that eight responses wrap after four.
+    let (mut front, mut back) = blkif_pair(1, 28);
+    for tag in 0..8 {
+        assert!(front.push_request(&request(tag)));
+    }
+    front.publish_requests();
+    while back.next_request().expect("ok").is_some() {}
+    back.memory().start_log();
+    for tag in 0..8 {
+        back.push_response(&response(tag)).expect("push");
+    }
+    assert!(back.publish_responses());
+    let log = back.memory().take_log();
+    let writes: Vec<(usize, usize)> = log
+        .iter()
+        .filter_map(|access| match access {
+            Access::Write { offset, length } => Some((*offset, *length)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            (64 + 28 * BLKIF_REQUEST, 3 * BLKIF_REQUEST + BLKIF_RESPONSE),
+            (64, 3 * BLKIF_REQUEST + BLKIF_RESPONSE),
+            (offsets::RSP_PROD, 4)
+        ]
+    );
+    for tag in 0..8 {
+        assert_eq!(tag_of(&front.next_response().expect("response")), tag);
+    }
+    assert!(front.next_response().is_none());
+}
+
+#[test]
+fn arming_right_after_finding_nothing_reads_req_prod_once() {
+    let (mut front, mut back) = blkif_pair(1, 0);
+    assert!(front.push_request(&request(0)));
+    front.publish_requests();
+    assert!(back.next_request().expect("ok").is_some());
+    assert!(back.next_request().expect("ok").is_none());
+    back.memory().start_log();
+    assert!(!back.final_check_for_requests());
+    assert_eq!(
+        back.memory().take_log(),
+        [
+            Access::Write {
+                offset: offsets::REQ_EVENT,
+                length: 4
+            },
+            Access::Barrier(Barrier::Full),
+            Access::Read {
+                offset: offsets::REQ_PROD,
+                length: 4
+            },
+        ]
+    );
 }
