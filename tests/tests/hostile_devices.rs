@@ -168,7 +168,7 @@ fn a_hostile_guest_is_refused_and_cut_off_while_another_guests_io_goes_on() -> R
     let detached = qemu
         .serial_line_with(&["dom0: domain 2: xvda detached"])
         .unwrap_or_default();
-    if number_after(&detached, "flushes,").unwrap_or(0) < 16 {
+    if number_after(&detached, "discards,").unwrap_or(0) < 16 {
         return Err(qemu.failure(format!(
             "the vbd's detach line should count the refused requests: {detached:?}"
         )));
