@@ -337,12 +337,17 @@ impl<'a> Decompression<'a> {
             self.done = true;
             return Ok(Progress::Done);
         }
+        // A prefix decodes no more than it keeps (but an LZ4 block whole).
+        let budget = self
+            .output
+            .prefix_room()
+            .map_or(STEP_OUTPUT, |room| room.min(STEP_OUTPUT));
         let output = &mut self.output;
         let result = match &mut self.decoder {
-            Decoder::Gzip(decoder) => decoder.step(output, STEP_OUTPUT),
-            Decoder::Xz(decoder) => decoder.step(output, STEP_OUTPUT),
+            Decoder::Gzip(decoder) => decoder.step(output, budget),
+            Decoder::Xz(decoder) => decoder.step(output, budget),
             Decoder::Lz4(decoder) => decoder.step(output),
-            Decoder::Zstd(decoder) => decoder.step(output, STEP_OUTPUT),
+            Decoder::Zstd(decoder) => decoder.step(output, budget),
         };
         match result {
             Ok(ended) => {

@@ -39,6 +39,12 @@ impl Output {
         Ok(output)
     }
 
+    /// For a prefix output, the bytes it still keeps (at least 1).
+    pub(super) fn prefix_room(&self) -> Option<usize> {
+        self.prefix
+            .then(|| self.limit.saturating_sub(self.bytes.len()).max(1))
+    }
+
     /// Whether this is a prefix output that is full.
     pub(super) fn prefix_full(&self) -> bool {
         self.prefix && self.bytes.len() >= self.limit
