@@ -14,6 +14,10 @@ pub const VERSION: u32 = 0x5843_0001;
 /// Size of a request.
 pub const REQUEST_SIZE: usize = 144;
 
+mod domain_info;
+
+pub use domain_info::{DomainInfo, StopReason};
+
 /// A request as it travels between Dom0 and the hypervisor.
 pub type Request = [u8; REQUEST_SIZE];
 

@@ -7,7 +7,7 @@ use xenolith_abi::domain::DomainId;
 
 use crate::hypercall;
 
-pub use dom0::domain_info::{DomainInfo, StopReason};
+pub use xenolith_abi::control::{DomainInfo, StopReason};
 
 use abi::{Request, put_u32, put_u64, u64_at};
 

@@ -12,7 +12,6 @@ pub mod cmdline;
 pub mod console_log;
 pub mod create_error;
 pub mod dom0_ip;
-pub mod domain_info;
 pub mod domain_nodes;
 pub mod guest_builder;
 pub mod kernel_cache;

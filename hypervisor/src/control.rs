@@ -163,28 +163,6 @@ pub fn decode(request: &Request) -> Result<Command, Errno> {
     })
 }
 
-/// What GET_INFO reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DomainInfo {
-    pub domain: DomainId,
-    pub flags: u32,
-    pub vcpus: u32,
-    pub pages: u64,
-    pub max_pages: u64,
-    pub cpu_time_ns: u64,
-}
-
-/// Writes a GET_INFO answer into the request.
-pub fn encode_info(request: &mut Request, info: &DomainInfo) {
-    request[8..10].copy_from_slice(&info.domain.0.to_le_bytes());
-    let payload = abi::PAYLOAD;
-    request[payload..payload + 4].copy_from_slice(&info.flags.to_le_bytes());
-    request[payload + 4..payload + 8].copy_from_slice(&info.vcpus.to_le_bytes());
-    request[payload + 8..payload + 16].copy_from_slice(&info.pages.to_le_bytes());
-    request[payload + 16..payload + 24].copy_from_slice(&info.max_pages.to_le_bytes());
-    request[payload + 24..payload + 32].copy_from_slice(&info.cpu_time_ns.to_le_bytes());
-}
-
 /// Writes a CREATE answer (the new domain's id).
 pub fn encode_created(request: &mut Request, domain: DomainId) {
     request[8..10].copy_from_slice(&domain.0.to_le_bytes());
@@ -300,21 +278,5 @@ mod tests {
         power_off[4] ^= 1;
         assert_eq!(decode(&power_off), Err(Errno::EINVAL), "version checked");
         assert_eq!(decode(&request(13, 0)), Err(Errno::ENOSYS));
-    }
-
-    #[test]
-    fn info_round_trips() {
-        let mut answer = request(abi::GET_INFO, 0);
-        let info = DomainInfo {
-            domain: DomainId(4),
-            flags: 1 << 5,
-            vcpus: 1,
-            pages: 256,
-            max_pages: 256,
-            cpu_time_ns: 99,
-        };
-        encode_info(&mut answer, &info);
-        assert_eq!(u16::from_le_bytes([answer[8], answer[9]]), 4);
-        assert_eq!(u64_at(&answer, 40), 99);
     }
 }

@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 use hypervisor::boot::cmdline::{CrashAction, Options};
 use hypervisor::console::input::{InputBuffer, InputPolling};
 use hypervisor::console::{LINES_PER_SECOND, LineBuffer, RateLimiter};
-use hypervisor::control::{self, Command, DomainInfo};
+use hypervisor::control::{self, Command};
 use hypervisor::domain::{
     Domain, DomainFrames, DomainState, DomainTable, GuestKind, GuestRam, Wait,
 };
@@ -966,7 +966,7 @@ impl<'a> Machine<'a> {
                     .hardware
                     .get(&entry.id)
                     .map_or(&[][..], |hardware| hardware.vcpus.as_slice());
-                let info = DomainInfo {
+                let info = control_abi::DomainInfo {
                     domain: entry.id,
                     flags: entry
                         .state
@@ -977,7 +977,7 @@ impl<'a> Machine<'a> {
                     cpu_time_ns: entry.cpu_ticks.saturating_mul(1_000_000)
                         / u64::from(self.tsc_khz.max(1)),
                 };
-                control::encode_info(&mut request, &info);
+                info.encode(&mut request);
             }
             Command::WriteMemory {
                 domain,

@@ -1,7 +1,8 @@
-//! What the hypervisor's GET_INFO says about a domain, read from its answer.
+//! GET_INFO's answer: what the hypervisor says about a domain, written by
+//! the hypervisor and read by Dom0 through the one layout here.
 
-use xenolith_abi::control::{Request, u32_at, u64_at};
-use xenolith_abi::domain::DomainId;
+use super::{PAYLOAD, Request, put_u32, put_u64, u32_at, u64_at};
+use crate::domain::DomainId;
 
 /// 4 KiB pages in a MiB.
 const PAGES_PER_MIB: u64 = 256;
@@ -32,7 +33,7 @@ impl StopReason {
 }
 
 /// GET_INFO's answer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DomainInfo {
     /// The domain described (the first at or above the one asked for).
     pub domain: DomainId,
@@ -55,12 +56,22 @@ impl DomainInfo {
     pub fn decode(answer: &Request) -> Self {
         Self {
             domain: DomainId(u16::from_le_bytes([answer[8], answer[9]])),
-            flags: u32_at(answer, 16),
-            vcpus: u32_at(answer, 20),
-            pages: u64_at(answer, 24),
-            max_pages: u64_at(answer, 32),
-            cpu_time_ns: u64_at(answer, 40),
+            flags: u32_at(answer, PAYLOAD),
+            vcpus: u32_at(answer, PAYLOAD + 4),
+            pages: u64_at(answer, PAYLOAD + 8),
+            max_pages: u64_at(answer, PAYLOAD + 16),
+            cpu_time_ns: u64_at(answer, PAYLOAD + 24),
         }
+    }
+
+    /// Writes it into the request as GET_INFO's answer.
+    pub fn encode(&self, request: &mut Request) {
+        request[8..10].copy_from_slice(&self.domain.0.to_le_bytes());
+        put_u32(request, PAYLOAD, self.flags);
+        put_u32(request, PAYLOAD + 4, self.vcpus);
+        put_u64(request, PAYLOAD + 8, self.pages);
+        put_u64(request, PAYLOAD + 16, self.max_pages);
+        put_u64(request, PAYLOAD + 24, self.cpu_time_ns);
     }
 
     /// The memory it was given, in MiB rounded down as xl does. Not
@@ -101,7 +112,7 @@ impl DomainInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xenolith_abi::control::{REQUEST_SIZE, put_u32, put_u64};
+    use crate::control::REQUEST_SIZE;
 
     fn answer(domain: u16) -> Request {
         let mut answer = [0; REQUEST_SIZE];
@@ -126,6 +137,23 @@ mod tests {
         assert_eq!((info.vcpus, info.pages), (1, 65_530));
         assert_eq!(info.cpu_time_ns, 7_000_000);
         assert_eq!(info.memory_mib(), 256);
+    }
+
+    #[test]
+    fn what_the_hypervisor_writes_dom0_reads() {
+        let info = DomainInfo {
+            domain: DomainId(4),
+            flags: (1 << 2) | (3 << 16),
+            vcpus: 2,
+            pages: 8_000,
+            max_pages: 8_192,
+            cpu_time_ns: 99,
+        };
+        let mut answer = answer(0);
+        info.encode(&mut answer);
+        assert_eq!(DomainInfo::decode(&answer), info);
+        assert_eq!(u64_at(&answer, 40), 99, "cpu_time_ns @40");
+        assert_eq!(u64_at(&answer, 32), 8_192, "max_pages @32");
     }
 
     #[test]
