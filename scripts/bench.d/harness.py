@@ -103,7 +103,7 @@ RING_VERDICT = re.compile(r"test-guest: (\d+) passed, (\d+) failed")
 # output, the guest's console mirrored as "[NAME] ...".
 CREATED_LINE = re.compile(
     r"(?<!\) )\bdom0: created domain (\d+) \((\S+)\) in (\d+) ms "
-    r"\((?:(\d+) ms decompressing the kernel|kernel from the cache)\): "
+    r"\((?:(\d+) ms decompressing the kernel|kernel from the cache|an ELF kernel|HVM: [^)]*)\): "
     r"(\d+) MiB, .*; Dom0 uses (\d+) KiB with (\d+) guests"
 )
 HYPERVISOR_STAMP = re.compile(r"^\[\s*(\d+\.\d+)\] ")
@@ -653,6 +653,8 @@ def create(session: Session, name: str, mib: int, cached: bool) -> dict:
     _, line, found = session.wait(f"created line for {name}", created_or_first)
     if found.group(2) != name or int(found.group(5)) != mib or int(found.group(7)) != 1:
         raise RunFailed(f"unexpected created line: {line!r}")
+    if found.group(4) is None and "kernel from the cache" not in line:
+        raise RunFailed(f"expected a bzImage, decompressed or from the cache: {line!r}")
     if cached != (found.group(4) is None):
         state = "from the cache" if cached else "decompressed"
         raise RunFailed(f"expected the kernel {state}: {line!r}")
@@ -670,14 +672,9 @@ def create(session: Session, name: str, mib: int, cached: bool) -> dict:
     }
 
 
-# The disk boots: the guest's shell commands. Each ends by echoing a label
-# spelled in two quoted halves, so that the shell's echo of the typed line
-# does not match.
-DISK_DEV = "/dev/xvda"
-UPTIME = "$(cut -d' ' -f1 /proc/uptime)"
-# fio's terse (version 3) fields the guest echoes: error, read KiB, read
-# KiB/s, read IOPS, read runtime (ms), then the same five for writes.
-FIO_FIELDS = "5-9,47-50"
+# The disk boots: the guest's shell commands. Each ends by echoing LABEL=
+# (spelled in two quoted halves where the typed line holds it, so that the
+# shell's echo of the typed line does not match).
 
 
 @dataclass
@@ -705,18 +702,11 @@ FIO_JOBS = [
 
 
 def fio_command(job: FioJob, runtime: int) -> str:
-    """The guest's fio run of JOB on the whole disk for RUNTIME seconds,
-    echoing LABEL=STATUS and fio's figures (or its first error line)."""
-    fio = (
-        f"fio --name={job.label.lower()} --filename={DISK_DEV} --direct=1 --ioengine=libaio "
-        f"--iodepth={job.depth} --rw={job.rw} --bs={job.block} --runtime={runtime} --time_based "
-        "--thread --clocksource=clock_gettime --eta=never --output-format=terse --terse-version=3 "
-        "--output=/tmp/fio.out 2>/tmp/fio.err"
-    )
-    return (
-        f"{fio}; r=$?; if [ $r -eq 0 ]; then o=$(cut -d';' -f{FIO_FIELDS} /tmp/fio.out | tr ';' ' '); "
-        f"else o=$(head -n 1 /tmp/fio.err); fi; echo \"{job.label[:3]}\"\"{job.label[3:]}=$r $o\""
-    )
+    """The guest's fio run of JOB on the whole disk for RUNTIME seconds:
+    scripts/bench.d/guest/bench-fio echoes LABEL=STATUS and fio's figures
+    (or its first error line). A short line to type, so that the Dom0 CPU
+    window holds little serial input."""
+    return f"bench-fio {job.label} {job.rw} {job.block} {job.depth} {runtime}"
 
 
 def disk_commands(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -980,14 +970,10 @@ def net_sender_commands(args: argparse.Namespace, peer: str) -> list[tuple[str, 
 
 
 def iperf3_command(label: str, server: str, port: int, seconds: int) -> str:
-    """The sender's iperf3 run to SERVER:PORT for SECONDS, echoing
-    LABEL=STATUS and iperf3's receiver summary line (or its last line)."""
-    # busybox's timeout: iperf3 waits for ever on a connection that stalls.
-    return (
-        f"busybox timeout {seconds + 60} iperf3 -c {server} -p {port} -t {seconds} -f k >/tmp/iperf3.out 2>&1; "
-        "r=$?; o=$(grep receiver /tmp/iperf3.out | tail -n 1); [ -n \"$o\" ] || o=$(tail -n 1 /tmp/iperf3.out); "
-        f"echo \"{label[:3]}\"\"{label[3:]}=$r $o\""
-    )
+    """The sender's iperf3 run to SERVER:PORT for SECONDS:
+    scripts/bench.d/guest/bench-iperf3 echoes LABEL=STATUS and iperf3's
+    receiver summary line (or its last line)."""
+    return f"bench-iperf3 {label} {server} {port} {seconds}"
 
 
 def net_transfer_commands(args: argparse.Namespace, peer: str, host_port: int) -> list[tuple[str, str]]:
