@@ -166,7 +166,11 @@ fn a_backing_volume_is_refused_writable_and_served_read_only() -> Result<(), Fai
         return Err(qemu.failure(format!("unclear refusal: {refused:?}")));
     }
     // The refused create may have used a domain id.
-    let created = qemu.wait_for("(reader)", linux_timeout())?;
+    let created = qemu.wait_for_line_with(
+        &["dom0: created domain", "(reader)"],
+        linux_timeout(),
+        "reader's creation",
+    )?;
     let domain = number_after(&created, "created domain")
         .and_then(|domain| u16::try_from(domain).ok())
         .ok_or_else(|| qemu.failure(format!("reader was not created: {created:?}")))?;

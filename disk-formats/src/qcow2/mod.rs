@@ -273,6 +273,8 @@ impl<S: Storage> Qcow2<S> {
             .ok_or_else(|| Qcow2Error::MetadataOutsideFile(MetadataKind::L2Table, l2_offset).into())
     }
 
+    /// One L2 entry, written at once (tests build hostile images with it).
+    #[cfg(test)]
     fn set_l2_raw(&mut self, l2_offset: u64, index: u64, entry: u64) -> Result<(), ImageError> {
         let table = self
             .l2_cache
@@ -494,26 +496,6 @@ impl<S: Storage> Qcow2<S> {
             }
         }
         Ok(())
-    }
-
-    /// Drops the references a replaced L2 entry held.
-    fn release_entry(&mut self, entry: L2Entry) -> Result<(), ImageError> {
-        match entry {
-            L2Entry::Data { offset, .. }
-            | L2Entry::Zero {
-                preallocated: Some(offset),
-                ..
-            } => self.release_cluster(offset / self.cluster_size),
-            L2Entry::Compressed { offset, length } => {
-                let first = offset / self.cluster_size;
-                let last = (offset + length - 1) / self.cluster_size;
-                for cluster in first..=last {
-                    self.release_cluster(cluster)?;
-                }
-                Ok(())
-            }
-            L2Entry::Unallocated | L2Entry::Zero { .. } => Ok(()),
-        }
     }
 
     fn ensure_length(&mut self, length: u64) -> Result<(), ImageError> {
@@ -837,9 +819,7 @@ impl<S: Storage> Qcow2<S> {
             return Ok(());
         }
         self.storage.flush()?;
-        for reference in &pending {
-            self.set_l2_raw(reference.l2_offset, reference.index, reference.entry)?;
-        }
+        self.set_l2_entries(&pending)?;
         let releases: Vec<L2Entry> = pending
             .into_iter()
             .map(|reference| reference.replaced)
@@ -856,10 +836,145 @@ impl<S: Storage> Qcow2<S> {
             .collect();
         if !releases.is_empty() {
             self.storage.flush()?;
+            let mut clusters = Vec::new();
             for entry in releases {
-                self.release_entry(entry)?;
+                match entry {
+                    L2Entry::Data { offset, .. }
+                    | L2Entry::Zero {
+                        preallocated: Some(offset),
+                        ..
+                    } => clusters.push(offset / self.cluster_size),
+                    L2Entry::Compressed { offset, length } => {
+                        let first = offset / self.cluster_size;
+                        let last = (offset + length - 1) / self.cluster_size;
+                        clusters.extend(first..=last);
+                    }
+                    L2Entry::Unallocated | L2Entry::Zero { .. } => {}
+                }
+            }
+            self.release_clusters(&clusters)?;
+        }
+        Ok(())
+    }
+
+    /// Writes new L2 entries: each run of entries in one table goes to the
+    /// storage as one write of the span they cover (the entries between
+    /// them are rewritten as they are). Every entry is 8 aligned bytes, so
+    /// a torn write leaves each one old or new.
+    fn set_l2_entries(&mut self, pending: &[PendingReference]) -> Result<(), ImageError> {
+        let cluster_size = self.cluster_size as usize;
+        let mut rest = pending;
+        while let Some(first) = rest.first() {
+            let l2_offset = first.l2_offset;
+            let run = rest
+                .iter()
+                .take_while(|reference| reference.l2_offset == l2_offset)
+                .count();
+            let (this, after) = rest.split_at(run);
+            rest = after;
+            let table = self
+                .l2_cache
+                .get(&mut self.storage, l2_offset, cluster_size)?;
+            let outside = || Qcow2Error::MetadataOutsideFile(MetadataKind::L2Table, l2_offset);
+            let (mut low, mut high) = (usize::MAX, 0);
+            for reference in this {
+                let start = usize::try_from(reference.index * 8).map_err(|_| outside())?;
+                let field = table.get_mut(start..start + 8).ok_or_else(outside)?;
+                field.copy_from_slice(&reference.entry.to_be_bytes());
+                low = low.min(start);
+                high = high.max(start + 8);
+            }
+            let span = table.get(low..high).ok_or_else(outside)?;
+            self.storage
+                .write_at(StorageOffset(l2_offset + low as u64), span)?;
+        }
+        Ok(())
+    }
+
+    /// Drops one reference to each of `clusters`, writing each refcount
+    /// block's changed span once per run of clusters it counts.
+    fn release_clusters(&mut self, clusters: &[u64]) -> Result<(), ImageError> {
+        let mut dirty: Option<(u64, usize, usize)> = None;
+        let mut freed = Vec::new();
+        let result = self.decrement_refcounts(clusters, &mut dirty, &mut freed);
+        // What was changed in the cache reaches the storage even when a
+        // later cluster failed, so the two never disagree.
+        let written = self.write_refcount_span(dirty);
+        for cluster in freed {
+            let offset = cluster * self.cluster_size;
+            self.free_cluster_hint = self.free_cluster_hint.min(cluster);
+            self.l2_cache.forget(offset);
+            self.refcount_cache.forget(offset);
+            if self
+                .inflated
+                .as_ref()
+                .is_some_and(|(start, _)| start / self.cluster_size == cluster)
+            {
+                self.inflated = None;
             }
         }
+        result.and(written)
+    }
+
+    fn decrement_refcounts(
+        &mut self,
+        clusters: &[u64],
+        dirty: &mut Option<(u64, usize, usize)>,
+        freed: &mut Vec<u64>,
+    ) -> Result<(), ImageError> {
+        let order = self.header.refcount_order;
+        for &cluster in clusters {
+            let Some(block_offset) = self.refcount_block_for(cluster)? else {
+                return Err(Qcow2Error::RefcountUnderflow(cluster * self.cluster_size).into());
+            };
+            if dirty.is_some_and(|(offset, _, _)| offset != block_offset) {
+                self.write_refcount_span(dirty.take())?;
+            }
+            let index = cluster % self.refcount_entries_per_block;
+            let block = self.refcount_cache.get(
+                &mut self.storage,
+                block_offset,
+                self.cluster_size as usize,
+            )?;
+            let outside =
+                || Qcow2Error::MetadataOutsideFile(MetadataKind::RefcountBlock, block_offset);
+            let value = entries::get_refcount(block, index, order).ok_or_else(outside)?;
+            if value == 0 {
+                return Err(Qcow2Error::RefcountUnderflow(cluster * self.cluster_size).into());
+            }
+            if !entries::set_refcount(block, index, order, value - 1) {
+                return Err(outside().into());
+            }
+            let range = entries::refcount_byte_range(index, order);
+            let (low, high) = match *dirty {
+                Some((_, low, high)) => (low.min(range.start), high.max(range.end)),
+                None => (range.start, range.end),
+            };
+            *dirty = Some((block_offset, low, high));
+            if value == 1 {
+                freed.push(cluster);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a refcount block's changed span from the cache.
+    fn write_refcount_span(
+        &mut self,
+        dirty: Option<(u64, usize, usize)>,
+    ) -> Result<(), ImageError> {
+        let Some((block_offset, low, high)) = dirty else {
+            return Ok(());
+        };
+        let block =
+            self.refcount_cache
+                .get(&mut self.storage, block_offset, self.cluster_size as usize)?;
+        let span = block.get(low..high).ok_or(Qcow2Error::MetadataOutsideFile(
+            MetadataKind::RefcountBlock,
+            block_offset,
+        ))?;
+        self.storage
+            .write_at(StorageOffset(block_offset + low as u64), span)?;
         Ok(())
     }
 }
