@@ -188,7 +188,13 @@ fn fstrim_frees_a_deleted_files_clusters_and_keeps_the_rest() -> Result<(), Fail
         "SECOND",
     )?;
     let (after, detached) = allocated_after(qemu, &dir, &disk, 2, "after.qcow2")?;
-    let discards = number_after(&detached, "flushes,").unwrap_or(0);
+    // "... F flushes, D discards, E errors; ...": the number before "discards".
+    let discards = detached
+        .split(" discards,")
+        .next()
+        .and_then(|before| before.rsplit(' ').next())
+        .and_then(|count| count.parse::<u64>().ok())
+        .unwrap_or(0);
     eprintln!(
         "discard: {before} clusters allocated before fstrim, {after} after; \
          first fstrim (beside an 8 MiB direct write) said {trimmed:?} in {trim_seconds:.1} s; \
