@@ -7,16 +7,19 @@
 //! with the page cache dropped, and, with the kept file, after destroy and
 //! create; it is deleted and trimmed too. The exported image then has at
 //! least 20 MiB fewer allocated clusters, `qemu-img check` passes, and
-//! `xenolith-img check` finds the appliance disk consistent.
+//! `xenolith-img check` finds the appliance disk consistent. A read-only
+//! qcow2 disk and one marked `no-discard` take no discards in the guest.
 
 use std::path::Path;
 
 use xenolith_tests::debian::{
-    DETACH, attach, destroy_with_disk, guest_iso, guest_value, is_md5, linux_timeout,
+    DETACH, attach, destroy_with_disk, guest_files, guest_iso, guest_value, is_md5, linux_timeout,
     recreate_and_read_back, write_filesystem,
 };
 use xenolith_tests::disks::{DISK_TROUBLE, appliance_disk, img, import_qemu_qcow2, path_text, run};
-use xenolith_tests::{Failure, Qemu, Running, TempDir, boot_timeout, number_after};
+use xenolith_tests::{
+    Failure, Qemu, Running, TempDir, boot_timeout, make_iso_with_modules, number_after,
+};
 
 /// In the kept file's neighbour, checked after destroy and create.
 const MARKER: &str = "XENOLITH-DISCARD-MARKER-4b90";
@@ -211,5 +214,69 @@ fn fstrim_frees_a_deleted_files_clusters_and_keeps_the_rest() -> Result<(), Fail
             "fstrim freed {freed} bytes of clusters ({before} allocated before, {after} after)"
         )));
     }
+    Ok(())
+}
+
+#[test]
+fn read_only_and_no_discard_qcow2_disks_offer_no_discard() -> Result<(), Failure> {
+    let dir = TempDir::new("discard-off")?;
+    let disk = appliance_disk(&dir, 128 << 20)?;
+    import_qemu_qcow2(&disk, &dir, "shelf", "16M")?;
+    import_qemu_qcow2(&disk, &dir, "plain", "16M")?;
+    let guest = |name: &str, entry: &str| {
+        format!(
+            "name = \"{name}\"\ntype = \"pvh\"\nmemory = 128\nkernel = \"vmlinuz\"\n\
+             ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
+             disk = [ \"{entry}\" ]\non_poweroff = \"destroy\"\n"
+        )
+    };
+    let reader = guest("reader", "format=qcow2, vdev=xvda, access=ro, target=shelf");
+    let plain = guest(
+        "plain",
+        "format=qcow2, vdev=xvda, access=rw, no-discard, target=plain",
+    );
+    let reader = dir.write("reader.cfg", reader.as_bytes())?;
+    let plain = dir.write("plain.cfg", plain.as_bytes())?;
+    let (kernel, initramfs) = guest_files()?;
+    // A guest's files follow its config.
+    let modules: [(&Path, &str); 6] = [
+        (&reader, "guest-config reader.cfg"),
+        (&kernel, "guest-file vmlinuz"),
+        (&initramfs, "guest-file initramfs.cpio.gz"),
+        (&plain, "guest-config plain.cfg"),
+        (&kernel, "guest-file vmlinuz"),
+        (&initramfs, "guest-file initramfs.cpio.gz"),
+    ];
+    let iso = make_iso_with_modules(&dir, "--", &modules)?;
+    let mut qemu = Qemu::iso(iso).virtio_disk(&disk).spawn()?;
+    qemu.wait_for_all(
+        &[
+            "[reader] XENOLITH-GUEST: shell",
+            "[plain] XENOLITH-GUEST: shell",
+        ],
+        linux_timeout(),
+    )?;
+    for name in ["reader", "plain"] {
+        let created = qemu
+            .serial_line_with(&["dom0: created domain", &format!("({name})")])
+            .unwrap_or_default();
+        let domain = number_after(&created, "created domain")
+            .and_then(|domain| u16::try_from(domain).ok())
+            .ok_or_else(|| qemu.failure(format!("{name} was not created: {created:?}")))?;
+        attach(&mut qemu, name, domain)?;
+        let limit = guest_value(
+            &mut qemu,
+            "echo \"LIM\"\"IT=$(cat /sys/block/xvda/queue/discard_max_bytes)\"",
+            "LIMIT",
+        )?;
+        if limit != "0" {
+            return Err(qemu.failure(format!(
+                "{name}'s xvda takes discards of up to {limit:?} bytes; none were offered"
+            )));
+        }
+        qemu.send(DETACH)?;
+    }
+    qemu.assert_serial_lacks(DISK_TROUBLE)?;
+    qemu.kill();
     Ok(())
 }
