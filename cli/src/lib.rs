@@ -117,10 +117,13 @@ fn execute(options: &Options, out: &mut dyn Write) -> Result<(), Failure> {
             let text = if options.json {
                 raw
             } else {
+                // The guest is built after the answer: say so while it is.
+                let building = value.get("build").and_then(Value::as_str) == Some("building");
                 format!(
-                    "created {} (id {})\n",
+                    "created {} (id {}){}\n",
                     value.get("name").and_then(Value::as_str).unwrap_or("?"),
-                    value.get("id").and_then(Value::as_u64).unwrap_or(0)
+                    value.get("id").and_then(Value::as_u64).unwrap_or(0),
+                    if building { ", building" } else { "" }
                 )
             };
             out.write_all(text.as_bytes()).map_err(write_failed)

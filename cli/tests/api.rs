@@ -54,7 +54,7 @@ fn list_create_console_destroy() {
     );
     let (code, out, err) = xenolith(&url, Some(TOKEN), &["create", config.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "created web (id 1)\n");
+    assert_eq!(out, "created web (id 1), building\n");
 
     let json_config = guest_file(
         "db.json",

@@ -71,7 +71,11 @@ fn create_then_list_json_then_destroy() {
     .unwrap();
     let (code, out, err) = xenolith(&environment, &["create", config.to_str().unwrap()]);
     let _ = std::fs::remove_file(&config);
-    assert_eq!((code, out.as_str()), (0, "created web (id 1)\n"), "{err}");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "created web (id 1), building\n"),
+        "{err}"
+    );
     let (code, out, _) = xenolith(&environment, &["--json", "list"]);
     assert_eq!(code, 0);
     assert!(

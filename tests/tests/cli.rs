@@ -233,7 +233,7 @@ fn the_cli_lists_creates_and_destroys_through_the_api() -> Result<(), Failure> {
     let created = cli.ok(&qemu, &["create", config_path])?;
     let created_id = created
         .strip_prefix("created web (id ")
-        .and_then(|rest| rest.strip_suffix(")\n"))
+        .and_then(|rest| rest.strip_suffix("), building\n"))
         .and_then(|id| id.parse::<u64>().ok())
         .ok_or_else(|| qemu.failure(format!("xenolith create printed {created:?}")))?;
     qemu.wait_for(
