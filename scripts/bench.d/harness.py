@@ -1102,6 +1102,10 @@ class Dom0Shell:
     guest's console."""
 
     list_command = "list"
+    # The first line of the counters' command's output, if its shell can
+    # show a prompt before it (Xenolith's Dom0 shows its prompt again after
+    # a guest's mirrored console line).
+    traffic_start: re.Pattern | None = None
 
     def __init__(self, session: Session):
         self.session = session
@@ -1120,6 +1124,9 @@ class Dom0Shell:
         """Packets and bytes all guest vifs moved so far, both directions,
         as Dom0's netback counts them."""
         self.session.send(self.traffic_command + "\r")
+        if self.traffic_start:
+            start = self.traffic_start
+            self.session.wait(f"`{self.traffic_command}`'s first line", lambda line: start.search(line))
         packets = octets = 0
         while True:
             _, line, _ = self.session.wait("Dom0's vif counters", lambda line: True, prompt=True)
@@ -1133,6 +1140,7 @@ class Dom0Shell:
 
 class XenolithShell(Dom0Shell):
     traffic_command = "info"
+    traffic_start = re.compile(r"^hypervisor\s*: Xenolith")
     traffic_line = XENOLITH_VIF
 
     def attach(self, name: str, domain: str) -> None:
