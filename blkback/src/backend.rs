@@ -474,11 +474,17 @@ impl<G: Grants, E: Events, D: BlockDevice> Blkback<G, E, D> {
     }
 
     /// Reads the rings that [`Blkback::service`] left with requests in
-    /// them. The others have `req_event` armed: their front ends notify
-    /// when they publish, and reading them here would only cost copies.
+    /// them, and those where one read of `req_prod` shows requests
+    /// published since (their event may still be on its way: taking them
+    /// now saves the front end a round trip). A full look at every ring
+    /// would cost several copies each.
     fn service_unread(&mut self, now: Time) -> Result<(), ConnectError> {
         for queue in 0..self.queues.len() {
-            if self.queues.get(queue).is_some_and(|queue| queue.unread) {
+            let look = self
+                .queues
+                .get(queue)
+                .is_some_and(|queue| queue.unread || queue.ring.has_unconsumed_requests());
+            if look {
                 self.service(queue, now)?;
             }
         }
