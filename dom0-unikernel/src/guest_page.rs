@@ -1,7 +1,8 @@
 //! A guest page mapped into Dom0 (MAP_FRAMES): the one place Dom0 touches
-//! memory a guest can change under it, always by volatile copies.
+//! memory a guest can change under it: bytes by volatile copies, ring
+//! indices by single 32-bit atomic accesses.
 
-use core::sync::atomic::{Ordering, fence};
+use core::sync::atomic::{AtomicU32, Ordering, fence};
 
 use dom0::ring::SharedPage;
 use xenolith_abi::domain::DomainId;
@@ -75,5 +76,42 @@ impl SharedPage for GuestPage {
         }
         // Data before the index that publishes it.
         fence(Ordering::Release);
+    }
+
+    fn load(&self, offset: usize) -> u32 {
+        let Some(word) = self.index_word(offset) else {
+            return 0;
+        };
+        // One 32-bit load (a byte-wise copy can straddle the guest's store
+        // and see half of each value); acquire: the bytes it covers are
+        // read after it.
+        word.load(Ordering::Acquire)
+    }
+
+    fn store(&mut self, offset: usize, value: u32) {
+        let Some(word) = self.index_word(offset) else {
+            return;
+        };
+        // Everything Dom0 did to the page before (the bytes this index
+        // publishes, the bytes it read before freeing them) is visible
+        // first; then one 32-bit store, never seen half-written.
+        fence(Ordering::Release);
+        word.store(value, Ordering::Release);
+    }
+}
+
+impl GuestPage {
+    /// The index word at `offset`, if it is aligned and inside the page.
+    fn index_word(&self, offset: usize) -> Option<&AtomicU32> {
+        if !offset.is_multiple_of(4) || offset.checked_add(4)? > PAGE {
+            return None;
+        }
+        let pointer = (self.address + offset) as *mut u32;
+        // SAFETY: `address` is a page the hypervisor mapped into Dom0 for
+        // this guest frame and stays mapped while `self` lives; `offset` is
+        // 4-aligned and the word inside the page. The guest changes it
+        // concurrently, which is what an atomic is for; Dom0 never makes a
+        // plain reference to these bytes.
+        Some(unsafe { AtomicU32::from_ptr(pointer) })
     }
 }

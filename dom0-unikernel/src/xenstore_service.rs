@@ -222,12 +222,24 @@ impl XenstoreService {
             if count == 0 {
                 continue;
             }
-            if XENSTORE_RESPONSES
-                .produce(&mut ring.page, &buffer[..count])
-                .is_ok()
-            {
-                let _ = event_channel::send(ring.port);
-                moved = true;
+            // The bytes are out of the store now: all of them must go in.
+            // Room only grows while the guest reads, so anything else is a
+            // guest that moved rsp_cons back or scribbled the indices.
+            match XENSTORE_RESPONSES.produce(&mut ring.page, &buffer[..count]) {
+                Ok(written) if written == count => {
+                    let _ = event_channel::send(ring.port);
+                    moved = true;
+                }
+                Ok(written) => ring.cut_off(
+                    *domain,
+                    ERROR_RING_INDEX,
+                    format_args!("took back ring space ({written} of {count} reply bytes fit)"),
+                ),
+                Err(bad) => ring.cut_off(
+                    *domain,
+                    ERROR_RING_INDEX,
+                    format_args!("corrupted its ring indices ({bad:?})"),
+                ),
             }
         }
         moved
