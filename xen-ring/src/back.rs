@@ -452,12 +452,22 @@ impl<M: RingMemory> BackRing<M> {
     }
 }
 
+/// Four bytes on a 4-byte boundary: an index copied through it is one
+/// 4-byte piece that cannot straddle a page of Dom0's, so the copy can be
+/// a single 32-bit access (a piece split in two could see half of the
+/// front end's update).
+#[repr(align(4))]
+struct Word([u8; 4]);
+
+/// Reads an index in one copy of its 4 bytes.
 fn read_u32<M: RingMemory>(memory: &M, offset: usize) -> u32 {
-    let mut bytes = [0; 4];
-    memory.read(offset, &mut bytes);
-    u32::from_le_bytes(bytes)
+    let mut word = Word([0; 4]);
+    memory.read(offset, &mut word.0);
+    u32::from_le_bytes(word.0)
 }
 
+/// Writes an index in one copy of its 4 bytes.
 fn write_u32<M: RingMemory>(memory: &mut M, offset: usize, value: u32) {
-    memory.write(offset, &value.to_le_bytes());
+    let word = Word(value.to_le_bytes());
+    memory.write(offset, &word.0);
 }

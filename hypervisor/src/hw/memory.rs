@@ -60,6 +60,33 @@ pub unsafe fn copy(destination: HostPhysAddr, source: HostPhysAddr, len: u64) {
     };
 }
 
+/// Copies one 32-bit word between host-physical addresses: one load and
+/// one store, each a single access where its address is 4-aligned. Ring
+/// indices go through here (a grant copy of 4 bytes); `copy`'s memmove
+/// moves 4 bytes with `rep movsb`, a byte at a time, which can read an
+/// index half before and half after the other domain's update.
+///
+/// # Safety
+/// Both 4-byte ranges must be mapped and owned by the caller.
+pub unsafe fn copy_word(destination: HostPhysAddr, source: HostPhysAddr) {
+    let source = source.0 as *const u32;
+    let destination = destination.0 as *mut u32;
+    // SAFETY: mapped and owned (the caller's guarantee); the volatile
+    // accesses are the aligned ones, a single `mov` each.
+    unsafe {
+        let value = if source.is_aligned() {
+            source.read_volatile()
+        } else {
+            source.read_unaligned()
+        };
+        if destination.is_aligned() {
+            destination.write_volatile(value);
+        } else {
+            destination.write_unaligned(value);
+        }
+    }
+}
+
 /// Writes `data` at a host-physical address.
 ///
 /// # Safety
