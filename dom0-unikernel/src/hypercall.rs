@@ -1,8 +1,20 @@
 //! Hypercalls to the Xenolith hypervisor (the Xen ABI: VMMCALL on AMD).
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use xenolith_abi::console_io::{CONSOLEIO_READ, CONSOLEIO_WRITE};
 use xenolith_abi::hypercall::HypercallNumber;
 use xenolith_abi::sched::{SCHEDOP_SHUTDOWN, ShutdownReason};
+
+/// Hypercalls made through [`call`] (xen_guest counts its own).
+static OWN_HYPERCALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Every hypercall Dom0 made so far: each is an exit to the hypervisor.
+pub fn count() -> u64 {
+    OWN_HYPERCALLS
+        .load(Ordering::Relaxed)
+        .saturating_add(xen_guest::raw::hypercalls())
+}
 
 /// A two-argument hypercall (the rest are zero).
 ///
@@ -10,6 +22,7 @@ use xenolith_abi::sched::{SCHEDOP_SHUTDOWN, ShutdownReason};
 /// The arguments must be valid for hypercall `number` (pointers to memory
 /// the hypervisor may read or write).
 unsafe fn call(number: HypercallNumber, first: u64, second: u64, third: u64) -> i64 {
+    OWN_HYPERCALLS.fetch_add(1, Ordering::Relaxed);
     let result: u64;
     // SAFETY: VMMCALL traps to the hypervisor, which only touches what the
     // arguments name; it clobbers nothing but RAX.

@@ -297,6 +297,16 @@ fn info(toolstack: &Toolstack, network: Option<NetworkStatus>) {
     };
     say(&format!("dom0_address       : {address}"));
     say(&format!("management_api     : {api}"));
+    let (vif_polls, ring_copies) = toolstack.nets.poll_counters();
+    say(&format!(
+        "dom0_hypercalls    : {} ({vif_polls} vif polls, {ring_copies} vif ring copies)",
+        crate::hypercall::count()
+    ));
+    if let Some((received, sent, dropped)) = toolstack.nets.nic_counters() {
+        say(&format!(
+            "nic                : {received} frames in, {sent} out, {dropped} dropped (transmit queue full)"
+        ));
+    }
     // Each vif's traffic and drops by reason, live.
     for (name, connected, counters) in toolstack.nets.vif_counters() {
         let state = if connected {

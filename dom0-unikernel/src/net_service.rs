@@ -203,6 +203,8 @@ pub struct NetService {
     made: u32,
     /// Frames the NIC could not take.
     nic_drops: u64,
+    /// Vif polls so far (each reads its rings: a few hypercalls).
+    vif_polls: u64,
     /// Dom0's own port and the frames the bridge sent it.
     local: Option<LocalPort>,
 }
@@ -224,6 +226,7 @@ impl Default for NetService {
             next_serial: 0,
             made: 0,
             nic_drops: 0,
+            vif_polls: 0,
             local: None,
         }
     }
@@ -314,6 +317,27 @@ impl NetService {
             .into_iter()
             .filter_map(|(name, port)| Some((name, *self.bridge.port_counters(port)?)))
             .collect()
+    }
+
+    /// The NIC's frames received and sent, and those it could not take
+    /// (its transmit queue full), or `None` without a NIC.
+    pub fn nic_counters(&self) -> Option<(u64, u64, u64)> {
+        self.nic
+            .as_ref()
+            .map(|nic| (nic.received, nic.sent, self.nic_drops))
+    }
+
+    /// Vif polls so far, and the grant copies their rings made (each a
+    /// hypercall; packet data not included).
+    pub fn poll_counters(&self) -> (u64, u64) {
+        let ring_copies = self
+            .vifs
+            .values()
+            .filter_map(|vif| vif.vif.as_ref())
+            .flat_map(Vif::ring_memories)
+            .map(GrantedRing::copies)
+            .sum();
+        (self.vif_polls, ring_copies)
     }
 
     /// Every guest vif's netback counters (those of its last connection
@@ -541,6 +565,7 @@ impl NetService {
                 let Some(vif) = guest.vif.as_mut() else {
                     break;
                 };
+                self.vif_polls += 1;
                 let actions = vif.poll(&mut CopyGrants, now);
                 for port in &actions.notify {
                     let _ = event_channel::send(*port);

@@ -1069,7 +1069,7 @@ fn the_counters_log_line_names_each_drop_reason_that_happened() {
     assert_eq!(
         line,
         "tx 1 packets 60 bytes, rx 0 packets 0 bytes, tx dropped 3 (bad grant ref 2, runt 1), \
-         rx dropped 0"
+         rx dropped 0, rings (tx notifications 1)"
     );
     let busy = VifCounters {
         tx_packets: 9,
@@ -1081,13 +1081,15 @@ fn the_counters_log_line_names_each_drop_reason_that_happened() {
         rx_gso_segmented: 1,
         rx_queue_full: 4,
         rx_bad_grant_ref: 1,
+        rx_stalls: 2,
+        rx_notifications: 7,
         ..VifCounters::default()
     };
     assert_eq!(
         format!("{busy}"),
         "tx 9 packets 90000 bytes (gso 3, checksums filled 5), \
          rx 2 packets 120 bytes (segmented 1), tx dropped 0, \
-         rx dropped 5 (queue full 4, bad grant ref 1)"
+         rx dropped 5 (queue full 4, bad grant ref 1), rings (rx stalls 2, rx notifications 7)"
     );
     let quiet = format!("{}", VifCounters::default());
     assert_eq!(

@@ -270,7 +270,19 @@ impl core::fmt::Display for VifCounters {
             ("checksum headers", self.rx_checksum_headers),
             ("bad grant ref", self.rx_bad_grant_ref),
         ];
-        write_reasons(formatter, &rx)
+        write_reasons(formatter, &rx)?;
+        // How the rings paced the traffic: RX passes that found too few
+        // posted pages, and notifications sent each way.
+        let pacing = [
+            ("rx stalls", self.rx_stalls),
+            ("tx notifications", self.tx_notifications),
+            ("rx notifications", self.rx_notifications),
+        ];
+        if pacing.iter().any(|(_, count)| *count > 0) {
+            formatter.write_str(", rings")?;
+            write_reasons(formatter, &pacing)?;
+        }
+        Ok(())
     }
 }
 
@@ -599,6 +611,13 @@ impl<M: RingMemory> Vif<M> {
             }
         }
         actions.disconnect = self.disconnected;
+    }
+
+    /// Every queue's TX and RX ring memory (for the owner's statistics).
+    pub fn ring_memories(&self) -> impl Iterator<Item = &M> {
+        self.queues
+            .iter()
+            .flat_map(|queue| [queue.tx.ring.memory(), queue.rx.ring.memory()])
     }
 
     /// Pages the front end posted that wait for packets, per queue (for

@@ -35,6 +35,16 @@ use crate::vcpu::{
 use crate::version::{ExtraVersion, FeatureInfo};
 use crate::{event_channel as evtchn, grant_table as gnttab, hvm, memory, sched, vcpu, version};
 
+/// Hypercalls made through [`hypercall`] so far: each is an exit to the
+/// hypervisor (tens of microseconds under QEMU's TCG), so a program can
+/// count what its work costs (Dom0's `info` shows it).
+static HYPERCALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Hypercalls made through [`hypercall`] so far.
+pub fn hypercalls() -> u64 {
+    HYPERCALLS.load(Ordering::Relaxed)
+}
+
 /// Hypercall `number` with arguments in RDI, RSI, RDX, R10, R8, as the
 /// 64-bit Xen ABI passes them; returns RAX (negative: `-errno`).
 ///
@@ -46,6 +56,7 @@ use crate::{event_channel as evtchn, grant_table as gnttab, hvm, memory, sched, 
 /// removes or maps must hold nothing the program uses. Unmapped and
 /// non-canonical addresses are harmless: nothing is reachable through them.
 pub unsafe fn hypercall(number: HypercallNumber, arguments: [u64; 5]) -> i64 {
+    HYPERCALLS.fetch_add(1, Ordering::Relaxed);
     let result: u64;
     // SAFETY: VMMCALL exits to the hypervisor, which touches only what the
     // arguments name (the caller's contract) and clobbers RAX and the five
