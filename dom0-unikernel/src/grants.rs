@@ -268,6 +268,62 @@ impl RingMemory for GrantedRing {
             Barrier::Full => fence(Ordering::SeqCst),
         }
     }
+
+    /// The writes and the read as one `GNTTABOP_copy` (the hypervisor runs
+    /// its elements in order, fenced): a third of the hypercalls of a
+    /// publish.
+    fn write_then_read(
+        &mut self,
+        writes: &[(usize, &[u8])],
+        read_offset: usize,
+        buffer: &mut [u8],
+    ) {
+        self.copies.set(self.copies.get().saturating_add(1));
+        let mut elements = Vec::new();
+        let mut grants = Vec::new();
+        let mut planned = true;
+        for (offset, data) in writes {
+            let base = data.as_ptr() as usize;
+            match ring_pieces(&self.pages, *offset, data.len())
+                .filter(|_| addressable(base, data.len()))
+                .and_then(|pieces| plan(Direction::ToGuest, self.domain, &pieces, base, data.len()))
+            {
+                Some((more, refs)) => {
+                    elements.extend(more);
+                    grants.extend(refs);
+                }
+                None => planned = false,
+            }
+        }
+        let base = buffer.as_mut_ptr() as usize;
+        match ring_pieces(&self.pages, read_offset, buffer.len())
+            .filter(|_| addressable(base, buffer.len()))
+            .and_then(|pieces| {
+                plan(
+                    Direction::FromGuest,
+                    self.domain,
+                    &pieces,
+                    base,
+                    buffer.len(),
+                )
+            }) {
+            Some((more, refs)) => {
+                elements.extend(more);
+                grants.extend(refs);
+            }
+            None => planned = false,
+        }
+        // SAFETY: the elements name bytes of `writes`' slices (read only)
+        // and of `buffer` (borrowed mutably here), all held for the call.
+        let copied = planned && unsafe { run(&mut elements, &grants) }.is_ok();
+        fence(Ordering::SeqCst);
+        if !copied {
+            // As `read` and `write` do on failure: a revoked page reads as
+            // zeroes and counts as a failed copy.
+            self.failures += 1;
+            buffer.fill(0);
+        }
+    }
 }
 
 /// [`blkback::Grants`] for Dom0.

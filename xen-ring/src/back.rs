@@ -326,6 +326,15 @@ impl<M: RingMemory> BackRing<M> {
             return 0;
         }
         let producer = RingIndex(read_u32(&self.memory, offsets::REQ_PROD));
+        self.pending_after(producer)
+    }
+
+    /// How many requests up to `producer` (a `req_prod` just read) are
+    /// unconsumed, bounded by the room left for their responses.
+    fn pending_after(&self, producer: RingIndex) -> u32 {
+        if self.fault.is_some() {
+            return 0;
+        }
         let published = producer.distance_from(self.state.request_consumer);
         let room = self.layout.slots() - self.requests_in_flight().min(self.layout.slots());
         published.min(room)
@@ -356,10 +365,16 @@ impl<M: RingMemory> BackRing<M> {
             return false;
         }
         self.request_event = Some(event);
-        write_u32(&mut self.memory, offsets::REQ_EVENT, event.0);
-        self.memory.barrier(Barrier::Full);
+        // Arm req_event and read req_prod afresh: one call.
+        let armed = Word(event.0.to_le_bytes());
+        let mut producer = Word([0; 4]);
+        self.memory.write_then_read(
+            &[(offsets::REQ_EVENT, &armed.0)],
+            offsets::REQ_PROD,
+            &mut producer.0,
+        );
         self.counters.request_events_armed += 1;
-        self.has_unconsumed_requests()
+        self.pending_after(RingIndex(u32::from_le_bytes(producer.0))) > 0
     }
 
     /// Writes one response into the next response slot (not yet visible to
@@ -437,12 +452,30 @@ impl<M: RingMemory> BackRing<M> {
             return false;
         }
         self.producer_just_read = false;
-        self.write_responses();
-        self.memory.barrier(Barrier::Write);
-        write_u32(&mut self.memory, offsets::RSP_PROD, new.0);
+        // The responses, then rsp_prod, then a look at rsp_event: one
+        // call (see RingMemory::write_then_read).
+        let count = new.distance_from(self.unwritten_from) as usize;
+        let length =
+            count.saturating_sub(1) * self.layout.slot_size() + self.layout.response_size();
+        let slots_at = self.layout.slot_offset(self.unwritten_from);
+        // Indices go through 4-aligned words: one 32-bit access each.
+        let producer = Word(new.0.to_le_bytes());
+        let mut event = Word([0; 4]);
+        match self.unwritten.get(..length).filter(|_| count > 0) {
+            Some(bytes) => self.memory.write_then_read(
+                &[(slots_at, bytes), (offsets::RSP_PROD, &producer.0)],
+                offsets::RSP_EVENT,
+                &mut event.0,
+            ),
+            None => self.memory.write_then_read(
+                &[(offsets::RSP_PROD, &producer.0)],
+                offsets::RSP_EVENT,
+                &mut event.0,
+            ),
+        }
+        self.unwritten_from = new;
         self.state.response_published = new;
-        self.memory.barrier(Barrier::Full);
-        let event = RingIndex(read_u32(&self.memory, offsets::RSP_EVENT));
+        let event = RingIndex(u32::from_le_bytes(event.0));
         self.counters.publishes += 1;
         let notify = new.distance_from(event) < new.distance_from(old);
         if notify {
@@ -464,10 +497,4 @@ fn read_u32<M: RingMemory>(memory: &M, offset: usize) -> u32 {
     let mut word = Word([0; 4]);
     memory.read(offset, &mut word.0);
     u32::from_le_bytes(word.0)
-}
-
-/// Writes an index in one copy of its 4 bytes.
-fn write_u32<M: RingMemory>(memory: &mut M, offset: usize, value: u32) {
-    let word = Word(value.to_le_bytes());
-    memory.write(offset, &word.0);
 }

@@ -45,4 +45,26 @@ pub trait RingMemory {
     /// Enforces the ordering `kind` between the accesses made before and
     /// after this call.
     fn barrier(&mut self, kind: Barrier);
+
+    /// Writes each of `writes` in order with [`Barrier::Write`] between
+    /// them, then [`Barrier::Full`], then reads `buffer.len()` bytes at
+    /// `read_offset`: publishing an index (or an event threshold) and
+    /// reading the peer's. One call, so that memory whose every access is
+    /// a hypercall (Dom0's grant copies, tens of microseconds each under
+    /// TCG) can make it one hypercall whose elements run in order.
+    fn write_then_read(
+        &mut self,
+        writes: &[(usize, &[u8])],
+        read_offset: usize,
+        buffer: &mut [u8],
+    ) {
+        for (index, (offset, data)) in writes.iter().enumerate() {
+            if index > 0 {
+                self.barrier(Barrier::Write);
+            }
+            self.write(*offset, data);
+        }
+        self.barrier(Barrier::Full);
+        self.read(read_offset, buffer);
+    }
 }

@@ -636,3 +636,86 @@ fn arming_right_after_finding_nothing_reads_req_prod_once() {
         ]
     );
 }
+
+/// Records each `write_then_read` (the offsets written, the offset read)
+/// and carries it out as the default does.
+struct Batching {
+    inner: FakeRingMemory,
+    batches: Vec<(Vec<usize>, usize)>,
+}
+
+impl RingMemory for Batching {
+    fn size(&self) -> usize {
+        self.inner.size()
+    }
+    fn read(&self, offset: usize, buffer: &mut [u8]) {
+        self.inner.read(offset, buffer)
+    }
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        self.inner.write(offset, data)
+    }
+    fn barrier(&mut self, kind: Barrier) {
+        self.inner.barrier(kind)
+    }
+    fn write_then_read(
+        &mut self,
+        writes: &[(usize, &[u8])],
+        read_offset: usize,
+        buffer: &mut [u8],
+    ) {
+        self.batches.push((
+            writes.iter().map(|(offset, _)| *offset).collect(),
+            read_offset,
+        ));
+        for (offset, data) in writes {
+            self.inner.write(*offset, data);
+        }
+        self.inner.read(read_offset, buffer);
+    }
+}
+
+#[test]
+fn publishing_and_arming_are_one_write_then_read_each() {
+    let (mut front, back) = blkif_pair(1, 0);
+    let layout = *back.layout();
+    let state = back.state();
+    let mut back = BackRing::resume(
+        Batching {
+            inner: back.into_memory(),
+            batches: Vec::new(),
+        },
+        layout,
+        state,
+    );
+    for tag in 0..2 {
+        assert!(front.push_request(&request(tag)));
+    }
+    front.publish_requests();
+    for tag in 0..2 {
+        let slot = back.next_request().expect("ok").expect("request");
+        assert_eq!(tag_of(slot.bytes()), tag);
+        back.push_response(&response(tag)).expect("push");
+    }
+    // The front end waits for responses (rsp_event = 1): notified.
+    assert!(back.publish_responses());
+    assert_eq!(
+        back.memory().batches,
+        [(
+            alloc::vec![layout.slot_offset(RingIndex(0)), offsets::RSP_PROD],
+            offsets::RSP_EVENT
+        )]
+    );
+    // Both responses and the index reached the ring, in the front end's
+    // view.
+    assert_eq!(tag_of(&front.next_response().expect("response")), 0);
+    assert_eq!(tag_of(&front.next_response().expect("response")), 1);
+    // Nothing left: arming req_event and reading req_prod is one call.
+    assert!(!back.final_check_for_requests());
+    assert_eq!(
+        back.memory().batches.last(),
+        Some(&(alloc::vec![offsets::REQ_EVENT], offsets::REQ_PROD))
+    );
+    // A request published now crosses req_event: the front end notifies.
+    assert!(front.push_request(&request(7)));
+    assert!(front.publish_requests());
+}

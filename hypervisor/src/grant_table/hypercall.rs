@@ -528,6 +528,10 @@ fn copy_batch(
             Ok(()) => GrantStatus::Okay,
             Err(status) => status,
         };
+        // Elements complete in order, each visible before the next starts:
+        // a back end publishes an index and reads the peer's event
+        // threshold in one call (a store then a load across vCPUs).
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
         if write_status(guest, address, layout::STATUS, status).is_err() {
             return GrantOutcome::error(Errno::EFAULT);
         }
