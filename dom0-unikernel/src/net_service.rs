@@ -617,11 +617,19 @@ impl NetService {
                 Ok(decision) => decision,
                 Err(_) => return,
             };
-        for &port in decision.ports() {
+        let ports = decision.ports();
+        // The last vif takes the packet itself: a unicast frame between
+        // guests (a GSO packet of up to 64 KiB) is not copied once more.
+        let mut packet = Some(packet);
+        for (index, &port) in ports.iter().enumerate() {
+            let last = index + 1 == ports.len();
+            let Some(current) = packet.as_ref() else {
+                break;
+            };
             if let Some(local) = self.local.as_mut().filter(|local| local.port == port) {
                 // Dom0's stack checks every checksum: a guest's offloads
                 // are done here, as for the NIC.
-                let (frames, complete) = packet.wire_frames();
+                let (frames, complete) = current.wire_frames();
                 let mut dropped = !complete;
                 for frame in frames {
                     if local.inbox.len() < LOCAL_INBOX_FRAMES {
@@ -636,7 +644,7 @@ impl NetService {
                 continue;
             }
             if Some(port) == self.nic_port {
-                if !self.send_to_nic(&packet) {
+                if !self.send_to_nic(current) {
                     let _ = self.bridge.note_egress_drop(port);
                 }
                 continue;
@@ -644,10 +652,12 @@ impl NetService {
             let Some(target) = self.vifs.values_mut().find(|vif| vif.port == port) else {
                 continue;
             };
-            let delivered = target
-                .vif
-                .as_mut()
-                .is_some_and(|vif| vif.deliver(packet.clone()).is_ok());
+            let Some(vif) = target.vif.as_mut() else {
+                let _ = self.bridge.note_egress_drop(port);
+                continue;
+            };
+            let copy = if last { packet.take() } else { packet.clone() };
+            let delivered = copy.is_some_and(|copy| vif.deliver(copy).is_ok());
             if !delivered {
                 let _ = self.bridge.note_egress_drop(port);
             }
