@@ -483,19 +483,25 @@ impl<S: Storage> Qcow2<S> {
         }
         self.set_refcount(cluster, value - 1)?;
         if value == 1 {
-            let offset = cluster * self.cluster_size;
-            self.free_cluster_hint = self.free_cluster_hint.min(cluster);
-            self.l2_cache.forget(offset);
-            self.refcount_cache.forget(offset);
-            if self
-                .inflated
-                .as_ref()
-                .is_some_and(|(start, _)| start / self.cluster_size == cluster)
-            {
-                self.inflated = None;
-            }
+            self.forget_freed(cluster);
         }
         Ok(())
+    }
+
+    /// Drops what the caches hold of a cluster whose refcount reached zero
+    /// and lets the allocator find it again.
+    fn forget_freed(&mut self, cluster: u64) {
+        let offset = cluster * self.cluster_size;
+        self.free_cluster_hint = self.free_cluster_hint.min(cluster);
+        self.l2_cache.forget(offset);
+        self.refcount_cache.forget(offset);
+        if self
+            .inflated
+            .as_ref()
+            .is_some_and(|(start, _)| start / self.cluster_size == cluster)
+        {
+            self.inflated = None;
+        }
     }
 
     fn ensure_length(&mut self, length: u64) -> Result<(), ImageError> {
@@ -901,17 +907,7 @@ impl<S: Storage> Qcow2<S> {
         // later cluster failed, so the two never disagree.
         let written = self.write_refcount_span(dirty);
         for cluster in freed {
-            let offset = cluster * self.cluster_size;
-            self.free_cluster_hint = self.free_cluster_hint.min(cluster);
-            self.l2_cache.forget(offset);
-            self.refcount_cache.forget(offset);
-            if self
-                .inflated
-                .as_ref()
-                .is_some_and(|(start, _)| start / self.cluster_size == cluster)
-            {
-                self.inflated = None;
-            }
+            self.forget_freed(cluster);
         }
         result.and(written)
     }
