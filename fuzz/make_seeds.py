@@ -169,6 +169,12 @@ qcow2_folder.mkdir(parents=True, exist_ok=True)
 for image in sorted((HERE.parent / "disk-formats" / "fuzz-seeds" / "qcow2").glob("*")):
     (qcow2_folder / f"seed-{image.name}").write_bytes(image.read_bytes())
 
+# vmdk: the images disk-formats keeps, made by qemu-img.
+vmdk_folder = HERE / "corpus" / "vmdk"
+vmdk_folder.mkdir(parents=True, exist_ok=True)
+for image in sorted((HERE.parent / "disk-formats" / "fuzz-seeds" / "vmdk").glob("*")):
+    (vmdk_folder / f"seed-{image.name}").write_bytes(image.read_bytes())
+
 
 def api_records(entries):
     """`[operation][length][bytes]` records (mgmt_api)."""

@@ -1,9 +1,10 @@
 //! Errors: what went wrong serving an image, and which part of a qcow2
-//! image is malformed or unsupported.
+//! image is malformed or unsupported (VMDK's own are in `vmdk`).
 
 use core::fmt;
 
 use crate::StorageError;
+use crate::vmdk::VmdkError;
 
 /// Why an image request or an image open failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,6 +13,8 @@ pub enum ImageError {
     Storage(StorageError),
     /// The qcow2 image is malformed, or uses a feature this code refuses.
     Qcow2(Qcow2Error),
+    /// The VMDK image is malformed, or uses a feature this code refuses.
+    Vmdk(VmdkError),
     /// A request reached past the end of the virtual disk.
     OutOfRange {
         /// First byte of the request.
@@ -51,11 +54,18 @@ impl From<Qcow2Error> for ImageError {
     }
 }
 
+impl From<VmdkError> for ImageError {
+    fn from(error: VmdkError) -> Self {
+        Self::Vmdk(error)
+    }
+}
+
 impl fmt::Display for ImageError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Storage(error) => write!(formatter, "storage: {error}"),
             Self::Qcow2(error) => write!(formatter, "qcow2: {error}"),
+            Self::Vmdk(error) => write!(formatter, "vmdk: {error}"),
             Self::OutOfRange {
                 offset,
                 length,

@@ -1,4 +1,5 @@
-//! Guest disk image formats served by blkback and the host tool: raw and qcow2.
+//! Guest disk image formats served by blkback and the host tool: raw, qcow2
+//! and (read-only) monolithicSparse VMDK.
 //!
 //! Formats sit on a byte-addressed [`Storage`] (a Dom0 volume, a host file,
 //! or the in-memory fake) and present a [`DiskImage`]: the virtual disk a
@@ -20,6 +21,7 @@ pub mod fake;
 pub mod qcow2;
 mod raw;
 mod storage;
+pub mod vmdk;
 
 pub use backing::{
     BackingFormat, BackingReference, BackingResolver, MAX_BACKING_DEPTH, NamedBacking, NoBacking,
@@ -28,6 +30,7 @@ pub use error::{ImageError, MetadataKind, Qcow2Error};
 pub use qcow2::{CreateOptions, OpenOptions, Qcow2};
 pub use raw::Raw;
 pub use storage::{Storage, StorageError, StorageOffset};
+pub use vmdk::{Vmdk, VmdkError};
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

@@ -10,7 +10,7 @@
 //! leak clusters (`qemu-img check` reports leaks, `-r leaks` reclaims them)
 //! but never leaves a reference to a cluster whose refcount is zero.
 
-mod cache;
+pub(crate) mod cache;
 mod check;
 mod create;
 mod entries;
