@@ -37,6 +37,8 @@ pub enum DiskFormat {
     Vhd,
     /// QEMU enhanced disk.
     Qed,
+    /// VMware's format (Xenolith serves monolithicSparse, read-only).
+    Vmdk,
     /// No medium (an empty CD-ROM drive).
     Empty,
 }
@@ -50,6 +52,7 @@ impl DiskFormat {
             DiskFormat::Qcow2 => "qcow2",
             DiskFormat::Vhd => "vhd",
             DiskFormat::Qed => "qed",
+            DiskFormat::Vmdk => "vmdk",
             DiskFormat::Empty => "empty",
         }
     }
@@ -61,6 +64,7 @@ impl DiskFormat {
             "qcow2" => DiskFormat::Qcow2,
             "vhd" => DiskFormat::Vhd,
             "qed" => DiskFormat::Qed,
+            "vmdk" => DiskFormat::Vmdk,
             "empty" => DiskFormat::Empty,
             _ => return None,
         })

@@ -192,11 +192,14 @@ pub enum ImageFormat {
     Raw,
     /// QEMU copy-on-write, version 2 or 3.
     Qcow2,
+    /// VMware monolithicSparse, read-only.
+    Vmdk,
 }
 
-/// Guesses a format from the first bytes of an image: the qcow2 magic, or
-/// raw. Only for images whose format is not recorded elsewhere: a guest can
-/// write the qcow2 magic into a raw image's first sector.
+/// Guesses a format from the first bytes of an image: the qcow2 magic, the
+/// VMDK sparse extent magic, or raw. Only for images whose format is not
+/// recorded elsewhere: a guest can write either magic into a raw image's
+/// first sector.
 pub fn probe_format<S: Storage>(storage: &mut S) -> Result<ImageFormat, ImageError> {
     let mut magic = [0u8; 4];
     if storage.len() < magic.len() as u64 {
@@ -205,12 +208,15 @@ pub fn probe_format<S: Storage>(storage: &mut S) -> Result<ImageFormat, ImageErr
     storage.read_at(StorageOffset(0), &mut magic)?;
     if magic == qcow2::MAGIC {
         Ok(ImageFormat::Qcow2)
+    } else if magic == vmdk::MAGIC {
+        Ok(ImageFormat::Vmdk)
     } else {
         Ok(ImageFormat::Raw)
     }
 }
 
-/// Opens `storage` as an image of `format`, boxed for blkback.
+/// Opens `storage` as an image of `format`, boxed for blkback. A VMDK
+/// image opened writable is refused ([`VmdkError::WritableOpen`]).
 pub fn open_image<S: Storage + 'static>(
     storage: S,
     format: ImageFormat,
@@ -220,6 +226,8 @@ pub fn open_image<S: Storage + 'static>(
     Ok(match format {
         ImageFormat::Raw => Box::new(Raw::new(storage, options.read_only)),
         ImageFormat::Qcow2 => Box::new(Qcow2::open(storage, options, resolver)?),
+        ImageFormat::Vmdk if !options.read_only => return Err(VmdkError::WritableOpen.into()),
+        ImageFormat::Vmdk => Box::new(Vmdk::open(storage)?),
     })
 }
 

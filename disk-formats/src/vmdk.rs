@@ -88,6 +88,8 @@ pub enum VmdkError {
     GrainTableOutsideFile(u64),
     /// A grain reaches past the file.
     GrainOutsideFile(u64),
+    /// Opened for writing: VMDK images are served read-only.
+    WritableOpen,
 }
 
 impl fmt::Display for VmdkError {
@@ -136,6 +138,10 @@ impl fmt::Display for VmdkError {
             Self::GrainOutsideFile(offset) => {
                 write!(formatter, "grain at {offset:#x} past the end of the file")
             }
+            Self::WritableOpen => formatter.write_str(
+                "VMDK images are served read-only: attach with access=ro, or import with \
+                 `xenolith-img import --convert raw`",
+            ),
         }
     }
 }

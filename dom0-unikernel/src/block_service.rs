@@ -62,9 +62,12 @@ pub fn check_disk(disk: &Disk) -> Result<(), String> {
                 disk.target
             ));
         }
-        if !matches!(disk.format, DiskFormat::Raw | DiskFormat::Qcow2) {
+        if !matches!(
+            disk.format,
+            DiskFormat::Raw | DiskFormat::Qcow2 | DiskFormat::Vmdk
+        ) {
             return Err(format!(
-                "disk {}: format {} is not supported; give raw or qcow2",
+                "disk {}: format {} is not supported; give raw, qcow2 or vmdk",
                 disk.target,
                 disk.format.name()
             ));
@@ -340,6 +343,7 @@ impl BlockService {
             };
             let format = match entry.format {
                 DiskFormat::Qcow2 => ImageFormat::Qcow2,
+                DiskFormat::Vmdk => ImageFormat::Vmdk,
                 _ => ImageFormat::Raw,
             };
             let read_only = entry.access == DiskAccess::ReadOnly;

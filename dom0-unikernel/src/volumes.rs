@@ -25,7 +25,7 @@ use core::cell::RefCell;
 
 use disk_formats::{
     DiskImage, ImageError, ImageFormat, NamedBacking, OpenOptions, Qcow2, Raw, Storage,
-    StorageError, StorageOffset,
+    StorageError, StorageOffset, Vmdk,
 };
 use dom0::virtio_blk::Operation;
 use log::{info, warn};
@@ -390,8 +390,10 @@ pub fn open_image(
     let mut backing = Vec::new();
     let image: Box<dyn DiskImage> = match format {
         ImageFormat::Raw => {
-            if probed == ImageFormat::Qcow2 {
-                warn!("dom0: volume {name:?} starts like qcow2 but is served raw (format=raw)");
+            if probed != ImageFormat::Raw {
+                warn!(
+                    "dom0: volume {name:?} starts like {probed:?} but is served raw (format=raw)"
+                );
             }
             if size % 512 != 0 {
                 return Err(format!(
@@ -416,6 +418,17 @@ pub fn open_image(
             if image.virtual_size() % 512 != 0 {
                 return Err(format!("volume {name:?}: virtual size not whole sectors"));
             }
+            Box::new(image)
+        }
+        ImageFormat::Vmdk => {
+            if !read_only {
+                return Err(format!(
+                    "volume {name:?} is a vmdk: served read-only only, attach it with access=ro \
+                     (or import it with `xenolith-img import --convert raw`)"
+                ));
+            }
+            let image =
+                Vmdk::open(storage).map_err(|error| format!("volume {name:?} as vmdk: {error}"))?;
             Box::new(image)
         }
     };

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use disk_formats::{
     BackingFormat, BackingReference, CreateOptions, DiskImage, DiskOffset, ImageError, ImageFormat,
-    Qcow2, Raw, Storage, StorageError, StorageOffset, probe_format,
+    Qcow2, Raw, Storage, StorageError, StorageOffset, Vmdk, probe_format,
 };
 use storage::gpt::{FindError, Gpt, GptError, GptReport, MbrKind};
 use storage::guid::Guid;
@@ -446,6 +446,14 @@ pub fn check(disk: &Path) -> Result<String, ToolError> {
                     Err(error) => problem(&mut lines, format!("volume {name}: qcow2: {error}")),
                 }
             }
+            Ok(ImageFormat::Vmdk) => match Vmdk::open(view) {
+                Ok(image) => lines.push(format!(
+                    "volume {name}: vmdk (monolithicSparse, served read-only), {} bytes virtual, \
+                     {size} stored",
+                    image.virtual_size()
+                )),
+                Err(error) => problem(&mut lines, format!("volume {name}: vmdk: {error}")),
+            },
             Err(error) => problem(&mut lines, format!("volume {name}: {error}")),
         }
     }
@@ -559,6 +567,32 @@ pub fn import(
                 ));
             }
             ("qcow2", file_length)
+        }
+        ImageFormat::Vmdk => {
+            // Only an image this code can serve goes in: monolithicSparse,
+            // stored as it is and served read-only, or copied out as raw.
+            let mut image = Vmdk::open(&mut source).map_err(|error| ToolError::Image {
+                what: format!(
+                    "{what} (vmdk; only monolithicSparse is read: convert others with \
+                     qemu-img convert -O vmdk -o subformat=monolithicSparse, or -O raw)"
+                ),
+                error,
+            })?;
+            if convert_raw {
+                let size = image.virtual_size();
+                let id = store.create(&name, kind, size)?;
+                let copied = copy_into(&mut store, id, size, |offset, buffer| {
+                    image
+                        .read(DiskOffset(offset), buffer)
+                        .map_err(image_error(&what))
+                });
+                finish(&mut store, id, copied)?;
+                return Ok(format!(
+                    "{}: imported {what} as raw, {size} bytes\n",
+                    name.as_str()
+                ));
+            }
+            ("vmdk", file_length)
         }
         ImageFormat::Raw => {
             if kind == VolumeKind::DiskImage && !file_length.is_multiple_of(SECTOR_SIZE as u64) {
@@ -859,6 +893,7 @@ pub fn list(disk: &Path) -> Result<String, ToolError> {
         let format = match listing.format {
             Some(ImageFormat::Raw) => "raw",
             Some(ImageFormat::Qcow2) => "qcow2",
+            Some(ImageFormat::Vmdk) => "vmdk",
             None => "-",
         };
         text.push_str(&format!(

@@ -388,3 +388,90 @@ fn configs_are_parsed_on_import_and_checked_against_the_store() {
     );
     assert!(report.ends_with("consistent\n"), "{report}");
 }
+
+/// Runs `qemu-img` (installed by scripts/setup); the test fails without it.
+fn qemu_img(arguments: &[&str]) {
+    let output = std::process::Command::new("qemu-img")
+        .args(arguments)
+        .output()
+        .expect("qemu-img not runnable: run scripts/setup (Debian's qemu-utils)");
+    assert!(
+        output.status.success(),
+        "qemu-img {arguments:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_vmdk_is_stored_as_vmdk_or_converted_to_raw() {
+    let scratch = Scratch::new();
+    let disk = scratch.path("disk.img");
+    create(&disk, 64 << 20, false).unwrap();
+    let source_file = scratch.path("source.raw");
+    let mut source = vec![0u8; 3 << 20];
+    for (index, byte) in source[100_000..1_500_000].iter_mut().enumerate() {
+        *byte = (index * 7 % 251) as u8;
+    }
+    std::fs::write(&source_file, &source).unwrap();
+    let vmdk = scratch.path("image.vmdk");
+    let (source_name, vmdk_name) = (source_file.to_str().unwrap(), vmdk.to_str().unwrap());
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=monolithicSparse",
+        source_name,
+        vmdk_name,
+    ]);
+
+    // Stored as it is: listed and checked as vmdk, exported byte for byte.
+    import(&disk, "sparse", &vmdk, VolumeKind::DiskImage, false).unwrap();
+    let listing = list(&disk).unwrap();
+    assert!(
+        listing
+            .lines()
+            .any(|line| line.starts_with("sparse") && line.contains("vmdk")),
+        "{listing}"
+    );
+    let report = check(&disk).unwrap();
+    assert!(
+        report.contains("volume sparse: vmdk (monolithicSparse, served read-only), 3145728 bytes"),
+        "{report}"
+    );
+    let exported = scratch.path("exported.vmdk");
+    export(&disk, "sparse", &exported, false).unwrap();
+    assert!(std::fs::read(&exported).unwrap() == std::fs::read(&vmdk).unwrap());
+
+    // Converted: a raw volume holding the virtual disk.
+    import(&disk, "flat", &vmdk, VolumeKind::DiskImage, true).unwrap();
+    let exported = scratch.path("exported.raw");
+    export(&disk, "flat", &exported, false).unwrap();
+    assert!(std::fs::read(&exported).unwrap() == source);
+    let listing = list(&disk).unwrap();
+    assert!(
+        listing
+            .lines()
+            .any(|line| line.starts_with("flat") && line.contains("raw")),
+        "{listing}"
+    );
+
+    // Other subformats are refused, nothing stored.
+    let stream = scratch.path("stream.vmdk");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        source_name,
+        stream.to_str().unwrap(),
+    ]);
+    let error = import(&disk, "stream", &stream, VolumeKind::DiskImage, false).unwrap_err();
+    assert!(error.to_string().contains("streamOptimized"), "{error}");
+    assert_eq!(volumes(&disk).unwrap().len(), 2);
+}

@@ -288,3 +288,30 @@ fn tables_and_grains_past_the_end_are_errors_on_read() {
         ));
     }
 }
+
+#[test]
+fn the_magic_is_probed_and_a_writable_open_is_refused() {
+    let mut storage = MemoryStorage::from_bytes(image(), 0);
+    assert_eq!(
+        crate::probe_format(&mut storage),
+        Ok(crate::ImageFormat::Vmdk)
+    );
+    let open = |read_only| {
+        crate::open_image(
+            MemoryStorage::from_bytes(image(), 0),
+            crate::ImageFormat::Vmdk,
+            crate::OpenOptions {
+                read_only,
+                depth: 0,
+            },
+            &mut crate::NoBacking,
+        )
+    };
+    assert_eq!(
+        open(false).err(),
+        Some(ImageError::Vmdk(VmdkError::WritableOpen))
+    );
+    let image = open(true).unwrap();
+    assert!(image.is_read_only());
+    assert_eq!(image.virtual_size(), CAPACITY * SECTOR);
+}
