@@ -428,7 +428,7 @@ fn disks(
             .map_err(|fault| Error::at(position, ErrorKind::Disk { index, fault }))?;
         if !matches!(
             disk.format,
-            DiskFormat::Raw | DiskFormat::Qcow2 | DiskFormat::Empty
+            DiskFormat::Raw | DiskFormat::Qcow2 | DiskFormat::Vmdk | DiskFormat::Empty
         ) {
             return Err(Error::at(
                 position,

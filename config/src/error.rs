@@ -568,7 +568,7 @@ impl fmt::Display for ErrorKind {
             }
             ErrorKind::UnsupportedDiskFormat { index, format } => write!(
                 formatter,
-                "disk {index}: format {} is not served by Xenolith (use raw or qcow2)",
+                "disk {index}: format {} is not served by Xenolith (use raw, qcow2 or vmdk)",
                 format.name()
             ),
             ErrorKind::InvalidAddress { key, value } => write!(

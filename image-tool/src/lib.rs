@@ -1,6 +1,6 @@
 //! `xenolith-img`: builds and edits Xenolith appliance disks on the host —
 //! a GPT with one Xenolith volume store partition, and named volumes in it
-//! (guest disks raw or qcow2, kernels, initrds, configs).
+//! (guest disks raw, qcow2 or vmdk, kernels, initrds, configs).
 //!
 //! Every command is a library function ([`create`], [`import`], [`export`],
 //! [`list`], [`remove`], [`new_qcow2`], [`check`]) so tests can call them; [`run`]

@@ -384,6 +384,8 @@ fn disk_list() {
     assert_eq!(config.disks.len(), 4);
     assert_eq!(config.disks[0].format, DiskFormat::Qcow2);
     assert_eq!(config.disks[1].target, "/dev/vg/data");
+    let vmdk = guest("disk = [ 'format=vmdk, vdev=xvda, access=ro, target=appliance' ]\n");
+    assert_eq!(vmdk.disks[0].format, DiskFormat::Vmdk);
     assert!(config.disks[2].cdrom);
     assert_eq!(
         warning_kinds(&config),

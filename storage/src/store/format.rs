@@ -76,7 +76,7 @@ impl fmt::Display for VolumeId {
 /// What a volume holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VolumeKind {
-    /// A guest disk (raw or qcow2). Any byte size: a qcow2 file need not be
+    /// A guest disk (raw, qcow2 or vmdk). Any byte size: a qcow2 file need not be
     /// whole sectors; a raw disk served to a guest is its whole sectors.
     DiskImage,
     /// A guest kernel (ELF or bzImage).
