@@ -554,17 +554,9 @@ pub fn import(
             }
             if convert_raw {
                 let size = image.virtual_size();
-                let id = store.create(&name, kind, size)?;
-                let copied = copy_into(&mut store, id, size, |offset, buffer| {
-                    image
-                        .read(DiskOffset(offset), buffer)
-                        .map_err(image_error(&what))
+                return import_as_raw(&mut store, &name, kind, &what, size, |offset, buffer| {
+                    image.read(DiskOffset(offset), buffer)
                 });
-                finish(&mut store, id, copied)?;
-                return Ok(format!(
-                    "{}: imported {what} as raw, {size} bytes\n",
-                    name.as_str()
-                ));
             }
             ("qcow2", file_length)
         }
@@ -580,17 +572,9 @@ pub fn import(
             })?;
             if convert_raw {
                 let size = image.virtual_size();
-                let id = store.create(&name, kind, size)?;
-                let copied = copy_into(&mut store, id, size, |offset, buffer| {
-                    image
-                        .read(DiskOffset(offset), buffer)
-                        .map_err(image_error(&what))
+                return import_as_raw(&mut store, &name, kind, &what, size, |offset, buffer| {
+                    image.read(DiskOffset(offset), buffer)
                 });
-                finish(&mut store, id, copied)?;
-                return Ok(format!(
-                    "{}: imported {what} as raw, {size} bytes\n",
-                    name.as_str()
-                ));
             }
             ("vmdk", file_length)
         }
@@ -617,6 +601,26 @@ pub fn import(
         "{}: imported {what} ({} {stored_format}, {length} bytes)\n",
         name.as_str(),
         kind_name(kind)
+    ))
+}
+
+/// Stores an image's virtual disk, read through `read`, as a raw volume.
+fn import_as_raw(
+    store: &mut DiskStore,
+    name: &VolumeName,
+    kind: VolumeKind,
+    what: &str,
+    size: u64,
+    mut read: impl FnMut(u64, &mut [u8]) -> Result<(), ImageError>,
+) -> Result<String, ToolError> {
+    let id = store.create(name, kind, size)?;
+    let copied = copy_into(store, id, size, |offset, buffer| {
+        read(offset, buffer).map_err(image_error(what))
+    });
+    finish(store, id, copied)?;
+    Ok(format!(
+        "{}: imported {what} as raw, {size} bytes\n",
+        name.as_str()
     ))
 }
 

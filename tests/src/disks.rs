@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::{Failure, TempDir};
+use crate::debian::guest_files;
+use crate::{Failure, TempDir, make_iso_with_modules};
 
 /// Lines that must never appear while a guest uses its disk: Dom0 going
 /// down, the block back end refusing or failing a request, the guest's
@@ -139,4 +140,32 @@ pub fn qemu_img_check_after_crash(image: &Path, what: &str, context: &str) -> Re
         )));
     }
     Ok(())
+}
+
+/// A boot ISO whose Dom0 starts two Debian guests given the same disk:
+/// `writer` with `access=rw`, then `reader` with `access=ro`. `disk` is
+/// the rest of the xl disk entry (format, vdev) before its `target`, which
+/// xl takes as the last key (a target may hold commas).
+pub fn writer_and_reader_iso(dir: &TempDir, disk: &str, target: &str) -> Result<PathBuf, Failure> {
+    let guest = |name: &str, access: &str| {
+        format!(
+            "name = \"{name}\"\ntype = \"pvh\"\nmemory = 128\nkernel = \"vmlinuz\"\n\
+             ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
+             disk = [ \"{disk}, access={access}, target={target}\" ]\n\
+             on_poweroff = \"destroy\"\n"
+        )
+    };
+    let writer = dir.write("writer.cfg", guest("writer", "rw").as_bytes())?;
+    let reader = dir.write("reader.cfg", guest("reader", "ro").as_bytes())?;
+    let (kernel, initramfs) = guest_files()?;
+    // A guest's files follow its config.
+    let modules: [(&Path, &str); 6] = [
+        (&writer, "guest-config writer.cfg"),
+        (&kernel, "guest-file vmlinuz"),
+        (&initramfs, "guest-file initramfs.cpio.gz"),
+        (&reader, "guest-config reader.cfg"),
+        (&kernel, "guest-file vmlinuz"),
+        (&initramfs, "guest-file initramfs.cpio.gz"),
+    ];
+    make_iso_with_modules(dir, "--", &modules)
 }

@@ -6,11 +6,12 @@
 //! given `base` writable is refused (it would change what the overlay
 //! reads); one given it read-only reads it.
 
-use xenolith_tests::debian::{DETACH, attach, guest_files, guest_iso, guest_value, linux_timeout};
+use xenolith_tests::debian::{DETACH, attach, guest_iso, guest_value, linux_timeout};
 use xenolith_tests::disks::{
     DISK_TROUBLE, appliance_disk, holds_marker, img, path_text, qcow2_as_raw, run,
+    writer_and_reader_iso,
 };
-use xenolith_tests::{Failure, Qemu, TempDir, boot_timeout, make_iso_with_modules, number_after};
+use xenolith_tests::{Failure, Qemu, TempDir, boot_timeout, number_after};
 
 /// At 1 MiB in the base volume.
 const BASE_MARKER: &str = "XENOLITH-BASE-MARKER-7e3";
@@ -137,27 +138,7 @@ fn a_qcow2_overlay_reads_its_backing_volume_and_keeps_its_writes() -> Result<(),
 fn a_backing_volume_is_refused_writable_and_served_read_only() -> Result<(), Failure> {
     let dir = TempDir::new("backing-locked")?;
     let (disk, _) = disk_with_overlay(&dir)?;
-    let guest = |name: &str, access: &str| {
-        format!(
-            "name = \"{name}\"\ntype = \"pvh\"\nmemory = 128\nkernel = \"vmlinuz\"\n\
-             ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
-             disk = [ \"format=raw, vdev=xvda, access={access}, target=base\" ]\n\
-             on_poweroff = \"destroy\"\n"
-        )
-    };
-    let writer = dir.write("writer.cfg", guest("writer", "rw").as_bytes())?;
-    let reader = dir.write("reader.cfg", guest("reader", "ro").as_bytes())?;
-    let (kernel, initramfs) = guest_files()?;
-    // A guest's files follow its config.
-    let modules: [(&std::path::Path, &str); 6] = [
-        (&writer, "guest-config writer.cfg"),
-        (&kernel, "guest-file vmlinuz"),
-        (&initramfs, "guest-file initramfs.cpio.gz"),
-        (&reader, "guest-config reader.cfg"),
-        (&kernel, "guest-file vmlinuz"),
-        (&initramfs, "guest-file initramfs.cpio.gz"),
-    ];
-    let iso = make_iso_with_modules(&dir, "--", &modules)?;
+    let iso = writer_and_reader_iso(&dir, "format=raw, vdev=xvda", "base")?;
     let mut qemu = Qemu::iso(iso).virtio_disk(&disk).spawn()?;
     let refused = qemu.wait_for("dom0: cannot create writer", linux_timeout())?;
     if !refused.contains("volume base is the backing volume of overlay")

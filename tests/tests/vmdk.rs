@@ -2,9 +2,11 @@
 //! vmdk as it is; a guest given it writable (`format=vmdk, access=rw`) is
 //! refused with the reason, one given it read-only reads its bytes.
 
-use xenolith_tests::debian::{attach, guest_files, guest_value, linux_timeout};
-use xenolith_tests::disks::{DISK_TROUBLE, appliance_disk, img, path_text, run};
-use xenolith_tests::{Failure, Qemu, TempDir, make_iso_with_modules, number_after};
+use xenolith_tests::debian::{attach, guest_value, linux_timeout};
+use xenolith_tests::disks::{
+    DISK_TROUBLE, appliance_disk, img, path_text, run, writer_and_reader_iso,
+};
+use xenolith_tests::{Failure, Qemu, TempDir, number_after};
 
 /// At 1 MiB in the source the vmdk is made from.
 const MARKER: &str = "XENOLITH-VMDK-MARKER-5d1";
@@ -34,27 +36,7 @@ fn a_vmdk_volume_is_refused_writable_and_served_read_only() -> Result<(), Failur
     let kind = xenolith_img::VolumeKind::DiskImage;
     img(xenolith_img::import(&disk, "sparse", &vmdk, kind, false))?;
 
-    let guest = |name: &str, access: &str| {
-        format!(
-            "name = \"{name}\"\ntype = \"pvh\"\nmemory = 128\nkernel = \"vmlinuz\"\n\
-             ramdisk = \"initramfs.cpio.gz\"\nextra = \"console=hvc0\"\n\
-             disk = [ \"format=vmdk, vdev=xvda, access={access}, target=sparse\" ]\n\
-             on_poweroff = \"destroy\"\n"
-        )
-    };
-    let writer = dir.write("writer.cfg", guest("writer", "rw").as_bytes())?;
-    let reader = dir.write("reader.cfg", guest("reader", "ro").as_bytes())?;
-    let (kernel, initramfs) = guest_files()?;
-    // A guest's files follow its config.
-    let modules: [(&std::path::Path, &str); 6] = [
-        (&writer, "guest-config writer.cfg"),
-        (&kernel, "guest-file vmlinuz"),
-        (&initramfs, "guest-file initramfs.cpio.gz"),
-        (&reader, "guest-config reader.cfg"),
-        (&kernel, "guest-file vmlinuz"),
-        (&initramfs, "guest-file initramfs.cpio.gz"),
-    ];
-    let iso = make_iso_with_modules(&dir, "--", &modules)?;
+    let iso = writer_and_reader_iso(&dir, "format=vmdk, vdev=xvda", "sparse")?;
     let mut qemu = Qemu::iso(iso).virtio_disk(&disk).spawn()?;
     let refused = qemu.wait_for("dom0: cannot create writer", linux_timeout())?;
     if !refused.contains("is a vmdk: served read-only only") || !refused.contains("access=ro") {
