@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::debian::guest_files;
-use crate::{Failure, TempDir, make_iso_with_modules};
+use crate::debian::{attach, guest_files, linux_timeout};
+use crate::{Failure, Running, TempDir, make_iso_with_modules, number_after};
 
 /// Lines that must never appear while a guest uses its disk: Dom0 going
 /// down, the block back end refusing or failing a request, the guest's
@@ -168,4 +168,25 @@ pub fn writer_and_reader_iso(dir: &TempDir, disk: &str, target: &str) -> Result<
         (&initramfs, "guest-file initramfs.cpio.gz"),
     ];
     make_iso_with_modules(dir, "--", &modules)
+}
+
+/// Waits for [`writer_and_reader_iso`]'s reader to be created with its
+/// disk connected and its shell up, attaches to its console and returns
+/// its domain id (the refused writer may have used one before it).
+pub fn reader_attached(qemu: &mut Running) -> Result<u16, Failure> {
+    let created = qemu.wait_for_line_with(
+        &["dom0: created domain", "(reader)"],
+        linux_timeout(),
+        "reader's creation",
+    )?;
+    let domain = number_after(&created, "created domain")
+        .and_then(|domain| u16::try_from(domain).ok())
+        .ok_or_else(|| qemu.failure(format!("reader was not created: {created:?}")))?;
+    qemu.wait_for(
+        &format!("dom0: domain {domain}: xvda connected"),
+        linux_timeout(),
+    )?;
+    qemu.wait_for("[reader] XENOLITH-GUEST: shell", linux_timeout())?;
+    attach(qemu, "reader", domain)?;
+    Ok(domain)
 }

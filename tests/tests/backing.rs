@@ -8,10 +8,10 @@
 
 use xenolith_tests::debian::{DETACH, attach, guest_iso, guest_value, linux_timeout};
 use xenolith_tests::disks::{
-    DISK_TROUBLE, appliance_disk, holds_marker, img, path_text, qcow2_as_raw, run,
+    DISK_TROUBLE, appliance_disk, holds_marker, img, path_text, qcow2_as_raw, reader_attached, run,
     writer_and_reader_iso,
 };
-use xenolith_tests::{Failure, Qemu, TempDir, boot_timeout, number_after};
+use xenolith_tests::{Failure, Qemu, TempDir, boot_timeout};
 
 /// At 1 MiB in the base volume.
 const BASE_MARKER: &str = "XENOLITH-BASE-MARKER-7e3";
@@ -146,21 +146,7 @@ fn a_backing_volume_is_refused_writable_and_served_read_only() -> Result<(), Fai
     {
         return Err(qemu.failure(format!("unclear refusal: {refused:?}")));
     }
-    // The refused create may have used a domain id.
-    let created = qemu.wait_for_line_with(
-        &["dom0: created domain", "(reader)"],
-        linux_timeout(),
-        "reader's creation",
-    )?;
-    let domain = number_after(&created, "created domain")
-        .and_then(|domain| u16::try_from(domain).ok())
-        .ok_or_else(|| qemu.failure(format!("reader was not created: {created:?}")))?;
-    qemu.wait_for(
-        &format!("dom0: domain {domain}: xvda connected"),
-        linux_timeout(),
-    )?;
-    qemu.wait_for("[reader] XENOLITH-GUEST: shell", linux_timeout())?;
-    attach(&mut qemu, "reader", domain)?;
+    reader_attached(&mut qemu)?;
     let read_base = format!(
         "echo \"BA\"\"SE=$(dd if=/dev/xvda bs=4096 skip=256 count=1 2>/dev/null | head -c {})\"",
         BASE_MARKER.len()

@@ -2,11 +2,11 @@
 //! vmdk as it is; a guest given it writable (`format=vmdk, access=rw`) is
 //! refused with the reason, one given it read-only reads its bytes.
 
-use xenolith_tests::debian::{attach, guest_value, linux_timeout};
+use xenolith_tests::debian::{guest_value, linux_timeout};
 use xenolith_tests::disks::{
-    DISK_TROUBLE, appliance_disk, img, path_text, run, writer_and_reader_iso,
+    DISK_TROUBLE, appliance_disk, img, path_text, reader_attached, run, writer_and_reader_iso,
 };
-use xenolith_tests::{Failure, Qemu, TempDir, number_after};
+use xenolith_tests::{Failure, Qemu, TempDir};
 
 /// At 1 MiB in the source the vmdk is made from.
 const MARKER: &str = "XENOLITH-VMDK-MARKER-5d1";
@@ -42,21 +42,7 @@ fn a_vmdk_volume_is_refused_writable_and_served_read_only() -> Result<(), Failur
     if !refused.contains("is a vmdk: served read-only only") || !refused.contains("access=ro") {
         return Err(qemu.failure(format!("unclear refusal: {refused:?}")));
     }
-    // The refused create may have used a domain id.
-    let created = qemu.wait_for_line_with(
-        &["dom0: created domain", "(reader)"],
-        linux_timeout(),
-        "reader's creation",
-    )?;
-    let domain = number_after(&created, "created domain")
-        .and_then(|domain| u16::try_from(domain).ok())
-        .ok_or_else(|| qemu.failure(format!("reader was not created: {created:?}")))?;
-    qemu.wait_for(
-        &format!("dom0: domain {domain}: xvda connected"),
-        linux_timeout(),
-    )?;
-    qemu.wait_for("[reader] XENOLITH-GUEST: shell", linux_timeout())?;
-    attach(&mut qemu, "reader", domain)?;
+    reader_attached(&mut qemu)?;
     let size = guest_value(
         &mut qemu,
         "echo \"SI\"\"ZE=$(cat /sys/block/xvda/size)\"",
